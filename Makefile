@@ -1,0 +1,51 @@
+# kdns: `make run` serves the seed examples on 127.0.0.1:1053; `make test` runs everything.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DNS_ADDR ?= 127.0.0.1:1053
+UPSTREAM ?= none
+
+.PHONY: setup tools run test lint typecheck pytest bench bench-smoke fuzz clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+tools:
+	./scripts/install-tools.sh
+
+run: setup
+	$(BIN)/kdns serve --dns-addr $(DNS_ADDR) --manifests deploy/examples/seed \
+	    --upstream $(UPSTREAM) --health-addr 127.0.0.1:8080 --ready-addr 127.0.0.1:8181 \
+	    --metrics-addr 127.0.0.1:9153
+
+lint: setup
+	$(BIN)/ruff format --check kdns tests bench
+	$(BIN)/ruff check kdns tests bench
+	$(BIN)/lint-imports
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup tools
+	KDNS_E2E=required $(BIN)/pytest -q
+
+test: setup tools lint typecheck pytest
+
+bench: setup tools
+	$(BIN)/python bench/run_bench.py
+
+bench-smoke: setup tools
+	$(BIN)/python bench/run_bench.py --smoke
+
+fuzz: setup
+	$(BIN)/python -m pip install -q atheris
+	$(BIN)/python tests/fuzz/atheris_reply.py -max_total_time=$${FUZZ_SECONDS:-300}
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
