@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv6Address
+from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
 from kdns.dns.view import ReadyEndpoint, ReverseName
 from kdns.model import (
@@ -78,6 +78,8 @@ class Index:
         self._cluster_ip: dict[IPAddress, list[Key]] = {}
         self._endpoint_ip: dict[IPAddress, list[ReverseName]] = {}
         self._pod_ip: dict[tuple[str, IPAddress], int] = {}
+        # (version, prefix length, prefix) -> how many owned addresses lie under it.
+        self._prefixes: dict[tuple[int, int, int], int] = {}
         self._pending: list[Change] = []
         self.listeners: list[Callable[[], None]] = []
 
@@ -111,6 +113,14 @@ class Index:
             ns, name = min(owners)
             return (ReverseName(ns, name),)
         return self._endpoint_ip.get(address, ())
+
+    def reverse_prefix_exists(self, network: IPv4Network | IPv6Network) -> bool:
+        bits = network.max_prefixlen
+        plen = network.prefixlen
+        if plen == bits:
+            return bool(self.reverse(network.network_address))
+        key = (network.version, plen, int(network.network_address) >> (bits - plen))
+        return self._prefixes.get(key, 0) > 0
 
     def pod_exists(self, namespace: str, address: IPAddress) -> bool:
         return self._pod_ip.get((namespace, address), 0) > 0
@@ -252,6 +262,7 @@ class Index:
             self._count(obj.namespace, 1, service=True)
             for ip in obj.cluster_ips:
                 self._cluster_ip.setdefault(ip, []).append((obj.namespace, obj.name))
+                self._add_prefixes(ip, 1)
         elif isinstance(obj, EndpointSlice):
             self._count(obj.namespace, 1)
             if obj.service is not None:
@@ -271,6 +282,7 @@ class Index:
                 owners = self._cluster_ip.get(ip)
                 if owners is not None:
                     owners.remove((obj.namespace, obj.name))
+                    self._add_prefixes(ip, -1)
                     if not owners:
                         del self._cluster_ip[ip]
         elif isinstance(obj, EndpointSlice):
@@ -293,11 +305,27 @@ class Index:
                 else:
                     self._pod_ip.pop(k, None)
 
+    def _add_prefixes(self, address: IPAddress, delta: int) -> None:
+        """Count `address` under each reverse-tree prefix above it (octets for IPv4,
+        nibbles for IPv6)."""
+        bits = address.max_prefixlen
+        step = 8 if address.version == 4 else 4
+        value = int(address)
+        prefixes = self._prefixes
+        for plen in range(step, bits, step):
+            key = (address.version, plen, value >> (bits - plen))
+            n = prefixes.get(key, 0) + delta
+            if n > 0:
+                prefixes[key] = n
+            else:
+                prefixes.pop(key, None)
+
     def _rebuild_endpoints(self, key: Key) -> None:
         """Re-merge the ready endpoints of one Service and update the reverse index."""
         ns, svc = key
         old = self._endpoints.pop(key, ())
         for ep in old:
+            self._add_prefixes(ep.address, -1)
             names = self._endpoint_ip.get(ep.address)
             if names is not None:
                 names[:] = [n for n in names if (n.namespace, n.service) != key]
@@ -317,6 +345,7 @@ class Index:
         ready = tuple(merged.values())
         self._endpoints[key] = ready
         for ep in ready:
+            self._add_prefixes(ep.address, 1)
             names = self._endpoint_ip.setdefault(ep.address, [])
             name = ReverseName(ns, svc, ep.label)
             if name not in names:

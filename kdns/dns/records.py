@@ -186,3 +186,9 @@ class Reply:
     # Set when the reply may be kept and re-sent for the same (qname, qtype) until the
     # data changes; replies that depend on something else (time, upstream) leave it False.
     cacheable: bool = field(default=True)
+    # A reverse-zone name kdns does not know: NXDOMAIN here, but the handler may ask the
+    # upstreams instead (CoreDNS `fallthrough in-addr.arpa ip6.arpa`).
+    fallthrough: bool = False
+    # An ExternalName target outside the served zones: the handler may resolve it upstream
+    # and append its records after the CNAME (spec R27).
+    chase: str | None = None

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ipaddress import IPv4Network, IPv6Network
+
 from kdns.model import IPAddress, Service, ServicePort
 
 
@@ -59,6 +61,11 @@ class ClusterView(Protocol):
     def reverse(self, address: IPAddress) -> Sequence[ReverseName]:
         """Owners of an address: the ClusterIP's Service first, else each Service whose
         ready endpoints hold it."""
+
+    def reverse_prefix_exists(self, network: IPv4Network | IPv6Network) -> bool:
+        """Some ClusterIP or ready endpoint address lies in `network` (for the empty
+        non-terminals of the reverse trees, RFC 8020). Prefix lengths are multiples of 8
+        (IPv4) or 4 (IPv6)."""
 
     def pod_exists(self, namespace: str, address: IPAddress) -> bool:
         """A running Pod in `namespace` has `address` (for `--pods verified`)."""
