@@ -1,0 +1,344 @@
+"""Kubernetes API JSON -> slim `kdns.model` objects: the boundary both sources share.
+
+Keeps only what DNS needs (style.md "convert at the boundary", as CoreDNS's
+`plugin/kubernetes/object/`): names lower-cased (RFC 4343), IPs parsed into `ipaddress`
+objects, everything else dropped. A malformed object raises `ConversionError` naming the
+field path, what is wrong and the fix; the caller decides whether that is fatal (a
+manifest) or one skipped object (a watch). Pure: no I/O, no logging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from ipaddress import ip_address
+from typing import Any
+
+from kdns.model import (
+    ClusterObject,
+    Endpoint,
+    EndpointSlice,
+    IPAddress,
+    Namespace,
+    Pod,
+    Service,
+    ServicePort,
+)
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+"""The label tying an EndpointSlice to its Service (discovery.k8s.io/v1)."""
+
+ENDPOINTS_SLICE_SEPARATOR = ":endpoints:"
+"""Slices converted from a v1 Endpoints object are named `<name>:endpoints:<subset index>`;
+the colon cannot occur in a real object name, so they never clash with real slices."""
+
+NOT_RUNNING_PHASES = frozenset({"Succeeded", "Failed", "Unknown"})
+"""Pods in these phases get no DNS (CoreDNS lists pods with the field selector
+`status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown`)."""
+
+
+class ConversionError(ValueError):
+    """An API object is malformed: `field` is its path (`spec.clusterIPs[1]`)."""
+
+    def __init__(self, field: str, problem: str, fix: str = "") -> None:
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{field}: {problem}" + (f"; {fix}" if fix else ""))
+
+
+# ---- field helpers (also used by the manifests source) ----------------------------------
+
+
+def _not_mapping(field: str, value: object) -> ConversionError:
+    return ConversionError(
+        field, f"is a {type(value).__name__}, not a mapping", "write it as key: value pairs"
+    )
+
+
+def mapping_at(obj: Mapping[str, Any], key: str, *, field: str) -> Mapping[str, Any]:
+    """`obj[key]` as a mapping; missing or null gives {}."""
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConversionError(
+            field, f"is a {type(value).__name__}, not a mapping", "write it as key: value pairs"
+        )
+    return value
+
+
+def list_at(obj: Mapping[str, Any], key: str, *, field: str) -> Sequence[Any]:
+    """`obj[key]` as a list; missing or null gives []."""
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConversionError(
+            field, f"is a {type(value).__name__}, not a list", "write it as a list of - items"
+        )
+    return value
+
+
+def string_at(obj: Mapping[str, Any], key: str, *, field: str, default: str = "") -> str:
+    """`obj[key]` as a string; missing or null gives `default`."""
+    value = obj.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ConversionError(field, f"{value!r} is not a string", "quote it")
+    return value
+
+
+def metadata_names(obj: Mapping[str, Any], *, namespaced: bool = True) -> tuple[str, str]:
+    """(namespace, name), lower-cased; a missing namespace means `default`."""
+    meta = mapping_at(obj, "metadata", field="metadata")
+    name = string_at(meta, "name", field="metadata.name").lower()
+    if not name:
+        raise ConversionError("metadata.name", "is missing", "every object needs a name")
+    if not namespaced:
+        return "", name
+    namespace = string_at(meta, "namespace", field="metadata.namespace").lower()
+    return namespace or "default", name
+
+
+def ip_from_api(value: Any, *, field: str) -> IPAddress:
+    """Parse one IP address string."""
+    if not isinstance(value, str):
+        raise ConversionError(field, f"{value!r} is not an IP address", "use a quoted address")
+    try:
+        return ip_address(value.strip())
+    except ValueError:
+        raise ConversionError(
+            field, f"{value!r} is not an IP address", "use an IPv4 or IPv6 address"
+        ) from None
+
+
+def port_number(value: Any, *, field: str) -> int:
+    """A port number 1-65535 (an int: the API has no string ports)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        shown = f'"{value}"' if isinstance(value, str) else repr(value)
+        raise ConversionError(field, f"{shown} is not a port number", "use an integer 1-65535")
+    return value
+
+
+def service_port_from_api(port: Any, *, field: str) -> ServicePort:
+    """One entry of `spec.ports` (Service) or `ports` (EndpointSlice, Endpoints subset)."""
+    if not isinstance(port, Mapping):
+        raise _not_mapping(field, port)
+    name = string_at(port, "name", field=f"{field}.name").lower()
+    protocol = string_at(port, "protocol", field=f"{field}.protocol", default="TCP").lower()
+    if protocol not in ("tcp", "udp", "sctp"):
+        raise ConversionError(
+            f"{field}.protocol", f"{protocol!r} is not a protocol", "use TCP, UDP or SCTP"
+        )
+    number = port_number(port.get("port"), field=f"{field}.port")
+    return ServicePort(name=name, protocol=protocol, port=number)
+
+
+# ---- objects ---------------------------------------------------------------------------
+
+
+def cluster_ips_from_api(spec: Mapping[str, Any]) -> tuple[tuple[IPAddress, ...], bool]:
+    """(cluster IPs, headless) from `spec.clusterIPs`, falling back to `spec.clusterIP`."""
+    raw = list_at(spec, "clusterIPs", field="spec.clusterIPs")
+    field = "spec.clusterIPs"
+    if not raw:
+        single = spec.get("clusterIP")
+        raw = [single] if single not in (None, "") else []
+        field = "spec.clusterIP"
+    if any(isinstance(v, str) and v.strip() == "None" for v in raw):
+        return (), True  # spec §2.4: clusterIP None is a headless Service
+    ips: list[IPAddress] = []
+    for i, value in enumerate(raw):
+        at = f"{field}[{i}]" if field == "spec.clusterIPs" else field
+        if value == "":
+            continue
+        ip = ip_from_api(value, field=at)
+        if ip not in ips:
+            ips.append(ip)
+    return tuple(ips), False
+
+
+def service_from_api(obj: Mapping[str, Any]) -> Service:
+    """Convert a v1 Service. A ClusterIP-like Service without an IP yet gets `cluster_ips=()`
+    (the manifests source allocates one; the API always has one)."""
+    namespace, name = metadata_names(obj)
+    spec = mapping_at(obj, "spec", field="spec")
+    ports = tuple(
+        service_port_from_api(p, field=f"spec.ports[{i}]")
+        for i, p in enumerate(list_at(spec, "ports", field="spec.ports"))
+    )
+    if string_at(spec, "type", field="spec.type") == "ExternalName":
+        # spec §2.5: an ExternalName Service is a CNAME to spec.externalName.
+        target = string_at(spec, "externalName", field="spec.externalName").strip()
+        target = target.lower().rstrip(".")
+        if not target:
+            raise ConversionError(
+                "spec.externalName",
+                "is missing for type ExternalName",
+                "set it to a DNS name such as db.example.com",
+            )
+        return Service(namespace, name, external_name=target, ports=ports)
+    ips, headless = cluster_ips_from_api(spec)
+    return Service(namespace, name, cluster_ips=ips, headless=headless, ports=ports)
+
+
+def _endpoint_from_api(raw: Any, *, field: str) -> Endpoint | None:
+    if not isinstance(raw, Mapping):
+        raise _not_mapping(field, raw)
+    addresses = tuple(
+        ip_from_api(a, field=f"{field}.addresses[{i}]")
+        for i, a in enumerate(list_at(raw, "addresses", field=f"{field}.addresses"))
+    )
+    if not addresses:
+        return None
+    conditions = mapping_at(raw, "conditions", field=f"{field}.conditions")
+    # EndpointSlice API: "ready ... nil should be interpreted as true" (unknown = ready).
+    ready = conditions.get("ready") is not False
+    hostname = string_at(raw, "hostname", field=f"{field}.hostname").lower() or None
+    return Endpoint(addresses, ready=ready, hostname=hostname, pod_name=_pod_ref(raw, field))
+
+
+def _pod_ref(raw: Mapping[str, Any], field: str) -> str | None:
+    ref = mapping_at(raw, "targetRef", field=f"{field}.targetRef")
+    if ref.get("kind", "Pod") != "Pod":
+        return None
+    return string_at(ref, "name", field=f"{field}.targetRef.name").lower() or None
+
+
+def endpointslice_from_api(obj: Mapping[str, Any]) -> EndpointSlice | None:
+    """Convert a discovery.k8s.io/v1 EndpointSlice; FQDN slices give None (DNS serves only
+    IP endpoints, as CoreDNS)."""
+    namespace, name = metadata_names(obj)
+    address_type = string_at(obj, "addressType", field="addressType", default="IPv4")
+    if address_type == "FQDN":
+        return None
+    labels = mapping_at(
+        mapping_at(obj, "metadata", field="metadata"), "labels", field="metadata.labels"
+    )
+    service = string_at(labels, SERVICE_NAME_LABEL, field=f"metadata.labels[{SERVICE_NAME_LABEL}]")
+    endpoints: list[Endpoint] = []
+    for i, raw in enumerate(list_at(obj, "endpoints", field="endpoints")):
+        endpoint = _endpoint_from_api(raw, field=f"endpoints[{i}]")
+        if endpoint is not None:
+            endpoints.append(endpoint)
+    ports: list[ServicePort] = []
+    for i, raw in enumerate(list_at(obj, "ports", field="ports")):
+        # EndpointSlice API: a port of null means "all ports": nothing for SRV to name.
+        if isinstance(raw, Mapping) and raw.get("port") is None:
+            continue
+        ports.append(service_port_from_api(raw, field=f"ports[{i}]"))
+    return EndpointSlice(
+        namespace,
+        name,
+        service=service.lower() or None,
+        endpoints=tuple(endpoints),
+        ports=tuple(ports),
+    )
+
+
+def _endpoints_address(raw: Any, *, field: str, ready: bool) -> Endpoint:
+    if not isinstance(raw, Mapping):
+        raise _not_mapping(field, raw)
+    address = ip_from_api(raw.get("ip"), field=f"{field}.ip")
+    hostname = string_at(raw, "hostname", field=f"{field}.hostname").lower() or None
+    return Endpoint((address,), ready=ready, hostname=hostname, pod_name=_pod_ref(raw, field))
+
+
+def slices_from_endpoints(obj: Mapping[str, Any]) -> list[EndpointSlice]:
+    """Convert a legacy v1 Endpoints object: one slice per subset, named
+    `<name>:endpoints:<i>`, for the Service of the same name."""
+    namespace, name = metadata_names(obj)
+    slices: list[EndpointSlice] = []
+    for s, subset in enumerate(list_at(obj, "subsets", field="subsets")):
+        at = f"subsets[{s}]"
+        if not isinstance(subset, Mapping):
+            raise _not_mapping(at, subset)
+        endpoints = [
+            _endpoints_address(a, field=f"{at}.addresses[{i}]", ready=True)
+            for i, a in enumerate(list_at(subset, "addresses", field=f"{at}.addresses"))
+        ]
+        endpoints += [
+            _endpoints_address(a, field=f"{at}.notReadyAddresses[{i}]", ready=False)
+            for i, a in enumerate(
+                list_at(subset, "notReadyAddresses", field=f"{at}.notReadyAddresses")
+            )
+        ]
+        ports = tuple(
+            service_port_from_api(p, field=f"{at}.ports[{i}]")
+            for i, p in enumerate(list_at(subset, "ports", field=f"{at}.ports"))
+        )
+        slices.append(
+            EndpointSlice(
+                namespace,
+                f"{name}{ENDPOINTS_SLICE_SEPARATOR}{s}",
+                service=name,
+                endpoints=tuple(endpoints),
+                ports=ports,
+            )
+        )
+    return slices
+
+
+def namespace_from_api(obj: Mapping[str, Any]) -> Namespace:
+    """Convert a v1 Namespace."""
+    return Namespace(metadata_names(obj, namespaced=False)[1])
+
+
+def pod_running(obj: Mapping[str, Any]) -> bool:
+    """False for a Pod that is terminating or in phase Succeeded/Failed/Unknown."""
+    meta = mapping_at(obj, "metadata", field="metadata")
+    if meta.get("deletionTimestamp"):  # CoreDNS object/pod.go: terminating pods are ignored
+        return False
+    status = mapping_at(obj, "status", field="status")
+    return string_at(status, "phase", field="status.phase") not in NOT_RUNNING_PHASES
+
+
+def pod_ips_from_api(obj: Mapping[str, Any]) -> tuple[IPAddress, ...]:
+    """`status.podIPs`, falling back to `status.podIP`; () when none is assigned yet."""
+    status = mapping_at(obj, "status", field="status")
+    ips: list[IPAddress] = []
+    for i, entry in enumerate(list_at(status, "podIPs", field="status.podIPs")):
+        at = f"status.podIPs[{i}]"
+        if not isinstance(entry, Mapping):
+            raise _not_mapping(at, entry)
+        ip = ip_from_api(entry.get("ip"), field=f"{at}.ip")
+        if ip not in ips:
+            ips.append(ip)
+    if not ips and status.get("podIP") not in (None, ""):
+        ips.append(ip_from_api(status.get("podIP"), field="status.podIP"))
+    return tuple(ips)
+
+
+def pod_from_api(obj: Mapping[str, Any]) -> Pod | None:
+    """Convert a v1 Pod; None when it is not running (see `pod_running`)."""
+    namespace, name = metadata_names(obj)
+    if not pod_running(obj):
+        return None
+    return Pod(namespace, name, ips=pod_ips_from_api(obj))
+
+
+def objects_from_api(obj: Mapping[str, Any], *, kind: str | None = None) -> list[ClusterObject]:
+    """Convert any supported object (Endpoints gives one slice per subset); [] for objects
+    DNS ignores. `kind` overrides `obj["kind"]` (list items carry no kind)."""
+    kind = kind or string_at(obj, "kind", field="kind")
+    if kind == "Endpoints":
+        return list(slices_from_endpoints(obj))
+    converted = object_from_api(obj, kind=kind)
+    return [] if converted is None else [converted]
+
+
+def object_from_api(obj: Mapping[str, Any], *, kind: str | None = None) -> ClusterObject | None:
+    """Convert a Service, EndpointSlice, Namespace or Pod by its kind; None for a kind DNS
+    does not use, an FQDN slice or a Pod that is not running. `kind` overrides
+    `obj["kind"]` (items of a LIST carry no kind)."""
+    kind = kind or string_at(obj, "kind", field="kind")
+    if kind == "Service":
+        return service_from_api(obj)
+    if kind == "EndpointSlice":
+        return endpointslice_from_api(obj)
+    if kind == "Namespace":
+        return namespace_from_api(obj)
+    if kind == "Pod":
+        return pod_from_api(obj)
+    return None
