@@ -1,0 +1,315 @@
+"""kdns.metrics: Stats folded into CoreDNS's metric names and labels (coredns-behaviour.md §5),
+scraped as Prometheus text and read back with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from kdns.metrics import build_registry, render, server_label
+from kdns.settings import HostPort
+from kdns.stats import DURATION_BUCKETS, PROGRAMMING_BUCKETS, SIZE_BUCKETS, Histogram, Stats
+
+SERVER = "dns://:53"
+ZONE = "cluster.local."
+
+# Every family CoreDNS dashboards and alerts read, plus kdns's own (issue 4).
+REQUIRED_FAMILIES = {
+    "coredns_dns_requests": "counter",
+    "coredns_dns_responses": "counter",
+    "coredns_dns_request_duration_seconds": "histogram",
+    "coredns_dns_request_size_bytes": "histogram",
+    "coredns_dns_response_size_bytes": "histogram",
+    "coredns_dns_do_requests": "counter",
+    "coredns_cache_entries": "gauge",
+    "coredns_cache_hits": "counter",
+    "coredns_cache_misses": "counter",
+    "coredns_cache_requests": "counter",
+    "coredns_cache_evictions": "counter",
+    "coredns_kubernetes_dns_programming_duration_seconds": "histogram",
+    "coredns_proxy_request_duration_seconds": "histogram",
+    "coredns_proxy_healthcheck_failures": "counter",
+    "coredns_forward_max_concurrent_rejects": "counter",
+    "coredns_panics": "counter",
+    "coredns_build_info": "gauge",
+    "coredns_plugin_enabled": "gauge",
+    "coredns_health_request_duration_seconds": "histogram",
+    "kdns_watch_restarts": "counter",
+    "kdns_relists": "counter",
+    "kdns_last_sync_age_seconds": "gauge",
+    "kdns_api_up": "gauge",
+    "kdns_objects_indexed": "gauge",
+    "kdns_ready": "gauge",
+    "kdns_dropped_packets": "counter",
+}
+
+
+def scrape(
+    stats: Stats,
+    *,
+    objects: Callable[[], Mapping[str, int]] = dict,
+    ready: Callable[[], bool] = lambda: True,
+    clock: Callable[[], float] = lambda: 1000.0,
+) -> tuple[dict[str, str], list[Sample]]:
+    """Scrape a fresh registry; return family name -> type, and every sample."""
+    registry = build_registry(stats=stats, server=SERVER, objects=objects, ready=ready, clock=clock)
+    text = render(registry).decode()
+    types: dict[str, str] = {}
+    samples: list[Sample] = []
+    for family in text_string_to_metric_families(text):
+        types[family.name] = family.type
+        samples.extend(family.samples)
+    return types, samples
+
+
+def value(samples: list[Sample], name: str, /, **labels: str) -> float:
+    """The one sample called `name` whose labels are exactly `labels`."""
+    found = [s.value for s in samples if s.name == name and s.labels == labels]
+    assert len(found) == 1, (name, labels, [s for s in samples if s.name == name])
+    return found[0]
+
+
+def buckets(samples: list[Sample], name: str, /, **labels: str) -> dict[float, float]:
+    """le -> cumulative count for one histogram series."""
+    out: dict[float, float] = {}
+    for s in samples:
+        if (
+            s.name == f"{name}_bucket"
+            and {k: v for k, v in s.labels.items() if k != "le"} == labels
+        ):
+            out[float(s.labels["le"])] = s.value
+    return out
+
+
+def test_every_dashboard_family_is_exposed_with_its_type_even_when_idle() -> None:
+    types, _ = scrape(Stats())
+    missing = {n: t for n, t in REQUIRED_FAMILIES.items() if types.get(n) != t}
+    assert missing == {}
+
+
+def test_process_metrics_are_exposed() -> None:
+    types, samples = scrape(Stats())
+    assert "process_cpu_seconds" in types
+    assert any(s.name == "process_resident_memory_bytes" and s.value > 0 for s in samples)
+
+
+def test_request_and_response_counters_carry_coredns_labels() -> None:
+    stats = Stats()
+    for _ in range(3):
+        stats.count_request(ZONE, "udp", "1", "A", 40)
+    stats.count_request(ZONE, "tcp", "2", "SRV", 50)
+    stats.count_response(ZONE, "udp", "NOERROR", 90, 0.001)
+    stats.count_response(ZONE, "udp", "NOERROR", 90, 0.001)
+    stats.count_response(ZONE, "tcp", "NXDOMAIN", 120, 0.001)
+    stats.do_requests[ZONE] = 2
+
+    _, samples = scrape(stats)
+
+    base = {"server": SERVER, "zone": ZONE, "view": ""}
+    assert (
+        value(samples, "coredns_dns_requests_total", **base, proto="udp", family="1", type="A") == 3
+    )
+    assert (
+        value(samples, "coredns_dns_requests_total", **base, proto="tcp", family="2", type="SRV")
+        == 1
+    )
+    assert value(samples, "coredns_dns_responses_total", **base, rcode="NOERROR", plugin="") == 2
+    assert value(samples, "coredns_dns_responses_total", **base, rcode="NXDOMAIN", plugin="") == 1
+    assert value(samples, "coredns_dns_do_requests_total", **base) == 2
+
+
+def test_duration_histogram_is_cumulative_over_coredns_buckets() -> None:
+    stats = Stats()
+    # 0.0001 <= 0.00025 (first bucket); 0.0003 in (0.00025, 0.0005]; 10 s beyond 8.192 s.
+    for seconds in (0.0001, 0.0003, 10.0):
+        stats.count_response(ZONE, "udp", "NOERROR", 100, seconds)
+
+    _, samples = scrape(stats)
+
+    series = {"server": SERVER, "zone": ZONE, "view": ""}
+    got = buckets(samples, "coredns_dns_request_duration_seconds", **series)
+    # CoreDNS TimeBuckets: ExponentialBuckets(0.00025, 2, 16) = 0.25 ms .. 8.192 s, then +Inf.
+    assert sorted(got) == sorted([*(0.00025 * 2**i for i in range(16)), math.inf])
+    assert got[0.00025] == 1
+    assert got[0.0005] == 2
+    assert got[8.192] == 2
+    assert got[math.inf] == 3
+    assert value(samples, "coredns_dns_request_duration_seconds_count", **series) == 3
+    assert value(samples, "coredns_dns_request_duration_seconds_sum", **series) == pytest.approx(
+        10.0004
+    )
+
+
+def test_size_histograms_are_split_by_proto() -> None:
+    stats = Stats()
+    stats.count_request(ZONE, "udp", "1", "A", 40)
+    stats.count_request(ZONE, "tcp", "1", "A", 700)
+    stats.count_response(ZONE, "udp", "NOERROR", 550, 0.001)
+
+    _, samples = scrape(stats)
+
+    udp = {"server": SERVER, "zone": ZONE, "view": "", "proto": "udp"}
+    tcp = {**udp, "proto": "tcp"}
+    req_udp = buckets(samples, "coredns_dns_request_size_bytes", **udp)
+    req_tcp = buckets(samples, "coredns_dns_request_size_bytes", **tcp)
+    assert sorted(req_udp) == sorted([*map(float, SIZE_BUCKETS), math.inf])
+    assert (req_udp[0], req_udp[100], req_udp[math.inf]) == (0, 1, 1)
+    assert (req_tcp[511], req_tcp[1023]) == (0, 1)
+    resp = buckets(samples, "coredns_dns_response_size_bytes", **udp)
+    assert (resp[511], resp[1023]) == (0, 1)
+    assert value(samples, "coredns_dns_response_size_bytes_sum", **udp) == 550
+
+
+def test_cache_counters_and_requests_equal_hits_plus_misses() -> None:
+    stats = Stats()
+    stats.cache_hits.update(success=3, denial=1)
+    stats.cache_misses = 2
+    stats.cache_entries.update(success=7, denial=4)
+    stats.cache_evictions["success"] = 5
+
+    _, samples = scrape(stats)
+
+    where = {"server": SERVER, "zones": ".", "view": ""}
+    assert value(samples, "coredns_cache_hits_total", **where, type="success") == 3
+    assert value(samples, "coredns_cache_hits_total", **where, type="denial") == 1
+    assert value(samples, "coredns_cache_misses_total", **where) == 2
+    assert value(samples, "coredns_cache_requests_total", **where) == 6
+    assert value(samples, "coredns_cache_entries", **where, type="success") == 7
+    assert value(samples, "coredns_cache_entries", **where, type="denial") == 4
+    assert value(samples, "coredns_cache_evictions_total", **where, type="success") == 5
+
+
+def test_forward_and_programming_metrics() -> None:
+    stats = Stats()
+    stats.max_concurrent_rejects = 4
+    stats.proxy_healthcheck_failures["127.0.0.1:5300"] = 2
+    stats.observe_programming("cluster_ip", 0.0015)  # in (0.001, 0.002]
+    proxy = stats.proxy_durations[("127.0.0.1:5300", "NOERROR")] = Histogram(DURATION_BUCKETS)
+    proxy.observe(0.003)
+
+    _, samples = scrape(stats)
+
+    assert value(samples, "coredns_forward_max_concurrent_rejects_total") == 4
+    assert (
+        value(
+            samples,
+            "coredns_proxy_healthcheck_failures_total",
+            proxy_name="forward",
+            to="127.0.0.1:5300",
+        )
+        == 2
+    )
+    prog = buckets(
+        samples, "coredns_kubernetes_dns_programming_duration_seconds", service_kind="cluster_ip"
+    )
+    # CoreDNS: ExponentialBuckets(0.001, 2, 20).
+    assert sorted(prog) == sorted([*PROGRAMMING_BUCKETS, math.inf])
+    assert (prog[0.001], prog[0.002], prog[math.inf]) == (0, 1, 1)
+    fwd = buckets(
+        samples,
+        "coredns_proxy_request_duration_seconds",
+        proxy_name="forward",
+        to="127.0.0.1:5300",
+        rcode="NOERROR",
+    )
+    assert (fwd[0.002], fwd[0.004]) == (0, 1)
+
+
+def test_kdns_own_metrics() -> None:
+    stats = Stats()
+    stats.watch_restarts["Service"] = 2
+    stats.relists.update(Service=1, EndpointSlice=3)
+    stats.last_sync_unix["Service"] = 990.0
+    stats.api_up = 1
+    stats.dropped = 9
+
+    _, samples = scrape(stats, objects=lambda: {"Service": 12, "Pod": 40}, clock=lambda: 1000.0)
+
+    assert value(samples, "kdns_watch_restarts_total", kind="Service") == 2
+    assert value(samples, "kdns_relists_total", kind="EndpointSlice") == 3
+    assert value(samples, "kdns_last_sync_age_seconds", kind="Service") == 10
+    assert value(samples, "kdns_api_up") == 1
+    assert value(samples, "kdns_objects_indexed", kind="Service") == 12
+    assert value(samples, "kdns_objects_indexed", kind="Pod") == 40
+    assert value(samples, "kdns_dropped_packets_total") == 9
+
+
+def test_ready_gauge_follows_the_callable_at_each_scrape() -> None:
+    stats = Stats()
+    state = {"ready": False}
+    registry = build_registry(
+        stats=stats, server=SERVER, objects=dict, ready=lambda: state["ready"], process=False
+    )
+
+    def ready_value() -> float:
+        text = render(registry).decode()
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "kdns_ready":
+                    return s.value
+        raise AssertionError("kdns_ready missing")
+
+    assert ready_value() == 0
+    state["ready"] = True
+    assert ready_value() == 1
+
+
+def test_flushers_run_before_each_scrape() -> None:
+    stats = Stats()
+    pending = {"n": 5}
+
+    def flush() -> None:  # a fast path folding its private count in, as stats.py describes
+        stats.panics += pending["n"]
+        pending["n"] = 0
+
+    stats.flushers.append(flush)
+    _, samples = scrape(stats)
+    assert value(samples, "coredns_panics_total") == 5
+
+
+def test_build_info_and_plugin_enabled() -> None:
+    _, samples = scrape(Stats())
+    info = [s for s in samples if s.name == "coredns_build_info"]
+    assert len(info) == 1
+    assert info[0].value == 1
+    assert info[0].labels["goversion"].startswith("python3.")
+    assert set(info[0].labels) == {"version", "revision", "goversion"}
+    enabled = {s.labels["name"] for s in samples if s.name == "coredns_plugin_enabled"}
+    assert {"kubernetes", "forward", "cache", "health", "ready", "prometheus"} <= enabled
+    assert (
+        value(
+            samples, "coredns_plugin_enabled", server=SERVER, zone=".", view="", name="kubernetes"
+        )
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("addr", "label"),
+    [
+        (HostPort("", 53), "dns://:53"),
+        (HostPort("127.0.0.1", 1053), "dns://127.0.0.1:1053"),
+        (HostPort("::1", 53), "dns://[::1]:53"),
+    ],
+)
+def test_server_label_is_coredns_style(addr: HostPort, label: str) -> None:
+    assert server_label(addr) == label
+
+
+def test_health_histogram_is_the_one_passed_in() -> None:
+    health = Histogram((0.00025, 0.0025, 0.025, 0.25, 2.5))
+    health.observe(0.001)
+    registry = build_registry(
+        stats=Stats(), server=SERVER, objects=dict, ready=lambda: True, health=health
+    )
+    samples = [
+        s for f in text_string_to_metric_families(render(registry).decode()) for s in f.samples
+    ]
+    got = buckets(samples, "coredns_health_request_duration_seconds")
+    # CoreDNS SlimTimeBuckets: ExponentialBuckets(0.00025, 10, 5).
+    assert sorted(got) == [0.00025, 0.0025, 0.025, 0.25, 2.5, math.inf]
+    assert (got[0.00025], got[0.0025], got[math.inf]) == (0, 1, 1)
