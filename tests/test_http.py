@@ -1,0 +1,247 @@
+"""kdns.http: /health, /ready and /metrics on real loopback sockets (CoreDNS `health`, `ready`
+and `prometheus` behaviour, coredns-behaviour.md §1 and §4)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from kdns.http import HttpServers, ReadyResult, not_ready_reasons
+from kdns.metrics import HEALTH_BUCKETS, build_registry
+from kdns.settings import HostPort
+from kdns.stats import Histogram, Stats
+
+ANY = HostPort("127.0.0.1", 0)
+TIMEOUT = aiohttp.ClientTimeout(total=5)
+
+
+class Flag:
+    """A ready check the test flips."""
+
+    def __init__(self) -> None:
+        self.result: ReadyResult = (False, "kubernetes: not synced")
+
+    def __call__(self) -> ReadyResult:
+        return self.result
+
+
+def make_servers(
+    is_ready: Callable[[], ReadyResult],
+    *,
+    stats: Stats | None = None,
+    health: HostPort = ANY,
+    ready: HostPort = ANY,
+    metrics: HostPort = ANY,
+    health_times: Histogram | None = None,
+) -> HttpServers:
+    registry = build_registry(
+        stats=stats or Stats(),
+        server="dns://127.0.0.1:53",
+        objects=lambda: {"services": 1},
+        ready=lambda: not not_ready_reasons(is_ready()),
+        health=health_times,
+        process=False,
+    )
+    return HttpServers(
+        health=health,
+        ready=ready,
+        metrics=metrics,
+        is_ready=is_ready,
+        registry=registry,
+        health_times=health_times,
+    )
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as s:
+        yield s
+
+
+def url(servers: HttpServers, path: str, *, via: str | None = None) -> str:
+    addr = servers.addresses[via or path]
+    return f"http://127.0.0.1:{addr.port}{path}"
+
+
+async def get(session: aiohttp.ClientSession, address: str) -> tuple[int, str, str]:
+    async with session.get(address) as response:
+        return response.status, await response.text(), response.headers.get("Content-Type", "")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_health_is_200_ok(session: aiohttp.ClientSession) -> None:
+    servers = make_servers(Flag())
+    await servers.start()
+    try:
+        assert await get(session, url(servers, "/health")) == (
+            200,
+            "OK",
+            "text/plain; charset=utf-8",
+        )
+    finally:
+        await servers.stop()
+
+
+async def test_ready_is_503_naming_the_cause_then_200_when_the_check_flips(
+    session: aiohttp.ClientSession,
+) -> None:
+    flag = Flag()
+    servers = make_servers(flag)
+    await servers.start()
+    try:
+        status, body, _ = await get(session, url(servers, "/ready"))
+        assert (status, body.strip()) == (503, "kubernetes: not synced")
+        flag.result = (True, "OK")
+        status, body, _ = await get(session, url(servers, "/ready"))
+        assert (status, body) == (200, "OK")
+        # Lameduck (CoreDNS `ready` is not-OK then), while /health stays 200.
+        flag.result = (False, "lameduck: shutting down")
+        status, body, _ = await get(session, url(servers, "/ready"))
+        assert (status, body.strip()) == (503, "lameduck: shutting down")
+        status, _, _ = await get(session, url(servers, "/health"))
+        assert status == 200
+    finally:
+        await servers.stop()
+
+
+async def test_ready_check_that_raises_reads_as_503(session: aiohttp.ClientSession) -> None:
+    def broken() -> ReadyResult:
+        raise RuntimeError("boom")
+
+    servers = make_servers(broken)
+    await servers.start()
+    try:
+        status, _, _ = await get(session, url(servers, "/ready"))
+        assert status == 503
+    finally:
+        await servers.stop()
+
+
+async def test_metrics_is_prometheus_text_with_coredns_counters(
+    session: aiohttp.ClientSession,
+) -> None:
+    stats = Stats()
+    stats.count_request("cluster.local.", "udp", "1", "A", 40)
+    servers = make_servers(Flag(), stats=stats)
+    await servers.start()
+    try:
+        status, body, content_type = await get(session, url(servers, "/metrics"))
+        assert status == 200
+        # Prometheus text exposition format 0.0.4.
+        assert content_type.startswith("text/plain")
+        assert "version=0.0.4" in content_type
+        samples = {s.name: s for f in text_string_to_metric_families(body) for s in f.samples}
+        assert samples["coredns_dns_requests_total"].value == 1
+        assert samples["coredns_dns_requests_total"].labels["type"] == "A"
+        assert samples["kdns_ready"].value == 0
+    finally:
+        await servers.stop()
+
+
+async def test_unknown_paths_and_paths_of_other_servers_are_404(
+    session: aiohttp.ClientSession,
+) -> None:
+    servers = make_servers(Flag())
+    await servers.start()
+    try:
+        assert servers.addresses["/health"] != servers.addresses["/metrics"]
+        status, _, _ = await get(session, url(servers, "/nope", via="/health"))
+        assert status == 404
+        # /metrics lives on its own port, not on the health port.
+        status, _, _ = await get(session, url(servers, "/metrics", via="/health"))
+        assert status == 404
+    finally:
+        await servers.stop()
+
+
+async def test_coinciding_addresses_share_one_server(session: aiohttp.ClientSession) -> None:
+    addr = HostPort("127.0.0.1", free_port())
+    servers = make_servers(Flag(), health=addr, ready=addr, metrics=addr)
+    await servers.start()
+    try:
+        assert set(servers.addresses.values()) == {addr}
+        for path, want in (("/health", 200), ("/ready", 503), ("/metrics", 200)):
+            status, _, _ = await get(session, f"http://127.0.0.1:{addr.port}{path}")
+            assert status == want, path
+    finally:
+        await servers.stop()
+
+
+async def test_responses_carry_no_server_header_or_secrets(
+    session: aiohttp.ClientSession,
+) -> None:
+    servers = make_servers(Flag())
+    await servers.start()
+    try:
+        for path in ("/health", "/ready", "/metrics"):
+            async with session.get(url(servers, path)) as response:
+                body = await response.text()
+                assert "Server" not in response.headers
+                assert "token" not in body.lower()
+                assert "kubeconfig" not in body.lower()
+    finally:
+        await servers.stop()
+
+
+async def test_stop_closes_the_ports(session: aiohttp.ClientSession) -> None:
+    servers = make_servers(Flag())
+    await servers.start()
+    address = url(servers, "/health")
+    await servers.stop()
+    await servers.stop()  # idempotent
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await get(session, address)
+
+
+async def test_start_fails_cleanly_when_the_port_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        servers = make_servers(Flag(), metrics=HostPort("127.0.0.1", port))
+        with pytest.raises(OSError, match=r"(?i)in use"):
+            await servers.start()
+        assert servers.addresses == {}
+
+
+async def test_health_self_check_observes_round_trips() -> None:
+    health_times = Histogram(HEALTH_BUCKETS)
+    servers = make_servers(Flag(), health_times=health_times)
+    await servers.start()
+    try:
+        # The first self-check runs at start; wait for it, bounded (500 x 10 ms).
+        for _ in range(500):
+            if health_times.n:
+                break
+            await asyncio.sleep(0.01)
+        assert health_times.n >= 1
+        assert health_times.total > 0
+    finally:
+        await servers.stop()
+
+
+@pytest.mark.parametrize(
+    ("result", "reasons"),
+    [
+        (True, []),
+        (False, ["not ready"]),
+        ("", []),
+        ("lameduck", ["lameduck"]),
+        ((True, "OK"), []),
+        ((False, "kubernetes: not synced"), ["kubernetes: not synced"]),
+        ([], []),
+        (["kubernetes", "lameduck"], ["kubernetes", "lameduck"]),
+    ],
+)
+def test_not_ready_reasons(result: ReadyResult, reasons: list[str]) -> None:
+    assert not_ready_reasons(result) == reasons
