@@ -1,0 +1,662 @@
+"""Forwarding of names outside the served zones to upstream resolvers (CoreDNS `forward`
++ `cache` + `loop`).
+
+Owns: the UDP/TCP exchange with upstreams, failover and in-band health, the bounded cache
+of upstream answers (RFC 2308 negative caching, TTL cap and floor), `max_concurrent`, and
+the startup loop check. It relays upstream replies as bytes: it reads only the header,
+the question and each record's TTL, with plain `struct` (no dnslib, no answer logic), so a
+cache hit costs a copy and a few TTL rewrites.
+
+Choices, against CoreDNS:
+- Policy `random` (CoreDNS's default for `forward`); upstreams marked down are skipped,
+  and when all are down one is tried anyway, as CoreDNS does.
+- The upstream query uses the client's protocol (CoreDNS's default, no `prefer_udp`); a UDP
+  reply with TC set is retried over TCP at the same upstream (RFC 7766 §6.2.1).
+- Every upstream query gets a fresh random ID (`secrets.SystemRandom`) and a fresh socket,
+  so a fresh source port; replies whose ID or question differ are ignored and the wait goes
+  on until the per-try timeout (RFC 5452 §9).
+- Two caches like CoreDNS's (success, denial) of `cache_size` entries each; TTLs capped at
+  `cache_max_ttl` and floored at `cache_min_ttl`; SERVFAIL kept `servfail_ttl` seconds.
+
+Must not: answer cluster names, import dnslib or the answer logic, or send anywhere but the
+configured upstreams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from cachetools import TLRUCache
+
+from kdns.dns.records import Question, RType
+from kdns.settings import HostPort
+from kdns.stats import PROXY_BUCKETS, Histogram, Stats
+
+logger = logging.getLogger(__name__)
+
+_HEADER: Final = struct.Struct("!HHHHHH")
+_RR_FIXED: Final = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+_U16: Final = struct.Struct("!H")
+_U32: Final = struct.Struct("!I")
+_QR: Final = 0x8000
+_TC: Final = 0x0200
+_RD: Final = 0x0100
+_RA: Final = 0x0080
+_CD: Final = 0x0010
+_OPCODE_MASK: Final = 0x7800
+_NOERROR, _SERVFAIL, _NXDOMAIN, _REFUSED = 0, 2, 3, 5
+_RCODE_NAMES: Final = {
+    0: "NOERROR",
+    1: "FORMERR",
+    2: "SERVFAIL",
+    3: "NXDOMAIN",
+    4: "NOTIMP",
+    5: "REFUSED",
+}
+_CLASS_IN: Final = 1
+_MAX_UPSTREAMS: Final = 15  # CoreDNS forward: at most 15 upstreams
+_DEFAULT_NEGATIVE_TTL: Final = 5  # CoreDNS dnsutil.MinimalDefaultTTL: denial without SOA
+
+
+# --- the few wire facts the forwarder needs -------------------------------------------
+
+
+@dataclass(slots=True)
+class _Scan:
+    """What one message holds, read without building objects."""
+
+    qid: int
+    flags: int
+    qname: str  # lower-case, absolute
+    qtype: int
+    qclass: int
+    question_end: int
+    ancount: int
+    ttl_offsets: list[int]  # TTL fields of every record except OPT
+    min_ttl: int | None  # over those records
+    negative_ttl: int | None  # RFC 2308 §5: min(SOA TTL, SOA MINIMUM) of an authority SOA
+    edns_size: int | None  # the OPT record's UDP payload size
+    do: bool  # the DNSSEC OK bit (RFC 3225)
+
+    @property
+    def rcode(self) -> int:
+        return self.flags & 0xF
+
+
+def _skip_name(data: bytes, offset: int) -> int:
+    """The offset after a (possibly compressed) name; raises ValueError past the end."""
+    while True:
+        length = data[offset]
+        if length == 0:
+            return offset + 1
+        if length & 0xC0 == 0xC0:
+            if offset + 2 > len(data):
+                raise ValueError("truncated pointer")
+            return offset + 2
+        if length & 0xC0:
+            raise ValueError("bad label type")
+        offset += 1 + length
+
+
+def _read_qname(data: bytes, offset: int) -> tuple[str, int]:
+    """An uncompressed question name, lower-cased (RFC 4343), and the offset after it."""
+    labels: list[str] = []
+    while True:
+        length = data[offset]
+        if length == 0:
+            offset += 1
+            break
+        if length & 0xC0:
+            raise ValueError("compressed or bad question name")
+        label = data[offset + 1 : offset + 1 + length]
+        if len(label) != length:
+            raise ValueError("truncated question name")
+        labels.append(label.decode("latin-1").lower())
+        offset += 1 + length
+    return (".".join(labels) + ".") if labels else ".", offset
+
+
+def _scan(data: bytes) -> _Scan:
+    """Read header, question and record TTLs; raises ValueError on a malformed message."""
+    try:
+        qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data, 0)
+        if qdcount != 1:
+            raise ValueError(f"{qdcount} questions")
+        qname, offset = _read_qname(data, 12)
+        qtype, qclass = struct.unpack_from("!HH", data, offset)
+        offset += 4
+        question_end = offset
+        ttl_offsets: list[int] = []
+        min_ttl: int | None = None
+        negative_ttl: int | None = None
+        edns_size: int | None = None
+        do = False
+        for index in range(ancount + nscount + arcount):
+            offset = _skip_name(data, offset)
+            rtype, rclass, ttl, rdlength = _RR_FIXED.unpack_from(data, offset)
+            ttl_offset = offset + 4
+            offset += 10
+            end = offset + rdlength
+            if end > len(data):
+                raise ValueError("truncated record")
+            if rtype == RType.OPT:
+                edns_size = rclass
+                do = bool(ttl & 0x8000)
+            else:
+                ttl_offsets.append(ttl_offset)
+                min_ttl = ttl if min_ttl is None else min(min_ttl, ttl)
+                if rtype == RType.SOA and ancount <= index < ancount + nscount:
+                    (minimum,) = _U32.unpack_from(data, end - 4)
+                    soa_ttl = min(ttl, minimum)
+                    negative_ttl = soa_ttl if negative_ttl is None else min(negative_ttl, soa_ttl)
+            offset = end
+    except (IndexError, struct.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"malformed message: {exc}") from None
+    return _Scan(
+        qid, flags, qname, qtype, qclass, question_end, ancount, ttl_offsets, min_ttl,
+        negative_ttl, edns_size, do,
+    )  # fmt: skip
+
+
+def _with_id(message: bytes, qid: int) -> bytes:
+    return _U16.pack(qid) + message[2:]
+
+
+def _error_reply(query: bytes, scan: _Scan, rcode: int) -> bytes:
+    """A header-and-question reply to `query` with `rcode` (for REFUSED/SERVFAIL)."""
+    flags = _QR | (scan.flags & (_OPCODE_MASK | _RD | _CD)) | _RA | rcode
+    return _HEADER.pack(scan.qid, flags, 1, 0, 0, 0) + query[12 : scan.question_end]
+
+
+def _fit_udp(reply: bytes, query: _Scan) -> bytes:
+    """`reply`, or if it exceeds the client's UDP size (512 or its EDNS size, RFC 6891 §6.2.5)
+    an empty copy with TC set, so the client retries over TCP (RFC 7766 §5). Happens when
+    the upstream answered over TCP after truncating, or for a cached TCP-sized answer."""
+    if len(reply) <= max(512, query.edns_size or 0):
+        return reply
+    (flags,) = _U16.unpack_from(reply, 2)
+    return _HEADER.pack(query.qid, flags | _TC, 1, 0, 0, 0) + reply[12 : query.question_end]
+
+
+def build_query(qname: str, qtype: int, *, qid: int, rd: bool = True) -> bytes:
+    """A plain query without EDNS (for health checks and loop probes)."""
+    wire = bytearray(_HEADER.pack(qid, _RD if rd else 0, 1, 0, 0, 0))
+    for label in qname.rstrip(".").split(".") if qname != "." else ():
+        encoded = label.encode("ascii")
+        wire.append(len(encoded))
+        wire += encoded
+    wire.append(0)
+    wire += struct.pack("!HH", qtype, _CLASS_IN)
+    return bytes(wire)
+
+
+def reply_matches(scan: _Scan, reply: _Scan) -> bool:
+    """RFC 5452 §9.1: same ID, a response, and the same question (name case-insensitively)."""
+    return (
+        reply.qid == scan.qid
+        and bool(reply.flags & _QR)
+        and reply.qname == scan.qname
+        and reply.qtype == scan.qtype
+        and reply.qclass == scan.qclass
+    )
+
+
+# --- the cache -----------------------------------------------------------------------
+
+CacheKey = tuple[str, int, int, bool, bool]  # qname, qtype, qclass, DO, CD
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    reply: bytes  # as sent to the first client, TTLs already capped
+    stored: float
+    ttl: int  # how long the entry lives
+    ttl_offsets: tuple[int, ...]
+    ttls: tuple[int, ...]  # the records' TTLs at `stored`
+
+
+class _Cache(TLRUCache[CacheKey, _Entry]):
+    """A TLRU cache whose entries expire at their own TTL; counts capacity evictions."""
+
+    def __init__(
+        self, maxsize: int, *, kind: str, stats: Stats, timer: Callable[[], float]
+    ) -> None:
+        super().__init__(maxsize, ttu=lambda _k, v, now: now + v.ttl, timer=timer)
+        self.kind = kind
+        self.stats = stats
+
+    def popitem(self) -> tuple[CacheKey, _Entry]:
+        item = super().popitem()
+        evictions = self.stats.cache_evictions
+        evictions[self.kind] = evictions.get(self.kind, 0) + 1
+        return item
+
+
+# --- upstreams -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Upstream:
+    addr: HostPort
+    family: socket.AddressFamily
+    fails: int = 0
+    down: bool = False
+    probe: asyncio.Task[None] | None = None
+
+    @property
+    def label(self) -> str:
+        return str(self.addr)
+
+
+class UpstreamError(Exception):
+    """One exchange with one upstream failed (timeout, refused, reset, garbage)."""
+
+
+@dataclass(slots=True)
+class Forwarder:
+    """Implements `Upstream` for the handler: `forward(query, question=, tcp=)`."""
+
+    upstreams: Sequence[HostPort]
+    stats: Stats = field(default_factory=Stats)
+    max_concurrent: int = 1000
+    cache_size: int = 9984
+    cache_max_ttl: int = 30
+    cache_min_ttl: int = 5
+    servfail_ttl: int = 5
+    timeout_seconds: float = 2.0  # CoreDNS forward read timeout
+    max_fails: int = 2  # CoreDNS forward max_fails
+    health_interval_seconds: float = 0.5  # CoreDNS forward health_check
+    random_order: bool = True  # policy random; False = sequential
+    clock: Callable[[], float] = time.monotonic
+    _rng: secrets.SystemRandom = field(default_factory=secrets.SystemRandom, init=False)
+    _ups: list[_Upstream] = field(default_factory=list, init=False)
+    _inflight: int = field(default=0, init=False)
+    _success: _Cache = field(init=False)
+    _denial: _Cache = field(init=False)
+    _closed: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if len(self.upstreams) > _MAX_UPSTREAMS:
+            raise ValueError(f"at most {_MAX_UPSTREAMS} upstreams, got {len(self.upstreams)}")
+        self._ups = [_Upstream(u, _family(u.host)) for u in self.upstreams]
+        size = max(1, self.cache_size)
+        self._success = _Cache(size, kind="success", stats=self.stats, timer=self.clock)
+        self._denial = _Cache(size, kind="denial", stats=self.stats, timer=self.clock)
+        self.stats.flushers.append(self._flush_stats)
+
+    async def start(self) -> None:
+        for up in self._ups:
+            logger.info("forwarding to upstream %s", up.label)
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [up.probe for up in self._ups if up.probe is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for up in self._ups:
+            up.probe = None
+
+    def healthy(self, addr: HostPort) -> bool:
+        """False while `addr` is marked down (after `max_fails` failures in a row)."""
+        return not any(up.addr == addr and up.down for up in self._ups)
+
+    async def forward(self, query: bytes, *, question: Question, tcp: bool) -> bytes | None:
+        """The upstream reply to `query` with the client's ID, from cache when fresh.
+
+        None when every tried upstream failed (the handler answers SERVFAIL). REFUSED when
+        `max_concurrent` upstream queries are already in flight.
+        """
+        try:
+            scan = _scan(query)
+        except ValueError:
+            logger.debug("not forwarding an unparsable query for %s", question.qname)
+            return None
+        key: CacheKey = (scan.qname, scan.qtype, scan.qclass, scan.do, bool(scan.flags & _CD))
+        cached = self._from_cache(key, query, scan)
+        if cached is not None:
+            return cached if tcp else _fit_udp(cached, scan)
+        self.stats.cache_misses += 1
+        if self._inflight >= self.max_concurrent:
+            self.stats.max_concurrent_rejects += 1
+            return _error_reply(query, scan, _REFUSED)
+        self._inflight += 1
+        try:
+            reply = await self._exchange_any(query, scan, tcp=tcp)
+        finally:
+            self._inflight -= 1
+        if reply is None:
+            return None
+        out = _with_id(self._to_cache(key, reply), scan.qid)
+        return out if tcp else _fit_udp(out, scan)
+
+    # - cache -
+
+    def _from_cache(self, key: CacheKey, query: bytes, scan: _Scan) -> bytes | None:
+        for cache in (self._success, self._denial):
+            entry = cache.get(key)
+            if entry is None:
+                continue
+            elapsed = int(self.clock() - entry.stored)
+            out = bytearray(entry.reply)
+            # The client's ID and its spelling of the question (0x20, RFC 4343 §4.1).
+            out[0:2] = query[0:2]
+            out[12 : scan.question_end] = query[12 : scan.question_end]
+            for offset, ttl in zip(entry.ttl_offsets, entry.ttls, strict=True):
+                _U32.pack_into(out, offset, max(0, ttl - elapsed))  # RFC 1035 §4.1.3
+            hits = self.stats.cache_hits
+            hits[cache.kind] = hits.get(cache.kind, 0) + 1
+            return bytes(out)
+        return None
+
+    def _to_cache(self, key: CacheKey, reply: bytes) -> bytes:
+        """Keep `reply` if cacheable; returns it with TTLs capped as they will be served."""
+        try:
+            scan = _scan(reply)
+        except ValueError:
+            return reply
+        rcode = scan.rcode
+        if scan.flags & _TC:
+            return reply
+        if rcode == _NOERROR and scan.ancount:
+            cache, ttl = self._success, scan.min_ttl or 0
+            ttl = max(self.cache_min_ttl, min(ttl, self.cache_max_ttl))
+        elif rcode in (_NOERROR, _NXDOMAIN):
+            # RFC 2308 §5: a denial lives min(SOA TTL, SOA MINIMUM); capped like CoreDNS.
+            ttl = scan.negative_ttl if scan.negative_ttl is not None else _DEFAULT_NEGATIVE_TTL
+            cache, ttl = self._denial, max(self.cache_min_ttl, min(ttl, self.cache_max_ttl))
+        elif rcode == _SERVFAIL:
+            cache, ttl = self._denial, self.servfail_ttl  # RFC 2308 §7.1: at most 5 minutes
+        else:
+            return reply
+        out = bytearray(reply)
+        ttls = []
+        for offset in scan.ttl_offsets:
+            (rr_ttl,) = _U32.unpack_from(out, offset)
+            rr_ttl = min(rr_ttl, ttl)
+            _U32.pack_into(out, offset, rr_ttl)
+            ttls.append(rr_ttl)
+        capped = bytes(out)
+        if ttl > 0 and cache.maxsize > 0:
+            cache[key] = _Entry(capped, self.clock(), ttl, tuple(scan.ttl_offsets), tuple(ttls))
+        return capped
+
+    def _flush_stats(self) -> None:
+        self._success.expire()
+        self._denial.expire()
+        self.stats.cache_entries["success"] = len(self._success)
+        self.stats.cache_entries["denial"] = len(self._denial)
+
+    # - exchanges -
+
+    def _order(self) -> list[_Upstream]:
+        healthy = [up for up in self._ups if not up.down]
+        if not healthy:
+            # CoreDNS: when every upstream is down, try a random one anyway.
+            return [self._rng.choice(self._ups)] if self._ups else []
+        if self.random_order:
+            self._rng.shuffle(healthy)
+        return healthy
+
+    async def _exchange_any(self, query: bytes, scan: _Scan, *, tcp: bool) -> bytes | None:
+        for up in self._order():
+            started = self.clock()
+            try:
+                reply = await self._exchange(up, query, scan, tcp=tcp)
+            except UpstreamError as exc:
+                self._failed(up, exc)
+                continue
+            up.fails = 0
+            self._observe(up, reply, self.clock() - started)
+            return reply
+        logger.warning("no upstream answered %s type %s", scan.qname, scan.qtype)
+        return None
+
+    def _observe(self, up: _Upstream, reply: bytes, seconds: float) -> None:
+        rcode = reply[3] & 0xF if len(reply) > 3 else _SERVFAIL
+        key = (up.label, _RCODE_NAMES.get(rcode, str(rcode)))
+        hist = self.stats.proxy_durations.get(key)
+        if hist is None:
+            hist = self.stats.proxy_durations[key] = Histogram(PROXY_BUCKETS)
+        hist.observe(seconds)
+
+    async def _exchange(self, up: _Upstream, query: bytes, scan: _Scan, *, tcp: bool) -> bytes:
+        """One question to one upstream, UDP then TCP on TC, each with a fresh random ID."""
+        if not tcp:
+            reply = await self._udp(up, query, scan)
+            if not _U16.unpack_from(reply, 2)[0] & _TC:
+                return reply
+        return await self._tcp(up, query, scan)
+
+    def _fresh(self, query: bytes, scan: _Scan) -> tuple[bytes, _Scan]:
+        qid = self._rng.randrange(0x10000)  # RFC 5452 §4.3: unpredictable IDs
+        sent = _with_id(query, qid)
+        want = _Scan(
+            qid, scan.flags, scan.qname, scan.qtype, scan.qclass, scan.question_end, 0, [],
+            None, None, None, False,
+        )  # fmt: skip
+        return sent, want
+
+    async def _udp(self, up: _Upstream, query: bytes, scan: _Scan) -> bytes:
+        loop = asyncio.get_running_loop()
+        sent, want = self._fresh(query, scan)
+        # A new socket per query: a fresh random source port (RFC 5452 §9.2).
+        sock = socket.socket(up.family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect((up.addr.host, up.addr.port))
+            sock.send(sent)
+            async with asyncio.timeout(self.timeout_seconds):
+                while True:
+                    data = await loop.sock_recv(sock, 65535)
+                    try:
+                        got = _scan(data)
+                    except ValueError:
+                        continue
+                    if reply_matches(want, got):
+                        return data
+                    # RFC 5452 §9.1: a reply to another question (or a spoof): keep waiting.
+                    logger.debug("ignored a mismatched reply from %s for %s", up.label,
+                                 scan.qname)  # fmt: skip
+        except TimeoutError:
+            raise UpstreamError(f"no UDP reply in {self.timeout_seconds}s") from None
+        except OSError as exc:
+            raise UpstreamError(f"UDP: {exc}") from None
+        finally:
+            sock.close()
+
+    async def _tcp(self, up: _Upstream, query: bytes, scan: _Scan) -> bytes:
+        sent, want = self._fresh(query, scan)
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                reader, writer = await asyncio.open_connection(up.addr.host, up.addr.port)
+                writer.write(_U16.pack(len(sent)) + sent)  # RFC 1035 §4.2.2 framing
+                await writer.drain()
+                while True:
+                    (length,) = _U16.unpack(await reader.readexactly(2))
+                    data = await reader.readexactly(length)
+                    try:
+                        got = _scan(data)
+                    except ValueError:
+                        raise UpstreamError("TCP: malformed reply") from None
+                    if reply_matches(want, got):
+                        return data
+                    logger.debug("ignored a mismatched TCP reply from %s", up.label)
+        except TimeoutError:
+            raise UpstreamError(f"no TCP reply in {self.timeout_seconds}s") from None
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            raise UpstreamError(f"TCP: {exc!r}") from None
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+
+    # - health -
+
+    def _failed(self, up: _Upstream, exc: UpstreamError) -> None:
+        up.fails += 1
+        logger.info("upstream %s failed (%s in a row): %s", up.label, up.fails, exc)
+        if up.fails >= self.max_fails and not up.down and not self._closed:
+            up.down = True
+            logger.warning("upstream %s marked down after %s failures", up.label, up.fails)
+            up.probe = asyncio.get_running_loop().create_task(
+                self._probe_until_up(up), name=f"kdns-health-{up.label}"
+            )
+
+    async def _probe_until_up(self, up: _Upstream) -> None:
+        """CoreDNS in-band health: `. IN NS` every interval while down; up once answered."""
+        while True:
+            await asyncio.sleep(self.health_interval_seconds)
+            query = build_query(".", RType.NS, qid=0)
+            try:
+                await self._udp(up, query, _scan(query))
+            except UpstreamError as exc:
+                failures = self.stats.proxy_healthcheck_failures
+                failures[up.label] = failures.get(up.label, 0) + 1
+                logger.debug("health check of %s failed: %s", up.label, exc)
+                continue
+            up.down = False
+            up.fails = 0
+            up.probe = None
+            logger.warning("upstream %s is up again", up.label)
+            return
+
+    async def probe(self, addr: HostPort, qname: str, qtype: int) -> bytes | None:
+        """Ask one upstream directly (no cache, no failover); None when it does not answer."""
+        up = next((u for u in self._ups if u.addr == addr), None) or _Upstream(
+            addr, _family(addr.host)
+        )
+        query = build_query(qname, qtype, qid=0)
+        try:
+            return await self._udp(up, query, _scan(query))
+        except UpstreamError:
+            return None
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+# --- loop protection (CoreDNS `loop`) ------------------------------------------------
+
+
+class LoopError(RuntimeError):
+    """Forwarding would send queries back to kdns itself; kdns must not start."""
+
+
+@dataclass(slots=True)
+class LoopDetector:
+    """The name of this process's loop probe, and how often kdns itself received it.
+
+    The handler calls `seen(lname)` for names it is about to forward; True means a loop is
+    proven and the query must be answered SERVFAIL instead of forwarded again.
+    """
+
+    qname: str = field(
+        default_factory=lambda: (
+            f"{secrets.randbits(63)}.{secrets.randbits(63)}.kdns-loop-check.invalid."
+        )
+    )
+    received: int = 0
+    threshold: int = 2  # CoreDNS loop: seen more than twice -> a loop
+
+    @property
+    def looped(self) -> bool:
+        return self.received > self.threshold
+
+    def seen(self, lname: str) -> bool:
+        if lname != self.qname:
+            return False
+        self.received += 1
+        return self.looped
+
+
+_ANY_HOSTS: Final = {"": (4, 6), "0.0.0.0": (4,), "::": (4, 6)}
+
+
+def _is_local(host: str) -> bool:
+    """True if `host` is an address of this machine: loopback, or one we can bind to."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if ip.is_loopback:
+        return True
+    with socket.socket(_family(host), socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((host, 0))  # binding sends nothing; it only asks the kernel
+        except OSError:
+            return False
+    return True
+
+
+def check_self_forwarding(upstreams: Sequence[HostPort], listen: HostPort) -> None:
+    """Raise LoopError if an upstream is kdns's own listening address and port."""
+    for up in upstreams:
+        if up.port != listen.port:
+            continue
+        families = _ANY_HOSTS.get(listen.host)
+        if families is None:
+            same = _same_ip(up.host, listen.host)
+        else:
+            same = (6 if ":" in up.host else 4) in families and _is_local(up.host)
+        if same:
+            raise LoopError(
+                f"upstream {up} is kdns's own listener {listen}: every forwarded query "
+                "would come back here; set --upstream to a real resolver"
+            )
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+
+
+async def detect_loop(
+    forwarder: Forwarder,
+    *,
+    listen: HostPort,
+    detector: LoopDetector,
+    tries: int = 3,
+) -> None:
+    """At start (kdns already listening): refuse a forwarding loop, like CoreDNS `loop`.
+
+    First the static check; then, through each loopback upstream only (never others), a
+    `<rand>.<rand>.kdns-loop-check.invalid. HINFO` probe: if kdns itself receives it more
+    than twice, the upstream sends our queries back to us. Raises LoopError.
+    """
+    check_self_forwarding(forwarder.upstreams, listen)
+    for addr in forwarder.upstreams:
+        try:
+            if not ipaddress.ip_address(addr.host.split("%", 1)[0]).is_loopback:
+                continue
+        except ValueError:
+            continue
+        for _ in range(tries):
+            reply = await forwarder.probe(addr, detector.qname, RType.HINFO)
+            if detector.looped:
+                break
+            if reply is not None:
+                break  # answered without coming back through kdns: no loop here
+        if detector.looped:
+            raise LoopError(
+                f"forwarding loop: the probe {detector.qname} sent to upstream {addr} came "
+                f"back to kdns {detector.received} times; the upstream forwards to kdns "
+                "(e.g. a node stub resolver at 127.0.0.53); set --upstream explicitly"
+            )
