@@ -1,0 +1,1 @@
+"""Shared pytest configuration; fixtures live next to the tests that use them."""
