@@ -49,6 +49,11 @@ class ConversionError(ValueError):
 # ---- field helpers (also used by the manifests source) ----------------------------------
 
 
+def shown(value: object) -> str:
+    """A value as a message shows it: strings in double quotes, else as Python writes it."""
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
 def _not_mapping(field: str, value: object) -> ConversionError:
     return ConversionError(
         field, f"is a {type(value).__name__}, not a mapping", "write it as key: value pairs"
@@ -85,7 +90,7 @@ def string_at(obj: Mapping[str, Any], key: str, *, field: str, default: str = ""
     if value is None:
         return default
     if not isinstance(value, str):
-        raise ConversionError(field, f"{value!r} is not a string", "quote it")
+        raise ConversionError(field, f"{shown(value)} is not a string", "quote it")
     return value
 
 
@@ -104,20 +109,21 @@ def metadata_names(obj: Mapping[str, Any], *, namespaced: bool = True) -> tuple[
 def ip_from_api(value: Any, *, field: str) -> IPAddress:
     """Parse one IP address string."""
     if not isinstance(value, str):
-        raise ConversionError(field, f"{value!r} is not an IP address", "use a quoted address")
+        raise ConversionError(field, f"{shown(value)} is not an IP address", "use a quoted address")
     try:
         return ip_address(value.strip())
     except ValueError:
         raise ConversionError(
-            field, f"{value!r} is not an IP address", "use an IPv4 or IPv6 address"
+            field, f"{shown(value)} is not an IP address", "use an IPv4 or IPv6 address"
         ) from None
 
 
 def port_number(value: Any, *, field: str) -> int:
     """A port number 1-65535 (an int: the API has no string ports)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        shown = f'"{value}"' if isinstance(value, str) else repr(value)
-        raise ConversionError(field, f"{shown} is not a port number", "use an integer 1-65535")
+        raise ConversionError(
+            field, f"{shown(value)} is not a port number", "use an integer 1-65535"
+        )
     return value
 
 
@@ -129,7 +135,7 @@ def service_port_from_api(port: Any, *, field: str) -> ServicePort:
     protocol = string_at(port, "protocol", field=f"{field}.protocol", default="TCP").lower()
     if protocol not in ("tcp", "udp", "sctp"):
         raise ConversionError(
-            f"{field}.protocol", f"{protocol!r} is not a protocol", "use TCP, UDP or SCTP"
+            f"{field}.protocol", f"{shown(protocol)} is not a protocol", "use TCP, UDP or SCTP"
         )
     number = port_number(port.get("port"), field=f"{field}.port")
     return ServicePort(name=name, protocol=protocol, port=number)

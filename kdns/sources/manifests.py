@@ -26,7 +26,7 @@ The rules, fixed so answers are the same on every start:
   family of `ipFamilies` (default: the first service CIDR's family, then the other) that
   has a configured CIDR; SingleStack (default) gets the first family only.
 - `default/kubernetes` (a real cluster always has it; conformance E1 probes it) is
-  synthesized with the first address of each service CIDR family (offset 1) and port
+  synthesized with the first address (offset 1) of the first service CIDR and port
   https 443/TCP, without endpoints (there is no API server). A manifest that defines
   `default/kubernetes` replaces it. The namespaces default, kube-system, kube-public and
   kube-node-lease always exist, as in a real cluster.
@@ -87,6 +87,7 @@ from kdns.sources.convert import (
     pod_running,
     port_number,
     service_from_api,
+    shown,
     slices_from_endpoints,
     string_at,
 )
@@ -305,7 +306,7 @@ def _labels(obj: Mapping[str, Any], key: str, *, field: str) -> dict[str, str]:
     for k, v in raw.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise ConversionError(
-                f"{field}.{k}", f"{v!r} is not a string", "quote label values, e.g. '1'"
+                f"{field}.{k}", f"{shown(v)} is not a string", "quote label values, e.g. '1'"
             )
         labels[k] = v
     return labels
@@ -316,7 +317,7 @@ def _family_of(value: Any, *, field: str) -> int:
         return 4
     if value == "IPv6":
         return 6
-    raise ConversionError(field, f"{value!r} is not an IP family", "use IPv4 or IPv6")
+    raise ConversionError(field, f"{shown(value)} is not an IP family", "use IPv4 or IPv6")
 
 
 def _service_spec(
@@ -328,7 +329,7 @@ def _service_spec(
     if stype not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
         raise ConversionError(
             "spec.type",
-            f"{stype!r} is not a Service type",
+            f"{shown(stype)} is not a Service type",
             "use ClusterIP, NodePort, LoadBalancer or ExternalName",
         )
     selector: dict[str, str] | None = _labels(spec, "selector", field="spec.selector") or None
@@ -351,7 +352,7 @@ def _service_spec(
     if policy not in ("SingleStack", "PreferDualStack", "RequireDualStack"):
         raise ConversionError(
             "spec.ipFamilyPolicy",
-            f"{policy!r} is not an IP family policy",
+            f"{shown(policy)} is not an IP family policy",
             "use SingleStack, PreferDualStack or RequireDualStack",
         )
     families = [
@@ -474,7 +475,7 @@ def _workload_pods(obj: Mapping[str, Any], origin: _Origin, kind: str) -> list[_
             raw = 1
         if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
             raise ConversionError(
-                f"spec.{key}", f"{raw!r} is not a count", "use an integer 0 or more"
+                f"spec.{key}", f"{shown(raw)} is not a count", "use an integer 0 or more"
             )
         count = raw
     template = mapping_at(spec, "template", field="spec.template")
@@ -490,7 +491,7 @@ def _workload_pods(obj: Mapping[str, Any], origin: _Origin, kind: str) -> list[_
         if labels.get(k) != v:
             raise ConversionError(
                 f"spec.selector.matchLabels.{k}",
-                f"does not match the template labels ({k}={labels.get(k)!r})",
+                f"does not match the template labels ({k}={shown(labels.get(k))})",
                 "make spec.template.metadata.labels include the selector",
             )
     tspec = mapping_at(template, "spec", field="spec.template.spec")
@@ -656,8 +657,9 @@ def _rank(families: Sequence[int], version: int) -> int:
     return families.index(version) if version in families else len(families)
 
 
-def _kubernetes_service(allocators: Mapping[int, _Allocator]) -> Service:
-    ips = tuple(ip_address(a.base + 1) for a in allocators.values() if a.size > 2)
+def _kubernetes_service(allocator: _Allocator) -> Service:
+    # A real cluster's kubernetes Service is SingleStack on the primary family, offset 1.
+    ips = (ip_address(allocator.base + 1),) if allocator.size > 2 else ()
     return Service(
         "default", "kubernetes", cluster_ips=ips, ports=(ServicePort("https", "tcp", 443),)
     )
@@ -741,7 +743,7 @@ def load_manifests(
                 raise origin.error(err) from None
 
     if synthesize_kubernetes and ("default", "kubernetes") not in services:
-        kube = _kubernetes_service(svc_alloc)
+        kube = _kubernetes_service(svc_alloc[primary])
         services[("default", "kubernetes")] = _ServiceSpec(
             kube, _Origin(Path("<builtin>"), 0, "", "Service default/kubernetes"),
             "ClusterIP", None, (), False, (primary,), False,
@@ -857,7 +859,7 @@ def events(data: ManifestData) -> list[Replace]:
 
 def _endpoints_column(svc: Service, slices: Iterable[EndpointSlice]) -> tuple[str, int, int]:
     """(`kubectl get endpoints` ENDPOINTS text, ready count, not-ready count)."""
-    shown: list[str] = []
+    listed: list[str] = []
     total = 0
     ready_addresses: set[IPAddress] = set()
     not_ready: set[IPAddress] = set()
@@ -877,14 +879,14 @@ def _endpoints_column(svc: Service, slices: Iterable[EndpointSlice]) -> tuple[st
                     text = f"[{address}]:{port.port}"
                 else:
                     text = f"{address}:{port.port}"
-                if len(shown) < 3:
-                    shown.append(text)
-    if not shown:
+                if len(listed) < 3:
+                    listed.append(text)
+    if not listed:
         text = "<none>"
-    elif total > len(shown):
-        text = ",".join(shown) + f" + {total - len(shown)} more..."
+    elif total > len(listed):
+        text = ",".join(listed) + f" + {total - len(listed)} more..."
     else:
-        text = ",".join(shown)
+        text = ",".join(listed)
     return text, len(ready_addresses), len(not_ready - ready_addresses)
 
 

@@ -1,0 +1,579 @@
+"""The manifests source: files -> model objects -> a real Index, as DNS would see them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from pathlib import Path
+
+import pytest
+
+from kdns.index import Index
+from kdns.model import Event, Service, ServicePort
+from kdns.sources.manifests import (
+    ManifestData,
+    ManifestError,
+    events,
+    load_manifests,
+    render_endpoints,
+    run_manifests,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = ROOT / "deploy" / "examples" / "seed"
+EXAMPLES = ROOT / "deploy" / "examples"
+DATA = ROOT / "tests" / "data" / "manifests"
+SVC_CIDR = ip_network("10.96.0.0/16")
+POD_CIDR = ip_network("10.244.0.0/16")
+
+
+def load(*paths: Path, **kw: object) -> ManifestData:
+    kw.setdefault("service_cidrs", [SVC_CIDR])
+    kw.setdefault("pod_cidrs", [POD_CIDR])
+    return load_manifests(list(paths), **kw)  # type: ignore[arg-type]
+
+
+def index_of(data: ManifestData) -> Index:
+    index = Index()
+    for event in events(data):
+        index.apply(event)
+    return index
+
+
+def write(tmp: Path, name: str, text: str) -> Path:
+    path = tmp / name
+    path.write_text(text)
+    return path
+
+
+def deployment(name: str, labels: str, *, replicas: int = 1, ports: str = "") -> str:
+    return f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {labels}}}
+  template:
+    metadata: {{labels: {labels}}}
+    spec:
+      containers:
+      - name: c
+        image: x
+        ports: [{ports}]
+"""
+
+
+# ---- the seed examples -----------------------------------------------------------------
+
+
+def test_seed_examples_give_two_services_with_ten_ready_endpoints_each() -> None:
+    data = load(SEED)
+    index = index_of(data)
+    assert index.synced
+    svc_test = index.service("default", "svc-test")
+    cloud_lb = index.service("default", "cloud-lb")
+    assert svc_test is not None
+    assert cloud_lb is not None
+    assert len(svc_test.cluster_ips) == 1
+    assert len(cloud_lb.cluster_ips) == 1
+    assert svc_test.cluster_ips != cloud_lb.cluster_ips
+    for svc in (svc_test, cloud_lb):
+        assert svc.cluster_ips[0] in SVC_CIDR
+        endpoints = index.endpoints("default", svc.name)
+        assert len(endpoints) == 10
+        assert len({e.address for e in endpoints}) == 10
+        assert all(e.address in POD_CIDR for e in endpoints)
+        # targetPort 8080 for both: the endpoint port is the pod's, not the Service's.
+        assert {e.ports for e in endpoints} == {(ServicePort("", "tcp", 8080),)}
+    assert svc_test.ports == (ServicePort("", "tcp", 8080),)
+    assert cloud_lb.ports == (ServicePort("", "tcp", 9000),)
+    # Both Services select the same ten pods.
+    assert {e.address for e in index.endpoints("default", "svc-test")} == {
+        e.address for e in index.endpoints("default", "cloud-lb")
+    }
+    assert len(data.pods) == 10
+    assert len({p.name for p in data.pods}) == 10
+    assert all(p.name.startswith("svc-test-") for p in data.pods)
+
+
+def test_seed_summary_shows_kubectl_like_endpoints() -> None:
+    text = render_endpoints(load(SEED))
+    lines = {line.split()[1]: line for line in text.splitlines()[1:]}
+    assert "10/10" in lines["svc-test"]
+    assert lines["svc-test"].endswith(" + 7 more...")  # kubectl shows three, then the rest
+    assert lines["svc-test"].count(":8080") == 3
+    assert "NodePort" in lines["svc-test"]
+    assert "LoadBalancer" in lines["cloud-lb"]
+
+
+def test_kubernetes_service_is_synthesized_at_the_first_address() -> None:
+    index = index_of(load(SEED))
+    kube = index.service("default", "kubernetes")
+    assert kube == Service(
+        "default",
+        "kubernetes",
+        cluster_ips=(ip_address("10.96.0.1"),),
+        ports=(ServicePort("https", "tcp", 443),),
+    )
+    assert index.namespace_exists("kube-system")
+
+
+def test_a_manifest_replaces_the_synthesized_kubernetes_service(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "k.yaml",
+        "kind: Service\nmetadata: {name: kubernetes}\nspec: {clusterIP: 10.96.5.5}\n",
+    )
+    svc = index_of(load(tmp_path)).service("default", "kubernetes")
+    assert svc is not None
+    assert svc.cluster_ips == (ip_address("10.96.5.5"),)
+
+
+# ---- ClusterIP allocation ---------------------------------------------------------------
+
+
+def services_yaml(names: list[str]) -> str:
+    return "\n---\n".join(
+        f"kind: Service\nmetadata: {{name: {n}}}\nspec: {{ports: [{{port: 80}}]}}" for n in names
+    )
+
+
+def ips_of(data: ManifestData) -> dict[str, tuple[object, ...]]:
+    return {s.name: s.cluster_ips for s in data.services}
+
+
+def test_allocation_is_stable_across_loads_and_unaffected_by_other_services(
+    tmp_path: Path,
+) -> None:
+    names = [f"svc-{i}" for i in range(40)]
+    path = write(tmp_path, "s.yaml", services_yaml(names))
+    first = ips_of(load(path))
+    assert ips_of(load(path)) == first
+    # Removing half and adding others leaves the remaining ones where they were
+    # (no home collisions among 60 names in a /16 for these names).
+    path.write_text(services_yaml(names[::2] + [f"other-{i}" for i in range(20)]))
+    second = ips_of(load(path))
+    for name in names[::2]:
+        assert second[name] == first[name]
+    all_ips = [ip for ips in second.values() for ip in ips]
+    assert len(all_ips) == len(set(all_ips))
+
+
+def test_allocation_never_uses_reserved_addresses_and_probes_on_collision(
+    tmp_path: Path,
+) -> None:
+    # A /28 has 16 addresses: 0 (network), 15 (broadcast), 1 and 10 are never allocated,
+    # so 12 Services fill it exactly, forcing collisions and probing.
+    path = write(tmp_path, "s.yaml", services_yaml([f"s{i}" for i in range(12)]))
+    data = load(path, service_cidrs=[ip_network("10.96.0.0/28")])
+    offsets = sorted(int(s.cluster_ips[0]) - int(ip_address("10.96.0.0")) for s in data.services)
+    assert offsets == [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14]  # .1 = kubernetes
+
+
+def test_full_service_cidr_is_a_one_line_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.yaml", services_yaml([f"s{i}" for i in range(13)]))
+    with pytest.raises(ManifestError, match=r"no free address in 10\.96\.0\.0/28") as info:
+        load(path, service_cidrs=[ip_network("10.96.0.0/28")])
+    assert "\n" not in str(info.value)
+
+
+def test_explicit_cluster_ip_is_kept_and_never_reallocated(tmp_path: Path) -> None:
+    names = [f"s{i}" for i in range(20)]
+    path = write(tmp_path, "s.yaml", services_yaml(names))
+    taken = ips_of(load(path))["s7"][0]
+    path.write_text(
+        services_yaml(names)
+        + f"\n---\nkind: Service\nmetadata: {{name: pinned}}\nspec: {{clusterIP: {taken}}}\n"
+    )
+    data = ips_of(load(path))
+    assert data["pinned"] == (taken,)
+    assert data["s7"] != (taken,)
+    assert data["s7"][0] in SVC_CIDR
+
+
+def test_duplicate_explicit_cluster_ip_is_an_error(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "s.yaml",
+        "kind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.96.3.3}\n---\n"
+        "kind: Service\nmetadata: {name: b}\nspec: {clusterIP: 10.96.3.3}\n",
+    )
+    with pytest.raises(ManifestError, match=r"10\.96\.3\.3 is already the ClusterIP"):
+        load(tmp_path)
+
+
+DUAL = """
+kind: Service
+metadata: {name: web}
+spec:
+  ipFamilyPolicy: PreferDualStack
+  ipFamilies: [IPv6, IPv4]
+  ports: [{port: 80}]
+"""
+
+
+def test_prefer_dual_stack_gets_one_address_per_configured_family(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.yaml", DUAL)
+    v6 = ip_network("fd00:10:96::/112")
+    svc = index_of(load(path, service_cidrs=[SVC_CIDR, v6])).service("default", "web")
+    assert svc is not None
+    assert [ip.version for ip in svc.cluster_ips] == [6, 4]  # ipFamilies order
+    assert svc.cluster_ips[0] in v6
+    assert svc.cluster_ips[1] in SVC_CIDR
+    # Only IPv4 configured: PreferDualStack falls back to the family there is.
+    single = index_of(load(path)).service("default", "web")
+    assert single is not None
+    assert [ip.version for ip in single.cluster_ips] == [4]
+
+
+def test_require_dual_stack_without_both_families_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path, "s.yaml", DUAL.replace("PreferDualStack", "RequireDualStack"))
+    with pytest.raises(ManifestError, match=r"spec\.ipFamilyPolicy: RequireDualStack"):
+        load(tmp_path)
+
+
+# ---- endpoints as the EndpointSlice controller computes them ----------------------------
+
+
+def test_selector_labels_are_anded_and_namespace_scoped(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "m.yaml",
+        deployment("both", "{app: web, tier: front}", replicas=2)
+        + "---"
+        + deployment("app-only", "{app: web}", replicas=3)
+        + "---\nkind: Service\nmetadata: {name: web}\n"
+        "spec: {selector: {app: web, tier: front}, ports: [{port: 80}]}\n"
+        "---\nkind: Service\nmetadata: {name: web, namespace: other}\n"
+        "spec: {selector: {app: web}, ports: [{port: 80}]}\n",
+    )
+    data = load(tmp_path)
+    index = index_of(data)
+    selected = {e.address for e in index.endpoints("default", "web")}
+    both = {p.ips[0] for p in data.pods if p.name.startswith("both-")}
+    assert selected == both
+    assert len(selected) == 2
+    assert index.endpoints("other", "web") == ()  # the pods live in default
+
+
+def test_named_target_port_resolves_per_pod_and_excludes_pods_without_it(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        "m.yaml",
+        deployment("a", "{app: web, v: a}", ports="{name: http, containerPort: 8080}")
+        + "---"
+        + deployment("b", "{app: web, v: b}", ports="{name: http, containerPort: 9090}")
+        + "---"
+        + deployment("c", "{app: web, v: c}", ports="{name: metrics, containerPort: 7000}")
+        + "---"
+        + deployment(
+            "d", "{app: web, v: d}", ports="{name: http, containerPort: 5353, protocol: UDP}"
+        )
+        + "---\nkind: Service\nmetadata: {name: web}\n"
+        "spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: http}]}\n",
+    )
+    data = load(tmp_path)
+    pod_ip = {p.name.split("-")[0]: p.ips[0] for p in data.pods}
+    by_address = {e.address: e.ports for e in index_of(data).endpoints("default", "web")}
+    assert by_address[pod_ip["a"]] == (ServicePort("http", "tcp", 8080),)
+    assert by_address[pod_ip["b"]] == (ServicePort("http", "tcp", 9090),)
+    # c has no port named http; d has one, but UDP: both get an endpoint without the port,
+    # as the controller puts them in a slice whose port list is empty.
+    assert by_address[pod_ip["c"]] == ()
+    assert by_address[pod_ip["d"]] == ()
+
+
+def test_statefulset_pods_have_hostnames_under_their_headless_service() -> None:
+    data = load(EXAMPLES / "statefulset")
+    index = index_of(data)
+    svc = index.service("default", "db")
+    assert svc is not None
+    assert svc.headless
+    endpoints = index.endpoints("default", "db")
+    assert sorted(e.label for e in endpoints) == ["db-0", "db-1", "db-2"]
+    assert sorted(p.name for p in data.pods) == ["db-0", "db-1", "db-2"]
+    assert {e.ports for e in endpoints} == {(ServicePort("pg", "tcp", 5432),)}
+
+
+def test_hostname_is_set_only_when_subdomain_is_the_service_name(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "m.yaml",
+        """
+kind: Pod
+metadata: {name: p1, labels: {app: x}}
+spec: {hostname: host1, subdomain: sub, containers: [{name: c, image: i}]}
+---
+kind: Pod
+metadata: {name: p2, labels: {app: x}}
+spec: {hostname: host2, subdomain: elsewhere, containers: [{name: c, image: i}]}
+---
+kind: Service
+metadata: {name: sub}
+spec: {clusterIP: None, selector: {app: x}}
+""",
+    )
+    labels = sorted(e.label for e in index_of(load(tmp_path)).endpoints("default", "sub"))
+    assert labels[1] == "host1"
+    assert labels[0].startswith("10-244-")  # p2 gets the dashed-address label (R7)
+
+
+def test_pod_manifest_status_is_kept(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "m.yaml",
+        """
+kind: Pod
+metadata: {name: ok, labels: {app: x}}
+spec: {containers: [{name: c, image: i}]}
+status: {phase: Running, podIP: 10.244.9.9, podIPs: [{ip: 10.244.9.9}]}
+---
+kind: Pod
+metadata: {name: unready, labels: {app: x}}
+spec: {containers: [{name: c, image: i}]}
+status:
+  phase: Running
+  podIP: 10.244.9.10
+  conditions: [{type: Ready, status: "False"}]
+---
+kind: Pod
+metadata: {name: done, labels: {app: x}}
+spec: {containers: [{name: c, image: i}]}
+status: {phase: Succeeded, podIP: 10.244.9.11}
+---
+kind: Service
+metadata: {name: svc}
+spec: {selector: {app: x}, ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: all}
+spec: {selector: {app: x}, publishNotReadyAddresses: true, ports: [{port: 80}]}
+""",
+    )
+    data = load(tmp_path)
+    index = index_of(data)
+    assert sorted(p.name for p in data.pods) == ["ok", "unready"]
+    assert [str(e.address) for e in index.endpoints("default", "svc")] == ["10.244.9.9"]
+    assert sorted(str(e.address) for e in index.endpoints("default", "all")) == [
+        "10.244.9.10",
+        "10.244.9.9",
+    ]
+    assert index.pod_exists("default", ip_address("10.244.9.9"))
+    assert not index.pod_exists("default", ip_address("10.244.9.11"))
+
+
+def test_given_endpointslices_and_endpoints_are_used_as_they_are(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "m.yaml",
+        deployment("web", "{app: web}", replicas=3)
+        + """---
+kind: Service
+metadata: {name: web}
+spec: {selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-manual, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints: [{addresses: [192.0.2.1]}]
+ports: [{port: 80}]
+---
+kind: Service
+metadata: {name: legacy}
+spec: {ports: [{port: 53, protocol: UDP}]}
+---
+kind: Endpoints
+metadata: {name: legacy}
+subsets: [{addresses: [{ip: 192.0.2.53}], ports: [{port: 53, protocol: UDP}]}]
+""",
+    )
+    index = index_of(load(tmp_path))
+    assert [str(e.address) for e in index.endpoints("default", "web")] == ["192.0.2.1"]
+    assert [str(e.address) for e in index.endpoints("default", "legacy")] == ["192.0.2.53"]
+
+
+def test_dual_stack_endpoints_are_split_per_family() -> None:
+    data = load(
+        EXAMPLES / "dual-stack",
+        service_cidrs=[SVC_CIDR, ip_network("fd00:10:96::/112")],
+        pod_cidrs=[POD_CIDR, ip_network("fd00:10:244::/64")],
+    )
+    web = [s for s in data.slices if s.service == "web"]
+    assert sorted({a.version for e in s.endpoints for a in e.addresses}.pop() for s in web) == [
+        4,
+        6,
+    ]
+    assert len(index_of(data).endpoints("default", "web")) == 4
+
+
+def test_external_name_example() -> None:
+    index = index_of(load(EXAMPLES / "externalname"))
+    svc = index.service("prod", "my-db")
+    assert svc is not None
+    assert svc.external_name == "db.example.com"
+
+
+def test_json_list_and_unknown_kinds(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write(
+        tmp_path,
+        "list.json",
+        '{"apiVersion": "v1", "kind": "List", "items": ['
+        '{"kind": "Service", "metadata": {"name": "a", "namespace": "ns1"}, "spec": {}},'
+        '{"kind": "ConfigMap", "metadata": {"name": "cm"}},'
+        '{"kind": "Widget", "metadata": {"name": "w"}}]}',
+    )
+    data = load(tmp_path)
+    assert [s.name for s in data.services if s.namespace == "ns1"] == ["a"]
+    assert "ns1" in {n.name for n in data.namespaces}
+    assert len(data.warnings) == 1
+    assert "Widget" in data.warnings[0]
+
+
+# ---- errors ------------------------------------------------------------------------------
+
+BAD = [
+    (
+        "syntax.yaml",
+        "kind: Service\nmetadata: {name: a}\n---\nkind: Service\nmetadata:\n  name: [b\n",
+        r"syntax\.yaml: line \d+ column \d+: YAML syntax error: .*; fix the YAML syntax$",
+    ),
+    (
+        "port.yaml",
+        "kind: Service\nmetadata: {name: ok}\n---\n"
+        "kind: Service\nmetadata: {name: web}\nspec: {ports: [{port: http}]}\n",
+        r'port\.yaml: document 2 \(Service default/web\): spec\.ports\[0\]\.port: "http" '
+        r"is not a port number; use an integer 1-65535$",
+    ),
+    (
+        "ip.yaml",
+        "kind: Service\nmetadata: {name: web, namespace: prod}\n"
+        "spec: {clusterIPs: [10.96.0.5, 10.96.0.999]}\n",
+        r"ip\.yaml: document 1 \(Service prod/web\): spec\.clusterIPs\[1\]: "
+        r'"10\.96\.0\.999" is not an IP address; use an IPv4 or IPv6 address$',
+    ),
+    (
+        "noname.yaml",
+        "kind: Service\nmetadata: {namespace: prod}\nspec: {}\n",
+        r"noname\.yaml: document 1 \(Service\): metadata\.name: is missing; "
+        r"every object needs a name$",
+    ),
+    (
+        "replicas.yaml",
+        "kind: Deployment\nmetadata: {name: d}\nspec: {replicas: three}\n",
+        r"replicas\.yaml: document 1 \(Deployment default/d\): spec\.replicas: ",
+    ),
+    (
+        "json.json",
+        '{"kind": "Service",\n "metadata": }',
+        r"json\.json: line 2 column \d+: JSON syntax error: ",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "pattern"), BAD, ids=[b[0] for b in BAD])
+def test_bad_manifest_is_one_line_naming_file_document_and_field(
+    tmp_path: Path, name: str, text: str, pattern: str
+) -> None:
+    write(tmp_path, name, text)
+    with pytest.raises(ManifestError) as info:
+        load(tmp_path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(tmp_path / name))
+    assert re.search(pattern, message), message
+
+
+def test_missing_path_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="no such file or folder"):
+        load(tmp_path / "nope")
+
+
+# ---- watching ------------------------------------------------------------------------------
+
+
+async def wait_for(predicate: Callable[[], bool], *, seconds: float = 3.0) -> float:
+    """Wait (bounded) until predicate() holds; returns the seconds it took."""
+    start = time.monotonic()
+    for _ in range(int(seconds / 0.01)):
+        if predicate():
+            return time.monotonic() - start
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+def bump_mtime(path: Path) -> None:
+    # Coarse-mtime filesystems: make sure the edit is visible even within one tick.
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+async def test_edits_are_applied_and_a_broken_edit_keeps_the_last_good_data(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "s.yaml", services_yaml(["one"]))
+    index = Index()
+    applied: list[Event] = []
+    errors: list[str] = []
+
+    def apply(event: Event) -> None:
+        applied.append(event)
+        index.apply(event)
+
+    cidrs: list[IPv4Network | IPv6Network] = [SVC_CIDR]
+    task = asyncio.create_task(
+        run_manifests(
+            [tmp_path],
+            apply=apply,
+            service_cidrs=cidrs,
+            pod_cidrs=[POD_CIDR],
+            poll_seconds=0.02,
+            on_error=errors.append,
+        )
+    )
+    try:
+        await wait_for(lambda: index.service("default", "one") is not None)
+        path.write_text(services_yaml(["one", "two"]))
+        bump_mtime(path)
+        took = await wait_for(lambda: index.service("default", "two") is not None)
+        assert took < 1.0  # "an edit must be reflected within about a second"
+
+        path.write_text("kind: Service\nmetadata: {name: [broken\n")
+        bump_mtime(path)
+        await wait_for(lambda: bool(errors))
+        assert "s.yaml" in errors[0]
+        assert index.service("default", "two") is not None  # last good data kept
+
+        count = len(applied)
+        path.write_text(services_yaml(["two"]))
+        bump_mtime(path)
+        await wait_for(lambda: index.service("default", "one") is None)
+        assert index.service("default", "two") is not None
+        assert len(errors) == 1
+        assert len(applied) > count
+
+        write(tmp_path, "more.yaml", services_yaml(["three"]))  # a new file is noticed too
+        await wait_for(lambda: index.service("default", "three") is not None)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_errors_at_start_are_raised(tmp_path: Path) -> None:
+    write(tmp_path, "s.yaml", "kind: Service\nmetadata: {}\n")
+    with pytest.raises(ManifestError, match=r"metadata\.name"):
+        await run_manifests(
+            [tmp_path],
+            apply=lambda e: None,
+            service_cidrs=[SVC_CIDR],
+            pod_cidrs=[POD_CIDR],
+            poll_seconds=0.02,
+        )
