@@ -276,6 +276,7 @@ class Forwarder:
     timeout_seconds: float = 2.0  # CoreDNS forward read timeout
     max_fails: int = 2  # CoreDNS forward max_fails
     health_interval_seconds: float = 0.5  # CoreDNS forward health_check
+    health_timeout_seconds: float = 1.0  # CoreDNS health check read timeout
     random_order: bool = True  # policy random; False = sequential
     clock: Callable[[], float] = time.monotonic
     _rng: secrets.SystemRandom = field(default_factory=secrets.SystemRandom, init=False)
@@ -449,7 +450,10 @@ class Forwarder:
         )  # fmt: skip
         return sent, want
 
-    async def _udp(self, up: _Upstream, query: bytes, scan: _Scan) -> bytes:
+    async def _udp(
+        self, up: _Upstream, query: bytes, scan: _Scan, *, wait_seconds: float | None = None
+    ) -> bytes:
+        timeout = self.timeout_seconds if wait_seconds is None else wait_seconds
         loop = asyncio.get_running_loop()
         sent, want = self._fresh(query, scan)
         # A new socket per query: a fresh random source port (RFC 5452 §9.2).
@@ -458,7 +462,7 @@ class Forwarder:
             sock.setblocking(False)
             sock.connect((up.addr.host, up.addr.port))
             sock.send(sent)
-            async with asyncio.timeout(self.timeout_seconds):
+            async with asyncio.timeout(timeout):
                 while True:
                     data = await loop.sock_recv(sock, 65535)
                     try:
@@ -471,7 +475,7 @@ class Forwarder:
                     logger.debug("ignored a mismatched reply from %s for %s", up.label,
                                  scan.qname)  # fmt: skip
         except TimeoutError:
-            raise UpstreamError(f"no UDP reply in {self.timeout_seconds}s") from None
+            raise UpstreamError(f"no UDP reply in {timeout}s") from None
         except OSError as exc:
             raise UpstreamError(f"UDP: {exc}") from None
         finally:
@@ -523,7 +527,7 @@ class Forwarder:
             await asyncio.sleep(self.health_interval_seconds)
             query = build_query(".", RType.NS, qid=0)
             try:
-                await self._udp(up, query, _scan(query))
+                await self._udp(up, query, _scan(query), wait_seconds=self.health_timeout_seconds)
             except UpstreamError as exc:
                 failures = self.stats.proxy_healthcheck_failures
                 failures[up.label] = failures.get(up.label, 0) + 1
