@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kdns.index import Index
-from kdns.model import Event, Service, ServicePort
+from kdns.model import Event, Kind, Replace, Service, ServicePort
 from kdns.sources.manifests import (
     ManifestData,
     ManifestError,
@@ -577,3 +577,46 @@ async def test_errors_at_start_are_raised(tmp_path: Path) -> None:
             pod_cidrs=[POD_CIDR],
             poll_seconds=0.02,
         )
+
+
+def test_a_folder_is_read_recursively_in_sorted_order() -> None:
+    data = load(DATA / "mixed")
+    assert [p.relative_to(DATA / "mixed").as_posix() for p in data.files] == [
+        "00-namespace.yaml",
+        "apps/api.json",
+        "apps/nested/worker.yml",
+    ]
+    index = index_of(data)
+    assert index.namespace_exists("empty")
+    endpoints = index.endpoints("shop", "api")
+    assert len(endpoints) == 2
+    assert {e.ports for e in endpoints} == {(ServicePort("grpc", "tcp", 50051),)}
+    assert len(index.endpoints("shop", "agent")) == 1  # a DaemonSet stands as one pod
+    assert data.warnings == ()  # ConfigMap is a known kind DNS skips
+
+
+async def test_run_manifests_with_initial_data_does_not_apply_it_again(tmp_path: Path) -> None:
+    write(tmp_path, "s.yaml", services_yaml(["one"]))
+    initial = load(tmp_path)
+    applied: list[Event] = []
+    task = asyncio.create_task(
+        run_manifests(
+            [tmp_path],
+            apply=applied.append,
+            service_cidrs=[SVC_CIDR],
+            pod_cidrs=[POD_CIDR],
+            poll_seconds=0.02,
+            initial=initial,
+        )
+    )
+    try:
+        await asyncio.sleep(0.1)
+        assert applied == []  # nothing changed on disk
+        write(tmp_path, "t.yaml", services_yaml(["two"]))
+        await wait_for(lambda: bool(applied))
+        # Only the kinds that changed are replaced: the Services.
+        assert [(type(e), getattr(e, "kind", None)) for e in applied] == [(Replace, Kind.SERVICE)]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
