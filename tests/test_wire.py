@@ -1,0 +1,369 @@
+"""Wire format: queries built by hand, replies checked byte by byte against RFC 1035/6891."""
+
+from __future__ import annotations
+
+import struct
+from ipaddress import IPv4Address
+
+import pytest
+
+from kdns.dns.records import (
+    CNAME,
+    SOA,
+    SRV,
+    A,
+    Question,
+    Rcode,
+    Record,
+    Reply,
+)
+from kdns.dns.wire import (
+    FormatError,
+    QueryError,
+    build_query,
+    decode_query,
+    decode_reply,
+    encode_badvers,
+    encode_error,
+    encode_reply,
+    labels_to_text,
+    name_to_wire,
+    reply_matches,
+    reply_ttl,
+    with_id,
+)
+
+QID = 0x1234
+
+
+def wire_name(name: str) -> bytes:
+    """Uncompressed wire form of a plain dotted name (test-side, independent of kdns)."""
+    out = b""
+    for label in name.rstrip(".").split("."):
+        if label:
+            out += bytes((len(label),)) + label.encode()
+    return out + b"\x00"
+
+
+def opt_rr(payload: int = 1232, *, do: bool = False, version: int = 0, rdata: bytes = b"") -> bytes:
+    ttl = (version << 16) | (0x8000 if do else 0)
+    return b"\x00" + struct.pack("!HHIH", 41, payload, ttl, len(rdata)) + rdata
+
+
+def make_query(
+    name: str,
+    qtype: int = 1,
+    *,
+    qid: int = QID,
+    flags: int = 0x0100,
+    qclass: int = 1,
+    opt: bytes | None = None,
+    counts: tuple[int, int, int, int] | None = None,
+    tail: bytes = b"",
+) -> bytes:
+    """A query with RD set by default; `opt` appended to the additional section."""
+    if counts is None:
+        counts = (1, 0, 0, 1 if opt is not None else 0)
+    head = struct.pack("!HH4H", qid, flags, *counts)
+    return head + wire_name(name) + struct.pack("!HH", qtype, qclass) + (opt or b"") + tail
+
+
+def header(data: bytes) -> tuple[int, int, int, int, int, int]:
+    return struct.unpack_from("!6H", data, 0)  # type: ignore[return-value]
+
+
+QNAME = "svc1.testns.svc.cluster.local."
+A_RECORD = Record(QNAME, 5, A(IPv4Address("10.0.0.1")))
+SOA_RECORD = Record(
+    "cluster.local.",
+    5,
+    SOA("ns.dns.cluster.local.", "hostmaster.cluster.local.", 7, 7200, 1800, 86400, 5),
+)
+
+
+# ---- decoding queries --------------------------------------------------------------------
+
+
+def test_decode_query_reads_header_question_and_case_as_spelled() -> None:
+    data = make_query("SvC1.TestNS.svc.cluster.local", 33, flags=0x0110)
+    query = decode_query(data)
+    assert query.id == QID
+    assert query.rd
+    assert query.cd
+    assert query.question == Question("SvC1.TestNS.svc.cluster.local.", 33)
+    assert query.qclass == 1
+    assert query.question_wire == data[12:]
+    assert query.edns is None
+
+
+def test_decode_query_reads_edns() -> None:
+    query = decode_query(make_query(QNAME, opt=opt_rr(4096, do=True, version=0)))
+    assert query.edns is not None
+    assert (query.edns.payload, query.edns.do, query.edns.version) == (4096, True, 0)
+    assert not query.edns.has_options
+    with_cookie = opt_rr(rdata=b"\x00\x0a\x00\x08" + b"12345678")  # RFC 7873 client cookie
+    edns = decode_query(make_query(QNAME, opt=with_cookie)).edns
+    assert edns is not None
+    assert edns.has_options
+
+
+BAD_QUERIES = {
+    "junk": b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff\xff\xff",
+    "no question": make_query(QNAME, counts=(0, 0, 0, 0))[:12],
+    "two questions": make_query(QNAME, counts=(2, 0, 0, 0))
+    + wire_name("a.b")
+    + b"\x00\x01\x00\x01",
+    "pointer loop": struct.pack("!6H", QID, 0x0100, 1, 0, 0, 0) + b"\xc0\x0c\x00\x01\x00\x01",
+    "forward pointer": struct.pack("!6H", QID, 0x0100, 1, 0, 0, 0) + b"\xc0\x14\x00\x01\x00\x01",
+    "label of 64": struct.pack("!6H", QID, 0x0100, 1, 0, 0, 0)
+    + b"\x40"
+    + b"a" * 64
+    + b"\x00\x00\x01\x00\x01",
+    "name over 255": make_query(".".join(["a" * 63] * 4) + ".b"),
+    "lying arcount": make_query(QNAME, counts=(1, 0, 0, 1)),
+    "lying ancount": make_query(QNAME, counts=(1, 2, 0, 0)),
+    "trailing garbage": make_query(QNAME) + b"\x00\x00",
+    "repeated OPT": make_query(QNAME, opt=opt_rr() + opt_rr(), counts=(1, 0, 0, 2)),
+    "OPT in answer section": make_query(QNAME, opt=opt_rr(), counts=(1, 1, 0, 0)),
+    "OPT not owned by root": make_query(
+        QNAME, opt=b"\x01a" + opt_rr()[0:0] + b"\x00" + opt_rr()[1:], counts=(1, 0, 0, 1)
+    ),
+    "truncated option": make_query(QNAME, opt=opt_rr(rdata=b"\x00\x0a\x00\x08abc")),
+    "question cut short": make_query(QNAME)[:-2],
+    "loop in an additional record": make_query(QNAME, counts=(1, 0, 0, 1))
+    + b"\xc0\x30\x00\x01\x00\x01\x00\x00\x00\x05\x00\x04\x0a\x00\x00\x01",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_QUERIES))
+def test_malformed_queries_are_format_errors(name: str) -> None:
+    with pytest.raises(FormatError):
+        decode_query(BAD_QUERIES[name])
+    reply = encode_error(BAD_QUERIES[name], Rcode.FORMERR)
+    assert reply is not None
+    qid, flags, *_ = header(reply)
+    assert qid == QID
+    assert flags & 0x8000  # QR
+    assert flags & 0xF == Rcode.FORMERR
+
+
+def test_response_and_short_packets_are_dropped() -> None:
+    response = make_query(QNAME, flags=0x8100)
+    with pytest.raises(QueryError) as info:
+        decode_query(response)
+    assert info.value.rcode is None
+    assert encode_error(response, Rcode.FORMERR) is None
+    with pytest.raises(QueryError) as info:
+        decode_query(b"\x12\x34\x01")
+    assert info.value.rcode is None
+    assert encode_error(b"\x12\x34\x01", Rcode.FORMERR) is None
+
+
+@pytest.mark.parametrize("opcode", [1, 2, 4, 5])  # IQUERY, STATUS, NOTIFY, UPDATE
+def test_other_opcodes_are_notimp_with_opcode_kept(opcode: int) -> None:
+    data = make_query(QNAME, flags=(opcode << 11) | 0x0100)
+    with pytest.raises(QueryError) as info:
+        decode_query(data)
+    assert info.value.rcode == Rcode.NOTIMP
+    reply = encode_error(data, Rcode.NOTIMP)
+    assert reply is not None
+    _, flags, qd, an, ns, ar = header(reply)
+    assert (flags >> 11) & 0xF == opcode
+    assert flags & 0xF == Rcode.NOTIMP
+    assert (qd, an, ns, ar) == (1, 0, 0, 0)
+    assert reply[12:] == data[12:]  # question echoed
+
+
+# ---- encoding replies --------------------------------------------------------------------
+
+
+def test_reply_header_question_echo_and_a_record_bytes() -> None:
+    data = make_query("SVC1.testns.Svc.cluster.LOCAL")
+    reply = encode_reply(decode_query(data), Reply(answer=(A_RECORD,)), max_size=512)
+    qid, flags, qd, an, ns, ar = header(reply)
+    assert qid == QID
+    assert flags == 0x8000 | 0x0400 | 0x0100  # QR AA RD, RA clear, NOERROR
+    assert (qd, an, ns, ar) == (1, 1, 0, 0)
+    assert reply[12 : len(data)] == data[12:]  # 0x20 spelling kept (D4)
+    # owner: pointer to the question (0xC00C), A IN, TTL 5, RDLENGTH 4, 10.0.0.1
+    assert reply[len(data) :] == b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x05\x00\x04\x0a\x00\x00\x01"
+
+
+def test_reply_rd_clear_and_ra_when_asked() -> None:
+    data = make_query(QNAME, flags=0x0000)
+    reply = encode_reply(decode_query(data), Reply(rcode=Rcode.NXDOMAIN), max_size=512, ra=True)
+    _, flags, *_ = header(reply)
+    assert flags == 0x8000 | 0x0400 | 0x0080 | Rcode.NXDOMAIN
+
+
+def test_edns_is_echoed_with_our_payload_and_do_copied() -> None:
+    data = make_query(QNAME, opt=opt_rr(4096, do=True))
+    reply = encode_reply(decode_query(data), Reply(answer=(A_RECORD,)), max_size=1232)
+    assert header(reply)[5] == 1
+    # RFC 6891 §6.1.2: root owner, TYPE 41, CLASS = our payload, TTL: ext-rcode 0,
+    # version 0, DO copied (RFC 3225 §3), RDLENGTH 0.
+    assert reply[-11:] == b"\x00\x00\x29\x04\xd0\x00\x00\x80\x00\x00\x00"
+
+
+def test_badvers_for_edns_version_above_zero() -> None:
+    data = make_query(QNAME, opt=opt_rr(version=1))
+    reply = encode_badvers(decode_query(data))
+    _, flags, qd, an, ns, ar = header(reply)
+    assert flags & 0xF == 0  # BADVERS = 16: low bits 0 in the header...
+    assert (qd, an, ns, ar) == (1, 0, 0, 1)
+    assert reply[-11:] == b"\x00\x00\x29\x04\xd0\x01\x00\x00\x00\x00\x00"  # ...high bits 1
+
+
+def many_a(n: int) -> tuple[Record, ...]:
+    return tuple(
+        Record(QNAME, 5, A(IPv4Address(f"10.0.{i // 250}.{i % 250 + 1}"))) for i in range(n)
+    )
+
+
+def test_truncation_at_512_without_edns_keeps_whole_answers_and_sets_tc() -> None:
+    data = make_query(QNAME)
+    reply_obj = Reply(answer=many_a(40), authority=(SOA_RECORD,))
+    reply = encode_reply(decode_query(data), reply_obj, max_size=512)
+    _, flags, _, an, ns, ar = header(reply)
+    assert len(reply) <= 512
+    assert flags & 0x0200  # TC
+    # each compressed A record is 16 bytes: as many as fit after header + question
+    assert an == (512 - len(data)) // 16
+    assert (ns, ar) == (0, 0)
+    assert len(reply) == len(data) + 16 * an
+
+
+def test_truncation_keeps_opt_and_honours_the_limit() -> None:
+    data = make_query(QNAME, opt=opt_rr(700))
+    reply = encode_reply(decode_query(data), Reply(answer=many_a(60)), max_size=700)
+    _, flags, _, an, _, ar = header(reply)
+    assert len(reply) <= 700
+    assert flags & 0x0200
+    assert ar == 1
+    assert reply[-11:-8] == b"\x00\x00\x29"
+    assert an == (700 - (len(data) - 11) - 11) // 16
+
+
+def test_no_truncation_when_it_fits() -> None:
+    data = make_query(QNAME)
+    reply = encode_reply(decode_query(data), Reply(answer=many_a(60)), max_size=65535)
+    _, flags, _, an, _, _ = header(reply)
+    assert not flags & 0x0200
+    assert an == 60
+
+
+def test_additional_dropped_before_answers() -> None:
+    data = make_query(QNAME)
+    answers = many_a(20)
+    extra = many_a(20)
+    reply = encode_reply(decode_query(data), Reply(answer=answers, additional=extra), max_size=512)
+    _, flags, _, an, _, ar = header(reply)
+    assert an == 20
+    assert 0 < ar < 20
+    assert flags & 0x0200
+
+
+def test_srv_target_is_not_compressed_and_cname_is() -> None:
+    data = make_query("_http._tcp." + QNAME, 33)
+    srv = Record("_http._tcp." + QNAME, 5, SRV(0, 100, 80, QNAME))
+    reply = encode_reply(decode_query(data), Reply(answer=(srv,)), max_size=512)
+    # RFC 2782: the SRV target is written out in full
+    assert reply.endswith(b"\x00\x00\x00\x64\x00\x50" + wire_name(QNAME))
+    cname = Record(QNAME, 5, CNAME("svc2.testns.svc.cluster.local."))
+    data = make_query(QNAME)
+    reply = encode_reply(decode_query(data), Reply(answer=(cname,)), max_size=512)
+    # "svc2" then a pointer to "testns.svc.cluster.local." in the question (offset 12+5)
+    assert reply.endswith(b"\x00\x07\x04svc2\xc0\x11")
+
+
+def test_encode_then_decode_round_trip() -> None:
+    data = make_query(QNAME, opt=opt_rr())
+    reply_obj = Reply(
+        rcode=Rcode.NXDOMAIN, authority=(SOA_RECORD,), answer=(A_RECORD,), additional=()
+    )
+    decoded = decode_reply(encode_reply(decode_query(data), reply_obj, max_size=1232))
+    assert decoded.rcode == Rcode.NXDOMAIN
+    assert decoded.question == Question(QNAME, 1)
+    assert decoded.answer == (A_RECORD,)
+    assert decoded.authority == (SOA_RECORD,)
+    assert decoded.soa_negative_ttl == 5
+
+
+# ---- names -------------------------------------------------------------------------------
+
+
+def test_names_with_odd_octets_round_trip_through_escapes() -> None:
+    labels = [b"a.b", b"c\\d", b"\x00\xff ", b"Ok"]
+    text = labels_to_text(labels)
+    assert text == "a\\.b.c\\\\d.\\000\\255\\032.Ok."
+    assert name_to_wire(text) == b"\x03a.b\x03c\\d\x03\x00\xff \x02Ok\x00"
+    assert name_to_wire(".") == b"\x00"
+    with pytest.raises(ValueError, match="63"):
+        name_to_wire("a" * 64 + ".")
+
+
+# ---- upstream helpers --------------------------------------------------------------------
+
+
+def upstream_reply(
+    qname: str,
+    qtype: int,
+    *,
+    qid: int,
+    rcode: int,
+    answer: bytes = b"",
+    an: int = 0,
+    authority: bytes = b"",
+    ns: int = 0,
+) -> bytes:
+    head = struct.pack("!6H", qid, 0x8180 | rcode, 1, an, ns, 0)
+    return head + wire_name(qname) + struct.pack("!HH", qtype, 1) + answer + authority
+
+
+def test_build_query_bytes() -> None:
+    assert build_query("Example.com.", 1, qid=7, edns_payload=None) == (
+        b"\x00\x07\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07Example\x03com\x00\x00\x01\x00\x01"
+    )
+    with_opt = build_query("example.com.", 28, qid=7, rd=False)
+    assert with_opt[2:4] == b"\x00\x00"
+    assert with_opt.endswith(b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00")
+
+
+def test_reply_matches_per_rfc_5452() -> None:
+    query = build_query("example.com.", 1, qid=99)
+    good = upstream_reply("EXAMPLE.com.", 1, qid=99, rcode=0)
+    assert reply_matches(query, good)
+    assert reply_matches(decode_query(query), good)
+    assert not reply_matches(query, upstream_reply("example.com.", 1, qid=98, rcode=0))
+    assert not reply_matches(query, upstream_reply("example.org.", 1, qid=99, rcode=0))
+    assert not reply_matches(query, upstream_reply("example.com.", 28, qid=99, rcode=0))
+    assert not reply_matches(query, query)  # QR clear: not a reply
+    assert not reply_matches(query, good[:20])
+
+
+def test_reply_ttl_positive_negative_and_nodata() -> None:
+    a_rr = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x01\x2c\x00\x04\x01\x02\x03\x04"  # TTL 300
+    a_rr2 = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x01\x02\x03\x05"  # TTL 60
+    assert reply_ttl(
+        upstream_reply("a.example.", 1, qid=1, rcode=0, answer=a_rr + a_rr2, an=2)
+    ) == (
+        0,
+        60,
+        False,
+    )
+    soa_rdata = (
+        wire_name("ns.example.") + wire_name("h.example.") + struct.pack("!5I", 1, 2, 3, 4, 30)
+    )
+    soa = (
+        b"\xc0\x0e\x00\x06\x00\x01\x00\x00\x0e\x10" + struct.pack("!H", len(soa_rdata)) + soa_rdata
+    )
+    nx = upstream_reply("a.example.", 1, qid=1, rcode=3, authority=soa, ns=1)
+    assert reply_ttl(nx) == (3, 30, True)  # RFC 2308 §5: min(SOA TTL 3600, MINIMUM 30)
+    assert reply_ttl(upstream_reply("a.example.", 1, qid=1, rcode=0)) == (0, 0, True)
+    assert reply_ttl(upstream_reply("a.example.", 1, qid=1, rcode=2)) == (2, 0, False)
+    with pytest.raises(FormatError):
+        reply_ttl(b"\x00\x01\x81\x80\x00\x01")
+
+
+def test_with_id() -> None:
+    assert with_id(b"\x00\x01rest", 0xABCD) == b"\xab\xcdrest"
