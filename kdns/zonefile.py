@@ -236,7 +236,10 @@ def _parse_rdata(
 ) -> Rdata:
     def arity(n: int) -> list[str]:
         if len(fields) != n:
-            raise ZoneError(source, line, f"{rtype.name} needs {n} fields, got {len(fields)}")
+            plural = "" if n == 1 else "s"
+            raise ZoneError(
+                source, line, f"{rtype.name} needs {n} field{plural}, got {len(fields)}"
+            )
         return [f.text for f in fields]
 
     def name(text: str) -> str:
