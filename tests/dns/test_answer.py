@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdns.dns.answer import AnswerConfig, answer, served_zone
 from kdns.dns.records import Question, Rcode, Reply, RType
@@ -971,3 +973,105 @@ def test_index_changes_are_seen_by_the_next_answer() -> None:
     index.apply(Delete(Kind.ENDPOINT_SLICE, "testns", "late-a"))
     assert ask(index, f"late.{S}", "A").rcode == Rcode.NXDOMAIN
     assert ask(index, "0.9.10.in-addr.arpa.", "PTR").rcode == Rcode.NXDOMAIN
+
+
+# ---- RFC 8020 consistency over the whole fixture ---------------------------------------------
+
+
+def _in_zone_names(reply: Reply) -> set[str]:
+    """Owner names and in-zone targets (SRV, PTR, CNAME, NS) of a reply's records."""
+    names: set[str] = set()
+    for record in (*reply.answer, *reply.additional):
+        names.add(record.name)
+        target = getattr(record.rdata, "target", None)
+        if isinstance(target, str) and served_zone(target, zone=ZONE) is not None:
+            names.add(target)
+    return names
+
+
+def _ancestors(name: str) -> list[str]:
+    apex = served_zone(name, zone=ZONE)
+    assert apex is not None
+    labels = name.split(".")
+    out = []
+    for i in range(1, len(labels)):
+        parent = ".".join(labels[i:])
+        if len(parent) < len(apex):
+            break
+        out.append(parent)
+    return out
+
+
+def test_every_ancestor_of_an_existing_name_exists(view: ClusterView) -> None:
+    """D3 / RFC 8020: a name with descendants is never NXDOMAIN; every owner and every
+    in-zone target the answers mention exists, and so do all their ancestors."""
+    names: set[str] = set()
+    for case in CASES:
+        if case.rcode == "NOERROR":
+            names.add(case.qname.lower())
+            names |= _in_zone_names(ask(view, case.qname, case.qtype))
+    assert len(names) > 50
+    for name in sorted(names):
+        for candidate in (name, *_ancestors(name)):
+            reply = ask(view, candidate, "A")
+            assert reply.rcode == Rcode.NOERROR, candidate
+
+
+def test_nothing_exists_below_an_nxdomain(view: ClusterView) -> None:
+    """D3 / RFC 8020: NXDOMAIN means nothing exists at the name or below it."""
+    for case in CASES:
+        if case.rcode == "NXDOMAIN" and not case.answer:
+            for child in ("x.", "_http._tcp.", "1-2-3-4."):
+                reply = ask(view, child + case.qname, "A")
+                assert reply.rcode == Rcode.NXDOMAIN, child + case.qname
+
+
+_LABELS = st.sampled_from(
+    [
+        "svc",
+        "pod",
+        "testns",
+        "svc1",
+        "hdls",
+        "ext",
+        "_http",
+        "_tcp",
+        "dns",
+        "ns",
+        "10",
+        "0",
+        "1-2-3-4",
+        "fd00--1",
+        "web-0",
+        "dup",
+        "dns-version",
+        "X",
+        "in-addr",
+        "arpa",
+        "ip6",
+        "d",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    labels=st.lists(_LABELS, max_size=6),
+    suffix=st.sampled_from(["cluster.local.", "in-addr.arpa.", "ip6.arpa."]),
+    qtype=st.sampled_from(["A", "AAAA", "SRV", "PTR", "TXT", "CNAME", "NS", "SOA", "ANY", "MX"]),
+)
+def test_any_name_gets_a_well_formed_reply(labels: list[str], suffix: str, qtype: str) -> None:
+    """D1, D2: every in-zone question is answered NOERROR or NXDOMAIN; negative answers
+    carry exactly the zone's SOA, and answers never hold the zone SOA by accident."""
+    qname = ".".join([*labels, suffix]) if labels else suffix
+    reply = ask(STATIC, qname, qtype)
+    assert reply.rcode in (Rcode.NOERROR, Rcode.NXDOMAIN)
+    assert reply.authoritative
+    if reply.rcode == Rcode.NXDOMAIN or not reply.answer:
+        assert [r.rtype for r in reply.authority] == [RType.SOA]
+        assert reply.authority[0].name == served_zone(qname.lower(), zone=ZONE)
+    else:
+        assert reply.authority == ()
+
+
+STATIC = StaticView(CLUSTER)
