@@ -196,15 +196,20 @@ class ManifestData:
     service_types: Mapping[tuple[str, str], str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
-    def summary_lines(self) -> list[str]:
-        """The start-up summary: counts, then one line per Service (see render_endpoints)."""
+    def summary_lines(self, *, max_services: int = 20) -> list[str]:
+        """The start-up summary: counts, then the table of render_endpoints for the first
+        `max_services` Services (so a big folder does not flood the log)."""
         ready = sum(1 for s in self.slices for e in s.endpoints if e.ready)
         head = (
             f"manifests: {len(self.files)} files, {len(self.services)} services, "
             f"{len(self.slices)} endpointslices ({ready} ready endpoints), "
             f"{len(self.pods)} pods, {len(self.namespaces)} namespaces"
         )
-        return [head, *render_endpoints(self).splitlines()]
+        table = render_endpoints(self).splitlines()
+        lines = [head, *table[: max_services + 1]]
+        if len(table) > max_services + 1:
+            lines.append(f"... and {len(table) - max_services - 1} more services")
+        return lines
 
 
 # ---- reading files -------------------------------------------------------------------

@@ -620,3 +620,12 @@ async def test_run_manifests_with_initial_data_does_not_apply_it_again(tmp_path:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_summary_counts_and_caps_the_table(tmp_path: Path) -> None:
+    write(tmp_path, "s.yaml", services_yaml([f"s{i}" for i in range(30)]))
+    lines = load(tmp_path).summary_lines(max_services=5)
+    assert lines[0].startswith("manifests: 1 files, 31 services, 0 endpointslices")
+    assert lines[1].split()[:2] == ["NAMESPACE", "NAME"]
+    assert len(lines) == 1 + 1 + 5 + 1
+    assert lines[-1] == "... and 26 more services"
