@@ -24,7 +24,8 @@
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml ./
+# README.md* : pyproject names README.md as the long description; copy it when present.
+COPY pyproject.toml README.md* ./
 COPY kdns ./kdns
 RUN pip wheel --wheel-dir /wheels .
 
@@ -35,11 +36,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
-# Install kdns (no dev extras), compile bytecode now, then give the real interpreter binary
-# the bind capability; libcap2-bin is only needed for setcap and is removed again.
+# Install kdns (no dev extras); compile the bytecode now, since the root filesystem is read-only
+# at run time (the -x pattern skips the stdlib's deliberately invalid files, as CPython's own
+# install does); then give the real interpreter binary the bind capability. libcap2-bin is only
+# needed for setcap and is removed again.
 RUN pip install --no-index --find-links /wheels kdns \
  && rm -rf /wheels \
- && python -m compileall -q /usr/local/lib/python3.11 \
+ && python -m compileall -q -x 'bad_coding|badsyntax|lib2to3/tests/data' /usr/local/lib/python3.11 \
  && apt-get update \
  && apt-get install -y --no-install-recommends libcap2-bin \
  && setcap cap_net_bind_service=+ep "$(readlink -f /usr/local/bin/python3)" \
