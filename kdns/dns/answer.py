@@ -16,6 +16,8 @@ Choices made here where the spec leaves room (documented for the lead):
 - A CNAME chain that loops or exceeds `MAX_CHAIN` CNAMEs stops: NOERROR with the CNAMEs.
 - Every NXDOMAIN inside a reverse tree sets `fallthrough` (CoreDNS `fallthrough
   in-addr.arpa ip6.arpa`): kdns only knows cluster addresses.
+- `svc.<zone>` exists while any Service does, `<ns>.svc.<zone>` while the namespace has a
+  Service (D3 read strictly; CoreDNS answers NODATA for any existing namespace).
 - `pod.<zone>` exists whenever pod records are enabled; `<ns>.pod.<zone>` exists when the
   namespace does (also under `verified`, which cannot enumerate pods cheaply).
 - Headless SRV (R22, Conflict 2): for each ready endpoint and each Service port, the

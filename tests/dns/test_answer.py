@@ -1075,3 +1075,16 @@ def test_any_name_gets_a_well_formed_reply(labels: list[str], suffix: str, qtype
 
 
 STATIC = StaticView(CLUSTER)
+
+
+def test_empty_cluster_has_only_the_fixed_names() -> None:
+    """D3 read strictly: `svc.<zone>` exists only while some Service does; the apex,
+    dns-version, ns.dns and (pods enabled) pod.<zone> always exist."""
+    view = StaticView([])
+    assert ask(view, "svc.cluster.local.", "A").rcode == Rcode.NXDOMAIN
+    assert ask(view, "cluster.local.", "SOA").answer != ()
+    assert ask(view, "dns-version.cluster.local.", "TXT").answer != ()
+    assert ask(view, "ns.dns.cluster.local.", "A").rcode == Rcode.NOERROR
+    assert ask(view, "pod.cluster.local.", "A").rcode == Rcode.NOERROR
+    assert ask(view, "in-addr.arpa.", "SOA").answer != ()
+    assert ask(view, "10.in-addr.arpa.", "PTR").rcode == Rcode.NXDOMAIN
