@@ -8,11 +8,11 @@ CNAMEs, P1 for pod records, and the "our choice" items of its Conflicts section.
 Choices made here where the spec leaves room (documented for the lead):
 - Owner names are written lower-case (D4 allows it); replies depend only on
   (lower-cased name, type, data), so a reply cache may key on the lower-cased name.
-- ANY returns every record the name owns (RFC 8482 §4.2 permits any subset; ours is
-  small and authoritative). ExternalName names answer ANY with the CNAME only.
+- ANY returns every record the name owns (RFC 1035 semantics; RFC 8482 lets a server
+  return less, which we do not need). ExternalName names answer ANY with the CNAME only.
 - AXFR and IXFR are REFUSED (D8).
 - An ExternalName that parses as an IP address is not answered: NXDOMAIN, as CoreDNS does
-  (coredns#2324); a CNAME to a numeric name would not resolve anywhere anyway.
+  (coredns#2324; kube-dns answered it).
 - A CNAME chain that loops or exceeds `MAX_CHAIN` CNAMEs stops: NOERROR with the CNAMEs.
 - Every NXDOMAIN inside a reverse tree sets `fallthrough` (CoreDNS `fallthrough
   in-addr.arpa ip6.arpa`): kdns only knows cluster addresses.
