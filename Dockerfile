@@ -1,9 +1,9 @@
 # kdns container image: `kdns serve` as an unprivileged user on a slim Python base.
 #
 #   docker build -t kdns:dev .
-#   docker run --rm --read-only --user 65532:65532 \
-#     --cap-drop=ALL --cap-add=NET_BIND_SERVICE --security-opt no-new-privileges \
-#     -p 1053:53/udp -p 1053:53/tcp kdns:dev serve --manifests /seed
+#   docker run --rm --read-only --cap-drop=ALL --cap-add=NET_BIND_SERVICE \
+#     -v "$PWD/deploy/examples/seed:/seed:ro" -p 1053:53/udp -p 1053:53/tcp \
+#     kdns:dev serve --manifests /seed --upstream none
 #
 # Port 53 as non-root: like CoreDNS's image (setcap on /coredns), the interpreter binary gets
 # the file capability cap_net_bind_service, so the process may bind ports below 1024 and
@@ -57,6 +57,7 @@ WORKDIR /
 EXPOSE 53/udp 53/tcp 8080/tcp 8181/tcp 9153/tcp
 
 # No curl in slim images: python's urllib; a non-2xx status raises, so the exit code is 1.
+# It assumes the default --health-addr (:8080).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2)"]
 
