@@ -10,9 +10,10 @@
 # nothing else. The capability must still be in the container's bounding set: run with
 # `--cap-drop=ALL --cap-add=NET_BIND_SERVICE` (Kubernetes: capabilities drop ALL, add
 # NET_BIND_SERVICE, as deploy/kdns.yaml does). With `--cap-drop=ALL` alone the kernel refuses
-# to exec the binary; then pick a high port instead (`serve --dns-addr :1053`), or set the
-# namespaced sysctl net.ipv4.ip_unprivileged_port_start=53 (deploy/kdns.yaml sets it too, so
-# either mechanism suffices).
+# to exec the interpreter at all (EPERM: a file capability outside the bounding set), exactly
+# as with CoreDNS's image, so always add NET_BIND_SERVICE back. deploy/kdns.yaml also sets the
+# namespaced sysctl net.ipv4.ip_unprivileged_port_start=53, so port 53 binds even where a
+# runtime loses the file capability.
 #
 # Read-only root filesystem: nothing is written at run time (bytecode is compiled at build
 # time and PYTHONDONTWRITEBYTECODE stops any later writes; logs go to stderr).
