@@ -39,6 +39,7 @@ from typing import Final
 from cachetools import TLRUCache
 
 from kdns.dns.records import Question, RType
+from kdns.resolvconf import upstreams_from_resolv_conf as upstreams_from_resolv_conf
 from kdns.settings import HostPort
 from kdns.stats import PROXY_BUCKETS, Histogram, Stats
 
@@ -279,6 +280,7 @@ class Forwarder:
     health_timeout_seconds: float = 1.0  # CoreDNS health check read timeout
     random_order: bool = True  # policy random; False = sequential
     clock: Callable[[], float] = time.monotonic
+    loop_detector: LoopDetector = field(default_factory=lambda: LoopDetector())
     _rng: secrets.SystemRandom = field(default_factory=secrets.SystemRandom, init=False)
     _ups: list[_Upstream] = field(default_factory=list, init=False)
     _inflight: int = field(default=0, init=False)
@@ -325,6 +327,12 @@ class Forwarder:
         except ValueError:
             logger.debug("not forwarding an unparsable query for %s", question.qname)
             return None
+        if scan.qname == self.loop_detector.qname:
+            # Our own loop probe came back through an upstream (CoreDNS `loop`): count it,
+            # never cache it, and stop the loop once it is proven.
+            if self.loop_detector.seen(scan.qname):
+                return _error_reply(query, scan, _SERVFAIL)
+            return await self._exchange_any(query, scan, tcp=tcp)
         key: CacheKey = (scan.qname, scan.qtype, scan.qclass, scan.do, bool(scan.flags & _CD))
         cached = self._from_cache(key, query, scan)
         if cached is not None:
@@ -566,8 +574,9 @@ class LoopError(RuntimeError):
 class LoopDetector:
     """The name of this process's loop probe, and how often kdns itself received it.
 
-    The handler calls `seen(lname)` for names it is about to forward; True means a loop is
-    proven and the query must be answered SERVFAIL instead of forwarded again.
+    `Forwarder.forward` calls `seen(lname)` for the probe name (every forwarded query passes
+    through it, so the handler needs no hook); True means a loop is proven and the query is
+    answered SERVFAIL instead of being forwarded again.
     """
 
     qname: str = field(
@@ -625,6 +634,11 @@ def check_self_forwarding(upstreams: Sequence[HostPort], listen: HostPort) -> No
             )
 
 
+def check_static_loop(upstreams: Sequence[HostPort], *, listen: HostPort) -> None:
+    """The app's name for `check_self_forwarding`."""
+    check_self_forwarding(upstreams, listen)
+
+
 def _same_ip(a: str, b: str) -> bool:
     try:
         return ipaddress.ip_address(a) == ipaddress.ip_address(b)
@@ -635,17 +649,23 @@ def _same_ip(a: str, b: str) -> bool:
 async def detect_loop(
     forwarder: Forwarder,
     *,
-    listen: HostPort,
-    detector: LoopDetector,
+    listen: HostPort | None = None,
     tries: int = 3,
+    handler: object = None,
+    zone: str | None = None,
 ) -> None:
     """At start (kdns already listening): refuse a forwarding loop, like CoreDNS `loop`.
 
-    First the static check; then, through each loopback upstream only (never others), a
-    `<rand>.<rand>.kdns-loop-check.invalid. HINFO` probe: if kdns itself receives it more
-    than twice, the upstream sends our queries back to us. Raises LoopError.
+    With `listen`, first the static check. Then, through each loopback upstream only (never
+    others), a `<rand>.<rand>.kdns-loop-check.invalid. HINFO` probe: if kdns itself receives
+    it more than twice (its forwarder sees it), the upstream sends our queries back to us.
+    The probe name is outside every served zone, so it is always forwarded; `handler` and
+    `zone` are accepted for the app's call and not needed. Raises LoopError.
     """
-    check_self_forwarding(forwarder.upstreams, listen)
+    del handler, zone
+    detector = forwarder.loop_detector
+    if listen is not None:
+        check_self_forwarding(forwarder.upstreams, listen)
     for addr in forwarder.upstreams:
         try:
             if not ipaddress.ip_address(addr.host.split("%", 1)[0]).is_loopback:

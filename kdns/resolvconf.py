@@ -40,8 +40,9 @@ def parse_resolv_conf(text: str, *, source: str = "resolv.conf") -> list[HostPor
     return found[:MAX_UPSTREAMS]
 
 
-def upstreams_from_resolv_conf(path: Path = Path("/etc/resolv.conf")) -> list[HostPort]:
+def upstreams_from_resolv_conf(path: Path | str = Path("/etc/resolv.conf")) -> list[HostPort]:
     """The nameservers of `path`; [] (and a warning) when it is missing or lists none."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:

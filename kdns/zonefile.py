@@ -564,6 +564,11 @@ class ZoneSet:
         for zone in self._by_apex.values():
             logger.info("static zone %s loaded from %s", zone.apex, zone.source)
 
+    @classmethod
+    def load(cls, paths: Iterable[Path | str]) -> ZoneSet:
+        """Load zone files and folders of them (`--zone-file`); raises ZoneError."""
+        return cls(tuple(Path(p) for p in paths))
+
     @property
     def zones(self) -> Mapping[str, Zone]:
         return self._by_apex

@@ -380,11 +380,10 @@ def test_other_ports_and_addresses_are_not_loops() -> None:
 
 
 class MiniKdns:
-    """A stand-in for kdns's slow path: every query is forwarded, after the loop hook."""
+    """A stand-in for kdns's slow path: every query goes to the forwarder."""
 
-    def __init__(self, fwd: Forwarder, detector: LoopDetector) -> None:
+    def __init__(self, fwd: Forwarder) -> None:
         self.fwd = fwd
-        self.detector = detector
         self.transport: asyncio.DatagramTransport | None = None
         self.addr = HostPort("127.0.0.1", 0)
         self.tasks: set[asyncio.Future[None]] = set()
@@ -404,13 +403,8 @@ class MiniKdns:
 
     async def handle(self, data: bytes, addr: tuple[str, int]) -> None:
         request = DNSRecord.parse(data)
-        qname = str(request.q.qname)
-        if self.detector.seen(qname.lower()):
-            reply = request.reply()
-            reply.header.rcode = RCODE.SERVFAIL
-            out: bytes | None = bytes(reply.pack())
-        else:
-            out = await self.fwd.forward(data, question=Question(qname, request.q.qtype), tcp=False)
+        question = Question(str(request.q.qname), request.q.qtype)
+        out = await self.fwd.forward(data, question=question, tcp=False)
         if out is not None and self.transport is not None:
             self.transport.sendto(out, addr)
 
@@ -429,7 +423,6 @@ async def relay_to(addr: HostPort, data: bytes) -> bytes | None:
 
 
 async def test_a_loop_through_a_loopback_upstream_refuses_to_start() -> None:
-    detector = LoopDetector()
     mini: MiniKdns
 
     async def back_to_kdns(fake: FakeUpstream, request: DNSRecord, proto: str) -> Answer:
@@ -438,12 +431,14 @@ async def test_a_loop_through_a_loopback_upstream_refuses_to_start() -> None:
 
     async with FakeUpstream(handler=back_to_kdns) as up:
         fwd = make([up.addr], timeout_seconds=1.5)
-        mini = MiniKdns(fwd, detector)
+        mini = MiniKdns(fwd)
         await mini.start()
         try:
             with pytest.raises(LoopError, match="forwarding loop"):
-                await detect_loop(fwd, listen=mini.addr, detector=detector, tries=1)
-            assert detector.received == 3
+                await detect_loop(fwd, listen=mini.addr, tries=1)
+            # Seen more than twice (CoreDNS loop), then answered SERVFAIL to end the loop.
+            assert fwd.loop_detector.received == 3
+            assert up.count(fwd.loop_detector.qname) == 3
         finally:
             assert mini.transport is not None
             mini.transport.close()
@@ -451,9 +446,9 @@ async def test_a_loop_through_a_loopback_upstream_refuses_to_start() -> None:
 
 
 async def test_a_loopback_upstream_that_answers_is_not_a_loop(up: FakeUpstream) -> None:
-    detector = LoopDetector()
     fwd = make([up.addr])
-    await detect_loop(fwd, listen=HostPort("127.0.0.1", 1), detector=detector)
+    detector = fwd.loop_detector
+    await detect_loop(fwd, listen=HostPort("127.0.0.1", 1))
     assert detector.received == 0
     assert up.count(detector.qname) == 1
     assert up.queries[0].qtype == "HINFO"
@@ -471,7 +466,7 @@ async def test_non_loopback_upstreams_are_never_probed() -> None:
     # The network rule and CoreDNS's intent: only a local upstream can loop back to us.
     fwd = RecordingForwarder([HostPort("192.0.2.1", 53), HostPort("2001:db8::1", 53)])
     fwd.probed = []
-    await detect_loop(fwd, listen=HostPort("127.0.0.1", 53), detector=LoopDetector())
+    await detect_loop(fwd, listen=HostPort("127.0.0.1", 53))
     assert fwd.probed == []
 
 
