@@ -69,7 +69,7 @@ def make_query(
 
 
 def header(data: bytes) -> tuple[int, int, int, int, int, int]:
-    return struct.unpack_from("!6H", data, 0)  # type: ignore[return-value]
+    return struct.unpack_from("!6H", data, 0)
 
 
 QNAME = "svc1.testns.svc.cluster.local."

@@ -1,0 +1,287 @@
+"""The reply cache and the hot path: answer a repeated plain UDP question with a few bytes ops.
+
+A cache entry holds a reply already encoded for one (lower-cased wire qname, qtype) and one
+EDNS variant (no OPT, or a bare version-0 OPT without DO or options): two header variants
+(RD clear / RD set) and the bytes after the question. Answer owner names in the tail are
+compression pointers into the question (RFC 1035 §4.1.4), so a hit echoes the client's
+spelling (0x20, D4) just by copying its question in: a hit is `ID + header + question +
+tail`, with no parsing beyond finding the end of the name and no objects besides the output
+(performance.md, appendix; the PowerDNS packet-cache technique keyed on qname+qtype).
+
+Everything unusual goes to the slow path (`FastPath._slow`, implemented by
+`kdns.handler.Handler`): TCP, opcode/flag oddities (QR, AA, TC, CD, Z set), counts other
+than one question and at most one bare OPT, EDNS with DO/options/version>0, class != IN,
+names with a zero octet inside a label, and replies bigger than the client allows.
+
+Invalidation: the hot path compares the index's `generation` (and the static zones') with
+the one the cache was filled under; when either moved, the slow path folds the counts,
+empties the cache and records the programming latency of the pending changes.
+
+Metrics: each entry keeps plain int hit counts (per address family); `fold()` adds them to
+`Stats` before each scrape (evicted entries are folded first). Hit durations are not timed
+one by one: the transport reports each drained batch's time (`observe_batch`), and hits
+are folded with the mean per-query time of those batches. No I/O, no logging here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from kdns.stats import DURATION_BUCKETS, SIZE_BUCKETS, Histogram, Stats
+
+HandleResult = bytes | None | Awaitable[bytes | None]
+
+# Header counts of the two cacheable shapes: QD=1 AN=0 NS=0 AR=0, and AR=1 (a bare OPT).
+_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
+_WITH_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+_OPT_HEAD = b"\x00\x00\x29"  # root owner, TYPE 41 (RFC 6891 §6.1.2)
+_OPT_TAIL = b"\x00\x00\x00\x00\x00\x00"  # ext-rcode 0, version 0, DO=0 Z=0, RDLEN 0
+_CLASS_IN = b"\x00\x01"
+
+K = TypeVar("K")
+
+
+@dataclass(frozen=True, slots=True)
+class EntryMeta:
+    """Label values and sizes of one entry's hits, for folding into Stats."""
+
+    zone: str
+    qtype: str
+    rcode: str
+    request_size: int
+    response_size: int
+    negative: bool
+
+
+class Entry:
+    """One cached reply: header variants indexed by the query's RD bit, the tail after the
+    question, and plain hit counts."""
+
+    __slots__ = ("headers", "hits_v4", "hits_v6", "meta", "need", "size", "tail")
+
+    def __init__(
+        self, headers: tuple[bytes, bytes], tail: bytes, need: int, meta: EntryMeta, size: int
+    ) -> None:
+        self.headers = headers
+        self.tail = tail
+        self.need = need  # smallest EDNS payload the reply fits in; 0 = any
+        self.meta = meta
+        self.size = size  # bytes charged against the cache bound
+        self.hits_v4 = 0
+        self.hits_v6 = 0
+
+
+class GenerationSource(Protocol):
+    @property
+    def generation(self) -> int: ...
+
+
+class ReplyCache:
+    """Pre-encoded replies, bounded in entries and bytes; negative replies have their own,
+    smaller bound so random names cannot push out the positive ones. Eviction is FIFO
+    (insertion order): a hit must not pay for LRU bookkeeping."""
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 20_000,
+        max_negative: int = 4_096,
+        max_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_negative = max_negative
+        self.max_bytes = max_bytes
+        # Variant tables: the hot path picks one by the query's shape, then looks the key up.
+        self.plain: dict[bytes, Entry] = {}
+        self.edns: dict[bytes, Entry] = {}
+        # Insertion order over both tables: (edns variant?, key) -> None; negatives apart.
+        self._order: dict[tuple[bool, bytes], None] = {}
+        self._negative: dict[tuple[bool, bytes], None] = {}
+        self.bytes = 0
+        # (meta, family) -> hits of entries already gone, waiting for the next fold.
+        self._retired: dict[tuple[EntryMeta, str], int] = {}
+
+    def __len__(self) -> int:
+        return len(self.plain) + len(self.edns)
+
+    def store(
+        self,
+        *,
+        edns: bool,
+        key: bytes,
+        reply: bytes,
+        question_len: int,
+        need: int,
+        meta: EntryMeta,
+    ) -> None:
+        """Remember `reply` (the full encoded reply to a query whose question section is
+        `question_len` bytes). `need`: the smallest EDNS payload the reply fits (0 = any)."""
+        table = self.edns if edns else self.plain
+        okey = (edns, key)
+        if key in table:
+            self._drop(okey)
+        flags0 = reply[2] & 0xFE
+        rest = reply[3:12]
+        size = len(reply) + len(key) + 200  # rough overhead of the entry and dict slots
+        if size > self.max_bytes:
+            return
+        table[key] = Entry(
+            (bytes((flags0,)) + rest, bytes((flags0 | 0x01,)) + rest),
+            reply[12 + question_len :],
+            need,
+            meta,
+            size,
+        )
+        self._order[okey] = None
+        if meta.negative:
+            self._negative[okey] = None
+            while len(self._negative) > self.max_negative:
+                self._drop(next(iter(self._negative)))
+        self.bytes += size
+        while len(self._order) > self.max_entries or self.bytes > self.max_bytes:
+            self._drop(next(iter(self._order)))
+
+    def _drop(self, okey: tuple[bool, bytes]) -> None:
+        edns, key = okey
+        table = self.edns if edns else self.plain
+        entry = table.pop(key, None)
+        self._order.pop(okey, None)
+        self._negative.pop(okey, None)
+        if entry is not None:
+            self._retire(entry)
+            self.bytes -= entry.size
+
+    def _retire(self, entry: Entry) -> None:
+        for hits, family in ((entry.hits_v4, "1"), (entry.hits_v6, "2")):
+            if hits:
+                k = (entry.meta, family)
+                self._retired[k] = self._retired.get(k, 0) + hits
+
+    def clear(self) -> None:
+        """Forget every entry (their counts wait for the next fold). Tables are emptied in
+        place."""
+        for table in (self.plain, self.edns):
+            for entry in table.values():
+                self._retire(entry)
+            table.clear()
+        self._order.clear()
+        self._negative.clear()
+        self.bytes = 0
+
+    def fold(self, stats: Stats, *, seconds_per_hit: float) -> None:
+        """Add hit counts to `stats` (CoreDNS's request/response/size/duration metrics) and
+        reset them."""
+        for table in (self.plain, self.edns):
+            for entry in table.values():
+                if entry.hits_v4 or entry.hits_v6:
+                    self._retire(entry)
+                    entry.hits_v4 = entry.hits_v6 = 0
+        counts = self._retired
+        self._retired = {}
+        for (meta, family), hits in counts.items():
+            rkey = (meta.zone, "udp", family, meta.qtype)
+            stats.requests[rkey] = stats.requests.get(rkey, 0) + hits
+            skey = (meta.zone, "udp")
+            _hist(stats.request_sizes, skey, SIZE_BUCKETS).observe(meta.request_size, hits)
+            ckey = (meta.zone, meta.rcode)
+            stats.responses[ckey] = stats.responses.get(ckey, 0) + hits
+            _hist(stats.response_sizes, skey, SIZE_BUCKETS).observe(meta.response_size, hits)
+            _hist(stats.durations, meta.zone, DURATION_BUCKETS).observe(seconds_per_hit, hits)
+
+
+def _hist(table: dict[K, Histogram], key: K, bounds: tuple[float, ...]) -> Histogram:
+    hist = table.get(key)
+    if hist is None:
+        hist = table[key] = Histogram(bounds)
+    return hist
+
+
+class FastPath:
+    """The hot path; `kdns.handler.Handler` subclasses it and supplies `_slow`."""
+
+    def __init__(
+        self,
+        index: GenerationSource,
+        static_zones: GenerationSource | None,
+        *,
+        cache: ReplyCache,
+    ) -> None:
+        self._index = index
+        self._static = static_zones if static_zones is not None else _NoZones()
+        self._generation = index.generation
+        self._static_generation = self._static.generation
+        self.cache = cache
+        self._plain = cache.plain
+        self._edns = cache.edns
+        self._batch_seconds = 0.0
+        self._batch_queries = 0
+
+    def _slow(self, data: bytes, tcp: bool, family: str) -> HandleResult:
+        raise NotImplementedError
+
+    def handle(self, data: bytes, *, tcp: bool, family: str) -> HandleResult:
+        """Answer `data`: bytes now, None to drop, or an awaitable when forwarding."""
+        if (
+            tcp
+            or self._index.generation != self._generation
+            or self._static.generation != self._static_generation
+        ):
+            return self._slow(data, tcp, family)
+        end = data.find(0, 12)
+        counts = data[4:12]
+        if counts == _PLAIN:
+            if len(data) != end + 5:
+                return self._slow(data, tcp, family)
+            table = self._plain
+        elif (
+            counts == _WITH_OPT
+            and len(data) == end + 16
+            and data[end + 5 : end + 8] == _OPT_HEAD
+            and data[end + 10 :] == _OPT_TAIL
+        ):
+            table = self._edns
+        else:
+            return self._slow(data, tcp, family)
+        # byte 2: QR, opcode, AA, TC must be 0 (RD free); byte 3: only AD may be set.
+        if data[2] > 1 or data[3] & 0xDF or data[end + 3 : end + 5] != _CLASS_IN:
+            return self._slow(data, tcp, family)
+        # bytes.lower() is safe on wire names: label lengths (<= 63) are below "A".
+        entry = table.get(data[12 : end + 3].lower())
+        if entry is None:
+            return self._slow(data, tcp, family)
+        if entry.need and int.from_bytes(data[end + 8 : end + 10], "big") < entry.need:
+            return self._slow(data, tcp, family)
+        if family == "1":
+            entry.hits_v4 += 1
+        else:
+            entry.hits_v6 += 1
+        return data[:2] + entry.headers[data[2]] + data[12 : end + 5] + entry.tail
+
+    def observe_batch(self, queries: int, seconds: float) -> None:
+        """Called by the UDP transport after each drained batch (for hit durations)."""
+        self._batch_seconds += seconds
+        self._batch_queries += queries
+
+    def generation_moved(self) -> bool:
+        return (
+            self._index.generation != self._generation
+            or self._static.generation != self._static_generation
+        )
+
+    def reset_generation(self) -> None:
+        """Empty the cache and adopt the current generations."""
+        self.cache.clear()
+        self._generation = self._index.generation
+        self._static_generation = self._static.generation
+
+    def fold(self, stats: Stats) -> None:
+        per_hit = self._batch_seconds / self._batch_queries if self._batch_queries else 0.0
+        self._batch_seconds = 0.0
+        self._batch_queries = 0
+        self.cache.fold(stats, seconds_per_hit=per_hit)
+
+
+class _NoZones:
+    generation = 0
