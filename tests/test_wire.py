@@ -23,6 +23,7 @@ from kdns.dns.wire import (
     build_query,
     decode_query,
     decode_reply,
+    describe,
     encode_badvers,
     encode_error,
     encode_reply,
@@ -367,3 +368,10 @@ def test_reply_ttl_positive_negative_and_nodata() -> None:
 
 def test_with_id() -> None:
     assert with_id(b"\x00\x01rest", 0xABCD) == b"\xab\xcdrest"
+
+
+def test_describe_renders_messages_and_survives_junk() -> None:
+    text = describe(make_query("Example.com", 28))
+    assert "Example.com." in text
+    assert "AAAA" in text
+    assert describe(b"\xff\x00junk").startswith("<unparsable")

@@ -5,9 +5,10 @@ Owns every byte-level rule: header flags, the question echo (0x20 case kept, RFC
 §4.2.1, RFC 2181 §9) and the strict parsing of hostile input. Records are written from
 their typed rdata, never by re-parsing text. Pure: no sockets, no asyncio, no logging.
 
-The parser and encoder are hand-written (they are small, and hostile input must end in a
-`FormatError`, never in some other exception from a library), so this module does not
-need dnslib even though it is the one module allowed to import it.
+The parser and encoder are hand-written: they are small, hostile input must end in a
+`FormatError` (never in some other exception from a library), and the fast path needs
+replies whose names point into the question. dnslib (allowed only here) is used for
+`describe()`, a dig-like rendering of any message for debug logs and test failures.
 
 Decisions (documented here, applied by `kdns.handler`):
 
@@ -27,6 +28,8 @@ import functools
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+
+import dnslib
 
 from kdns.dns.records import (
     AAAA,
@@ -694,3 +697,11 @@ def rcode_name(rcode: int) -> str:
         return Rcode(rcode).name
     except ValueError:
         return f"RCODE{rcode}"
+
+
+def describe(data: bytes) -> str:
+    """A dig-like text rendering of a DNS message, for debug logs; never raises."""
+    try:
+        return str(dnslib.DNSRecord.parse(data))
+    except Exception as exc:  # dnslib raises assorted errors on hostile input
+        return f"<unparsable {len(data)}-byte message: {exc}>"

@@ -1,0 +1,175 @@
+"""The reply cache: hits match the slow path; invalidation, variants, bounds, metrics."""
+
+from __future__ import annotations
+
+from kdns.fastpath import ReplyCache
+from kdns.handler import Handler
+from kdns.index import Index
+from kdns.model import Upsert
+from kdns.stats import Stats
+from tests.builders import ep, eps, svc
+from tests.test_handler import CONFIG, default_index, make_handler, make_index
+from tests.test_wire import header, make_query, opt_rr
+
+SVC1 = "svc1.testns.svc.cluster.local"
+SVC2 = "svc2.testns.svc.cluster.local"
+
+
+def fresh(data: bytes, index: Index | None = None) -> bytes:
+    """The slow path's reply, from a handler whose cache is empty."""
+    handler, _ = make_handler(index)
+    out = handler.handle(data, tcp=False, family="1")
+    assert isinstance(out, bytes)
+    return out
+
+
+def ask(handler: Handler, data: bytes, *, tcp: bool = False) -> bytes:
+    out = handler.handle(data, tcp=tcp, family="1")
+    assert isinstance(out, bytes)
+    return out
+
+
+def test_a_hit_equals_the_slow_path_bytes() -> None:
+    handler, _ = make_handler()
+    first = ask(handler, make_query(SVC1, qid=1))
+    assert len(handler.cache) == 1
+    again = ask(handler, make_query(SVC1, qid=2))
+    assert again[:2] == b"\x00\x02"
+    assert again[2:] == first[2:]
+    assert again == fresh(make_query(SVC1, qid=2))
+
+
+def test_a_hit_echoes_the_clients_spelling() -> None:
+    handler, _ = make_handler()
+    ask(handler, make_query(SVC1))
+    mixed = make_query("SvC1.TESTns.svc.Cluster.local")
+    out = ask(handler, mixed)
+    assert out[12 : len(mixed)] == mixed[12:]  # 0x20 kept (D4)
+    assert out == fresh(mixed)
+
+
+def test_rd_variants() -> None:
+    handler, _ = make_handler()
+    ask(handler, make_query(SVC1, flags=0x0100))
+    out = ask(handler, make_query(SVC1, flags=0x0000))
+    assert not header(out)[1] & 0x0100
+    assert out == fresh(make_query(SVC1, flags=0x0000))
+    assert header(ask(handler, make_query(SVC1, flags=0x0100)))[1] & 0x0100
+
+
+def test_edns_variant_is_kept_apart_and_do_is_not_cached() -> None:
+    handler, _ = make_handler()
+    plain = ask(handler, make_query(SVC1))
+    with_opt = make_query(SVC1, opt=opt_rr(4096))
+    out = ask(handler, with_opt)
+    assert header(out)[5] == 1  # OPT echoed, not the plain entry
+    assert len(handler.cache) == 2
+    assert ask(handler, with_opt) == out == fresh(with_opt)
+    assert header(ask(handler, make_query(SVC1)))[5] == 0
+    assert ask(handler, make_query(SVC1)) == plain
+    do = make_query(SVC1, opt=opt_rr(4096, do=True))
+    out = ask(handler, do)
+    assert out[-11:] == b"\x00\x00\x29\x04\xd0\x00\x00\x80\x00\x00\x00"  # DO copied
+    assert len(handler.cache) == 2
+
+
+def test_big_edns_reply_is_not_served_to_a_smaller_buffer() -> None:
+    addresses = [f"10.2.0.{i + 1}" for i in range(40)]  # 40 x 16 bytes: over 512, under 1232
+    index = make_index(
+        svc("mid", headless=True),
+        eps("mid-1", "mid", endpoints=[ep(a) for a in addresses]),
+    )
+    handler, _ = make_handler(index)
+    big = "mid.testns.svc.cluster.local"
+    whole = ask(handler, make_query(big, opt=opt_rr(1232)))
+    assert not header(whole)[1] & 0x0200
+    assert len(whole) > 512
+    small = ask(handler, make_query(big, opt=opt_rr(600)))
+    assert len(small) <= 600
+    assert header(small)[1] & 0x0200  # TC: the cached entry was not used
+
+
+def test_tcp_and_unusual_flags_take_the_slow_path() -> None:
+    handler, _ = make_handler()
+    ask(handler, make_query(SVC1))
+    cd = make_query(SVC1, flags=0x0110)
+    assert header(ask(handler, cd))[1] & 0x0010  # CD copied (RFC 4035 §3.1.6)
+    assert ask(handler, make_query(SVC1), tcp=True) == fresh(make_query(SVC1))
+    assert len(handler.cache) == 1
+
+
+def test_adding_a_service_turns_nxdomain_into_an_answer_on_the_next_query() -> None:
+    index = default_index()
+    handler, stats = make_handler(index)
+    query = make_query(SVC2)
+    assert header(ask(handler, query))[1] & 0xF == 3
+    assert header(ask(handler, query))[1] & 0xF == 3  # now a hit
+    index.apply(Upsert(svc("svc2", ips=["10.0.0.2"])), received_at=0.0)
+    out = ask(handler, query)
+    assert header(out)[1] & 0xF == 0
+    assert out.endswith(b"\x0a\x00\x00\x02")
+    assert stats.programming["cluster_ip"].n == 1  # observed at the first answer after it
+
+
+class Zones:
+    generation = 0
+
+    def find(self, lname: str) -> str | None:
+        return None
+
+    def answer(self, question: object) -> object:
+        raise AssertionError("not asked")
+
+
+def test_static_zone_reload_clears_the_cache() -> None:
+    zones = Zones()
+    handler, _ = make_handler(static_zones=zones)
+    ask(handler, make_query(SVC1))
+    assert len(handler.cache) == 1
+    zones.generation = 1
+    ask(handler, make_query(SVC1))
+    assert len(handler.cache) == 1  # cleared, then filled again by this query
+    assert handler.cache.bytes > 0
+
+
+def test_cache_is_bounded_against_random_names() -> None:
+    cache = ReplyCache(max_entries=50, max_negative=10)
+    handler = Handler(default_index(), CONFIG, stats=Stats(), cache=cache)
+    ask(handler, make_query(SVC1))
+    for i in range(200):
+        ask(handler, make_query(f"rnd{i}.testns.svc.cluster.local"))
+    assert len(cache) <= 11
+    assert ask(handler, make_query(SVC1)) == fresh(make_query(SVC1))
+    assert handler.cache.plain  # the positive entry survived the negatives
+    small = ReplyCache(max_entries=5, max_bytes=100_000)
+    handler = Handler(default_index(), CONFIG, stats=Stats(), cache=small)
+    for i in range(20):
+        ask(handler, make_query(f"_p{i}._tcp.svc1.testns.svc.cluster.local", 33))
+    assert len(small) == 5
+
+
+def test_unsynced_replies_are_not_cached() -> None:
+    handler, _ = make_handler(Index())
+    ask(handler, make_query(SVC1))
+    assert len(handler.cache) == 0
+
+
+def test_hits_are_folded_into_coredns_metrics_on_flush() -> None:
+    handler, stats = make_handler()
+    for _ in range(5):
+        ask(handler, make_query(SVC1))
+    handler.handle(make_query(SVC1), tcp=False, family="2")
+    handler.observe_batch(6, 0.0006)
+    stats.flush()
+    assert stats.requests[("cluster.local.", "udp", "1", "A")] == 5
+    assert stats.requests[("cluster.local.", "udp", "2", "A")] == 1
+    assert stats.responses[("cluster.local.", "NOERROR")] == 6
+    assert stats.response_sizes[("cluster.local.", "udp")].n == 6
+    assert stats.durations["cluster.local."].n == 6
+    stats.flush()  # nothing counted twice
+    assert stats.responses[("cluster.local.", "NOERROR")] == 6
+    # counts of entries dropped by an invalidation are not lost
+    ask(handler, make_query(SVC1))
+    handler.cache.clear()
+    stats.flush()
+    assert stats.responses[("cluster.local.", "NOERROR")] == 7
