@@ -309,6 +309,12 @@ class FakeKubeApi:
         """Answer the next `count` matching API requests with this HTTP status."""
         self._failures.append(_Failure(status_code, count, retry_after, watch, path))
 
+    def open_watches(self, plural: str | None = None) -> int:
+        """How many watches are being served (of one resource, e.g. "services")."""
+        return sum(
+            1 for request in self._watches.values() if plural is None or plural in request.path
+        )
+
     def clear_failures(self) -> None:
         self._failures.clear()
 
@@ -507,8 +513,8 @@ class FakeKubeApi:
             return web.json_response(too_old, status=410)
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
-        await resp.prepare(request)
         self._watches[resp] = request
+        await resp.prepare(request)
         drop_flag, expire_flag = self._drop_flag, self._expire_flag
         try:
             if expired:

@@ -40,6 +40,7 @@ class Running:
     kubeconfig: Path
     applied: list[tuple[Event, float | None]]
     task: asyncio.Task[Any]
+    kinds: tuple[Kind, ...]
 
 
 async def eventually(predicate: Callable[[], bool], *, within: float = 5.0) -> None:
@@ -49,6 +50,13 @@ async def eventually(predicate: Callable[[], bool], *, within: float = 5.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(0.005)
+
+
+async def watching(run: Running, fake: FakeKubeApi) -> None:
+    """Wait until the index is synced and every kind's watch is being served."""
+    await eventually(
+        lambda: run.index.synced and run.stats.api_up == 1 and fake.open_watches() >= len(run.kinds)
+    )
 
 
 @asynccontextmanager
@@ -88,7 +96,7 @@ async def run_source(
         )
     )
     try:
-        yield Running(index, stats, sleep, kubeconfig, applied, task)
+        yield Running(index, stats, sleep, kubeconfig, applied, task, kinds)
     finally:
         task.cancel()
         try:

@@ -13,7 +13,7 @@ import pytest
 
 from kdns.model import Kind, Replace, Upsert
 from tests.fakes.kubeapi import FakeKubeApi, endpoint_slice, namespace, service
-from tests.kube.harness import eventually, ip, run_source
+from tests.kube.harness import eventually, ip, run_source, watching
 
 
 def _requests(fake: FakeKubeApi, path: str, *, watch: bool) -> list[str]:
@@ -113,7 +113,7 @@ async def test_compacted_history_relists_and_replaces_the_kind(kube_api, tmp_pat
     kube_api.apply(service("stays"))
     kube_api.apply(service("goes"))
     async with run_source(kube_api, tmp_path) as run:
-        await eventually(lambda: run.index.synced)
+        await watching(run, kube_api)
         await kube_api.stop()  # the API goes away ...
         await eventually(lambda: run.stats.api_up == 0)
         kube_api.delete("Service", "default", "goes")  # ... objects change meanwhile ...
@@ -131,7 +131,7 @@ async def test_compacted_history_relists_and_replaces_the_kind(kube_api, tmp_pat
 
 async def test_error_410_event_mid_stream_relists(kube_api, tmp_path):
     async with run_source(kube_api, tmp_path) as run:
-        await eventually(lambda: run.index.synced)
+        await watching(run, kube_api)
         lists_before = len(_requests(kube_api, "/api/v1/services", watch=False))
         kube_api.expire_watches()
         await eventually(
@@ -169,7 +169,7 @@ async def test_expired_continue_token_restarts_the_list(kube_api, tmp_path):
 
 async def test_dropped_watches_recover_with_backoff(kube_api, tmp_path):
     async with run_source(kube_api, tmp_path) as run:
-        await eventually(lambda: run.index.synced)
+        await watching(run, kube_api)
         kube_api.drop_watches()
         await eventually(lambda: run.stats.watch_restarts.get("Service", 0) >= 1)
         kube_api.apply(service("after-drop"))
@@ -186,7 +186,7 @@ async def test_dropped_watches_recover_with_backoff(kube_api, tmp_path):
 
 async def test_a_silently_stalled_watch_is_detected_by_the_read_timeout(kube_api, tmp_path):
     async with run_source(kube_api, tmp_path, read_timeout_seconds=0.5) as run:
-        await eventually(lambda: run.index.synced)
+        await watching(run, kube_api)
         kube_api.bookmark_interval = 0.1  # healthy watches are fed well within 0.5 s
         kube_api.stall()
         await eventually(lambda: run.stats.api_up == 0, within=3)
@@ -205,7 +205,7 @@ async def test_429_honours_retry_after(kube_api, tmp_path):
 
 async def test_401_reloads_credentials(kube_api, tmp_path):
     async with run_source(kube_api, tmp_path) as run:
-        await eventually(lambda: run.index.synced)
+        await watching(run, kube_api)
         new_token = kube_api.rotate_token()
         kube_api.drop_watches()  # the reconnect meets the new token: 401
         await eventually(
@@ -223,7 +223,7 @@ async def test_403_and_404_are_logged_and_retried_keeping_the_index(
     caplog.set_level(logging.ERROR, logger="kdns.sources.kube.watch")
     kube_api.apply(service("kept"))
     async with run_source(kube_api, tmp_path) as run:
-        await eventually(lambda: run.index.synced)
+        await watching(run, kube_api)
         kube_api.fail_next(code, count=3, path="services")
         kube_api.drop_watches()
         await eventually(lambda: f"HTTP {code}" in caplog.text)
@@ -255,7 +255,7 @@ async def test_api_away_keeps_answers_and_says_so(kube_api, tmp_path, caplog):
     caplog.set_level(logging.WARNING)
     kube_api.apply(service("web"))
     async with run_source(kube_api, tmp_path) as run:
-        await eventually(lambda: run.index.synced)
+        await watching(run, kube_api)
         await eventually(lambda: run.stats.api_up == 1)
         await kube_api.stop()
         await eventually(lambda: run.stats.api_up == 0)

@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,8 +225,9 @@ class KubeApi:
             continue_token=str(meta.get("continue") or ""),
         )
 
-    async def watch(self, kind: Kind, *, resource_version: str) -> AsyncGenerator[WatchEvent, None]:
-        """Stream the changes after `resource_version` until the server ends the watch.
+    async def watch(self, kind: Kind, *, resource_version: str) -> WatchStream:
+        """Open a watch of the changes after `resource_version` (returns once the server
+        has answered 200); iterate the stream until the server ends it.
 
         A bounded `timeoutSeconds` makes the server end it cleanly now and then (kube-api.md
         §A); the caller re-watches from the last RV. ERROR events are yielded as they come.
@@ -238,10 +239,34 @@ class KubeApi:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(self._rng.randint(low, high)),
         }
-        resp = await self._get(RESOURCE_PATHS[kind], params)
+        return WatchStream(kind, await self._get(RESOURCE_PATHS[kind], params))
+
+
+class WatchStream:
+    """One open watch response: `async with` it, then `async for` its events."""
+
+    def __init__(self, kind: Kind, response: aiohttp.ClientResponse) -> None:
+        self._kind = kind
+        self._response = response
+
+    async def __aenter__(self) -> WatchStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._response.close()  # never reuse a half-read watch connection
+
+    def __aiter__(self) -> AsyncIterator[WatchEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[WatchEvent]:
+        # kube-api.md §A: chunk boundaries are not line boundaries, and lines may exceed
+        # aiohttp's 64 KiB readline limit: split on b"\n" ourselves, with no limit.
         buffer = bytearray()
         try:
-            async for chunk in resp.content.iter_any():
+            async for chunk in self._response.content.iter_any():
                 received_at = time.monotonic()
                 buffer += chunk
                 start = 0
@@ -252,12 +277,12 @@ class KubeApi:
                         yield _parse_line(line, received_at)
                 del buffer[:start]
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise UnreachableError(f"WATCH {kind}: {_describe(exc)}") from exc
-        finally:
-            resp.release()
+            raise UnreachableError(f"WATCH {self._kind}: {_describe(exc)}") from exc
         if buffer.strip():
             # The stream ended inside a line: the connection was cut, not closed cleanly.
-            raise UnreachableError(f"WATCH {kind}: stream ended mid-line ({len(buffer)} bytes)")
+            raise UnreachableError(
+                f"WATCH {self._kind}: stream ended mid-line ({len(buffer)} bytes)"
+            )
 
 
 def _parse_line(line: bytes, received_at: float) -> WatchEvent:

@@ -18,7 +18,6 @@ from typing import Any
 
 from kubernetes import config as kube_config  # the sole `kubernetes` import (style.md)
 from kubernetes.client import Configuration
-from kubernetes.config.config_exception import ConfigException
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ class Credentials:
         config = Configuration()
         try:
             self._loader(config)
-        except (ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # the loaders raise YAML, config, OS and exec-plugin errors
             detail = " ".join(str(exc).split()) or type(exc).__name__
             raise CredentialsError(f"{self.source}: {detail}") from None
         if not config.host:

@@ -12,7 +12,6 @@ call per event, never awaited in between (Index.apply does not await). No DNS he
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -230,9 +229,9 @@ class Reflector:
         assert self.resource_version is not None
         started = self.clock()
         events = 0
-        stream = self.api.watch(self.kind, resource_version=self.resource_version)
-        async with contextlib.aclosing(stream):
-            self.health.set(self.kind, True)
+        stream = await self.api.watch(self.kind, resource_version=self.resource_version)
+        async with stream:
+            self.health.set(self.kind, True)  # the server answered 200: we are watching
             async for event in stream:
                 events += 1
                 self._handle(event.type, event.object, event.received_at)
