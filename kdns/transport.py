@@ -18,7 +18,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +205,8 @@ class _TcpConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
+        self._transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self.family = _family_label(sock.family)
@@ -214,7 +214,7 @@ class _TcpConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:  # pragma: no cover
                 pass
-        transport.set_write_buffer_limits(high=self._server.limits.max_write_buffer)
+        self._transport.set_write_buffer_limits(high=self._server.limits.max_write_buffer)
         self._server.opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
