@@ -85,7 +85,7 @@ async def run_source(
     task = asyncio.create_task(
         run_kube_source(
             credentials=credentials,
-            index_apply=apply,
+            apply=apply,
             kinds=kinds,
             stats=stats,
             read_timeout_seconds=read_timeout_seconds,

@@ -36,10 +36,11 @@ def test_backoff_doubles_from_0_8_to_a_30_second_cap():
     assert delays == [0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0, 30.0]
 
 
-def test_jitter_adds_up_to_the_delay_itself():
+def test_jitter_adds_up_to_the_delay_itself_but_never_passes_the_cap():
     backoff = Backoff()
     assert backoff.delay(1, OneRandom()) == pytest.approx(1.6)
-    assert backoff.delay(10, OneRandom()) == pytest.approx(60.0)
+    assert backoff.delay(5, OneRandom()) == pytest.approx(25.6)
+    assert backoff.delay(10, OneRandom()) == pytest.approx(30.0)
 
 
 def test_backoff_resets_after_two_healthy_minutes():

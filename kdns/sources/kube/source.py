@@ -33,9 +33,10 @@ def required_kinds(pods_verified: bool) -> tuple[Kind, ...]:
 async def run_kube_source(
     *,
     credentials: Credentials,
-    index_apply: Apply,
-    kinds: Sequence[Kind],
+    apply: Apply,
     stats: Stats,
+    pods_verified: bool = False,
+    kinds: Sequence[Kind] | None = None,
     read_timeout_seconds: float = 90.0,
     watch_timeout_range: tuple[int, int] = (240, 300),
     backoff: Backoff | None = None,
@@ -44,7 +45,9 @@ async def run_kube_source(
     rng: random.Random | None = None,
     page_size: int = PAGE_SIZE,
 ) -> NoReturn:
-    """List and watch `kinds` forever; `index_apply` is `Index.apply`."""
+    """List and watch forever, feeding `apply` (`Index.apply`). The kinds are
+    `required_kinds(pods_verified)` unless `kinds` names them."""
+    kinds = tuple(kinds) if kinds is not None else required_kinds(pods_verified)
     rng = rng or random.Random()
     health = Health(stats, kinds)
     log.info(
@@ -63,7 +66,7 @@ async def run_kube_source(
             Reflector(
                 kind,
                 api,
-                index_apply,
+                apply,
                 stats,
                 health,
                 backoff=backoff or Backoff(),

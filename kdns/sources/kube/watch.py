@@ -59,13 +59,15 @@ class Backoff:
     initial_seconds: float = 0.8
     factor: float = 2.0
     max_seconds: float = 30.0
-    jitter: float = 1.0  # the delay d becomes d + random() * jitter * d
+    jitter: float = 1.0  # the delay d becomes d + random() * jitter * d, still capped
     reset_after_seconds: float = 120.0  # healthy this long -> start again from initial
 
     def delay(self, failures: int, rng: random.Random) -> float:
         """The wait before retry number `failures` (1 = the first retry)."""
         base = min(self.max_seconds, self.initial_seconds * self.factor ** max(0, failures - 1))
-        return base + rng.random() * self.jitter * base
+        # Capped after the jitter too, so no wait ever exceeds max_seconds (an API that
+        # comes back is found within 30 s).
+        return min(self.max_seconds, base + rng.random() * self.jitter * base)
 
 
 @dataclass(slots=True)
