@@ -373,7 +373,8 @@ def _service_spec(
         for version in (primary, 10 - primary):  # 4 <-> 6
             if version not in families:
                 families.append(version)
-    if policy == "RequireDualStack" and configured != {4, 6}:
+    given = {int(ip.version) for ip in service.cluster_ips}
+    if policy == "RequireDualStack" and not {4, 6} <= (configured | given):
         raise ConversionError(
             "spec.ipFamilyPolicy",
             "RequireDualStack needs an IPv4 and an IPv6 service CIDR",

@@ -237,6 +237,16 @@ def test_require_dual_stack_without_both_families_is_an_error(tmp_path: Path) ->
         load(tmp_path)
 
 
+def test_require_dual_stack_with_both_addresses_given_needs_no_cidr(tmp_path: Path) -> None:
+    text = DUAL.replace("PreferDualStack", "RequireDualStack").replace(
+        "spec:", "spec:\n  clusterIPs: [10.96.7.7, 'fd00::7']", 1
+    )
+    write(tmp_path, "s.yaml", text)
+    svc = index_of(load(tmp_path)).service("default", "web")
+    assert svc is not None
+    assert sorted(map(str, svc.cluster_ips)) == ["10.96.7.7", "fd00::7"]
+
+
 # ---- endpoints as the EndpointSlice controller computes them ----------------------------
 
 
