@@ -139,7 +139,12 @@ class DecodedReply:
 # ---- names ---------------------------------------------------------------------------------
 
 
+_PLAIN_LABEL = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
 def _label_text(label: bytes) -> str:
+    if _PLAIN_LABEL.issuperset(label):
+        return label.decode("ascii")
     out = []
     for b in label:
         if b in (0x2E, 0x5C):  # "." and "\" are escaped to keep label boundaries
