@@ -754,8 +754,15 @@ def load_manifests(
             except ConversionError as err:
                 raise origin.error(err) from None
 
-    if synthesize_kubernetes and ("default", "kubernetes") not in services:
-        kube = _kubernetes_service(svc_alloc[primary])
+    kube = _kubernetes_service(svc_alloc[primary]) if synthesize_kubernetes else None
+    taken = {ip for spec in services.values() for ip in spec.service.cluster_ips}
+    # The synthesized Service yields to the manifests: it is left out when one of them
+    # defines default/kubernetes or already uses its address.
+    if (
+        kube is not None
+        and ("default", "kubernetes") not in services
+        and not (set(kube.cluster_ips) & taken)
+    ):
         services[("default", "kubernetes")] = _ServiceSpec(
             kube, _Origin(Path("<builtin>"), 0, "", "Service default/kubernetes"),
             "ClusterIP", None, (), False, (primary,), False,

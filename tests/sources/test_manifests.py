@@ -147,6 +147,17 @@ def ips_of(data: ManifestData) -> dict[str, tuple[object, ...]]:
     return {s.name: s.cluster_ips for s in data.services}
 
 
+def test_the_synthesized_kubernetes_service_yields_its_address(tmp_path: Path) -> None:
+    write(
+        tmp_path, "s.yaml", "kind: Service\nmetadata: {name: api}\nspec: {clusterIP: 10.96.0.1}\n"
+    )
+    index = index_of(load(tmp_path))
+    assert index.service("default", "kubernetes") is None
+    api = index.service("default", "api")
+    assert api is not None
+    assert api.cluster_ips == (ip_address("10.96.0.1"),)
+
+
 def test_allocation_is_stable_across_loads_and_unaffected_by_other_services(
     tmp_path: Path,
 ) -> None:
