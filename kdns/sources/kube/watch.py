@@ -180,7 +180,8 @@ class Reflector:
     async def list_and_replace(self) -> None:
         """One complete list, converted page by page, applied as one Replace."""
         if self.lists:
-            self.stats.relists[self.kind] = self.stats.relists.get(self.kind, 0) + 1
+            key = self.kind.value
+            self.stats.relists[key] = self.stats.relists.get(key, 0) + 1
         self.lists += 1
         objects: list[ClusterObject] = []
         token = ""
@@ -214,7 +215,7 @@ class Reflector:
         self.apply(Replace(self.kind, tuple(objects)), received_at=received_at)
         self.resource_version = resource_version
         self.health.synced.add(self.kind)
-        self.stats.last_sync_unix[self.kind] = self.wall_clock()
+        self.stats.last_sync_unix[self.kind.value] = self.wall_clock()
         log.info(
             "%s: listed %d objects in %d pages at resourceVersion %s",
             self.kind,
@@ -226,7 +227,8 @@ class Reflector:
     async def watch_once(self) -> None:
         """One watch from the current RV until the server ends it (then return), or raise."""
         if self.watches:
-            self.stats.watch_restarts[self.kind] = self.stats.watch_restarts.get(self.kind, 0) + 1
+            key = self.kind.value
+            self.stats.watch_restarts[key] = self.stats.watch_restarts.get(key, 0) + 1
         self.watches += 1
         assert self.resource_version is not None
         started = self.clock()
@@ -276,7 +278,7 @@ class Reflector:
             self.apply(event, received_at=received_at)
         if rv:
             self.resource_version = str(rv)
-        self.stats.last_sync_unix[self.kind] = self.wall_clock()
+        self.stats.last_sync_unix[self.kind.value] = self.wall_clock()
 
     def _delete_event(self, obj: Mapping[str, Any], what: str) -> Delete | None:
         try:
