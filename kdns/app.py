@@ -18,13 +18,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from kdns import __version__
 from kdns.dns.answer import AnswerConfig
 from kdns.handler import Handler
+from kdns.http import HttpServers
 from kdns.index import Index
+from kdns.metrics import HEALTH_BUCKETS, build_registry, server_label
 from kdns.model import Event, Kind
 from kdns.settings import HostPort, PodMode, Settings
-from kdns.stats import Stats
+from kdns.stats import Histogram, Stats
 from kdns.transport import TcpServer, UdpServer, bind_tcp, bind_udp
 
 log = logging.getLogger("kdns")
@@ -213,11 +214,16 @@ async def serve(settings: Settings, *, worker: int = 0) -> int:
         from kdns.forward import LoopError, detect_loop
 
         try:
-            await detect_loop(upstream, handler=handler, zone=settings.zone)
+            await detect_loop(
+                upstream,
+                listen=HostPort(settings.dns_addr.host, dns_port),
+                handler=handler,
+                zone=settings.zone,
+            )
         except LoopError as exc:
             raise StartupError(str(exc)) from None
 
-    http = None
+    http: HttpServers | None = None
     if worker == 0:
         http = await _start_http(settings, state, dns_port=dns_port)
 
@@ -277,7 +283,9 @@ async def _start_manifests(settings: Settings, apply: Callable[[Event], object])
     )
 
 
-async def _start_kube_impl(settings: Settings, index: Index, stats: Stats) -> None:
+def _start_kube(settings: Settings, index: Index, stats: Stats) -> Awaitable[None]:
+    """Load credentials now (a bad kubeconfig stops start-up); the API itself may be away:
+    the reflectors retry with backoff while misses are SERVFAIL and /ready is 503."""
     from kdns.sources.kube.auth import CredentialsError, load_credentials
     from kdns.sources.kube.source import run_kube_source
 
@@ -287,7 +295,8 @@ async def _start_kube_impl(settings: Settings, index: Index, stats: Stats) -> No
         )
     except CredentialsError as exc:
         raise StartupError(str(exc)) from None
-    await run_kube_source(
+    log.info("data source: Kubernetes API at %s", credentials.host)
+    return run_kube_source(
         credentials=credentials,
         apply=index.apply,
         pods_verified=settings.pods is PodMode.VERIFIED,
@@ -295,19 +304,14 @@ async def _start_kube_impl(settings: Settings, index: Index, stats: Stats) -> No
     )
 
 
-def _start_kube(settings: Settings, index: Index, stats: Stats) -> Awaitable[None]:
-    return _start_kube_impl(settings, index, stats)
-
-
-async def _start_http(settings: Settings, state: AppState, *, dns_port: int) -> object:
-    from kdns.http import HttpServers
-    from kdns.metrics import build_registry
-
+async def _start_http(settings: Settings, state: AppState, *, dns_port: int) -> HttpServers:
+    health_times = Histogram(HEALTH_BUCKETS)
     registry = build_registry(
         stats=state.stats,
-        server=f"dns://{HostPort(settings.dns_addr.host, dns_port)}",
+        server=server_label(HostPort(settings.dns_addr.host, dns_port)),
         objects=state.index.counts,
         ready=lambda: state.ready()[0],
+        health=health_times,
     )
     http = HttpServers(
         health=settings.health_addr,
@@ -315,6 +319,7 @@ async def _start_http(settings: Settings, state: AppState, *, dns_port: int) -> 
         metrics=settings.metrics_addr,
         is_ready=state.ready,
         registry=registry,
+        health_times=health_times,
     )
     try:
         await http.start()

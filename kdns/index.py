@@ -45,7 +45,8 @@ class Change:
     """What a data change touched, for the programming-latency measurement."""
 
     received_at: float  # time.monotonic() when the source received it
-    service_kind: str  # "cluster_ip" | "headless_with_selector" | "headless_without_selector" | "other"
+    # CoreDNS's service_kind label: "cluster_ip" | "headless_with_selector" | "other".
+    service_kind: str
 
 
 class Index:
@@ -230,9 +231,7 @@ class Index:
             key = (obj.namespace, obj.name)
             old = store.get(key)
             incoming[key] = old if old is not None and old == obj else obj
-        if incoming.keys() == store.keys() and all(
-            incoming[k] is store[k] for k in incoming
-        ):
+        if incoming.keys() == store.keys() and all(incoming[k] is store[k] for k in incoming):
             return False
         for key in [k for k in store if k not in incoming or incoming[k] is not store[k]]:
             self._unlink(store.pop(key))

@@ -16,7 +16,20 @@ from dataclasses import dataclass, field
 DURATION_BUCKETS: tuple[float, ...] = tuple(0.00025 * 2**i for i in range(16))
 # CoreDNS plugin/metrics/vars: size buckets.
 SIZE_BUCKETS: tuple[float, ...] = (
-    0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16e3, 32e3, 48e3, 64e3,
+    0,
+    100,
+    200,
+    300,
+    400,
+    511,
+    1023,
+    2047,
+    4095,
+    8291,
+    16e3,
+    32e3,
+    48e3,
+    64e3,
 )
 # CoreDNS plugin/kubernetes/metrics.go: ExponentialBuckets(0.001, 2, 20).
 PROGRAMMING_BUCKETS: tuple[float, ...] = tuple(0.001 * 2**i for i in range(20))

@@ -20,9 +20,5 @@ def test_pure_modules_import_no_io_or_wire_modules() -> None:
 
 
 def test_only_the_wire_module_imports_dnslib() -> None:
-    code = (
-        "import sys\n"
-        "import kdns.dns.wire\n"
-        "assert 'dnslib' in sys.modules\n"
-    )
+    code = "import sys\nimport kdns.dns.wire\nassert 'dnslib' in sys.modules\n"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -123,7 +123,9 @@ class TXT:
     strings: tuple[str, ...]
 
     def __str__(self) -> str:
-        return " ".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in self.strings)
+        return " ".join(
+            '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in self.strings
+        )
 
 
 @dataclass(frozen=True, slots=True)

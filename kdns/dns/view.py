@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
-
 from ipaddress import IPv4Network, IPv6Network
+from typing import Protocol
 
 from kdns.model import IPAddress, Service, ServicePort
 
