@@ -88,11 +88,14 @@ class TlsFiles:
     server_key: Path
 
 
-def make_tls(directory: Path) -> TlsFiles:
-    """A throwaway CA and a server certificate for 127.0.0.1/localhost (openssl CLI)."""
+def make_tls(directory: Path, *, reuse: bool = False) -> TlsFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost (openssl CLI);
+    `reuse` keeps the files already in `directory` (a restarted fake keeps its CA)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
     key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    if reuse and ca_crt.exists() and crt.exists() and key.exists():
+        return TlsFiles(ca_crt, crt, key)
     ext = directory / "server.ext"
     ext.write_text(
         "basicConstraints=critical,CA:FALSE\n"
@@ -653,7 +656,7 @@ def kubeconfig_for(fake: FakeKubeApi, path: Path, *, token: str | None = None) -
 
 
 async def _main(directory: Path, port: int, services: int) -> None:
-    fake = FakeKubeApi(tls=make_tls(directory / "tls"), port=port)
+    fake = FakeKubeApi(tls=make_tls(directory / "tls", reuse=True), port=port)
     fake.apply(namespace("default"))
     fake.apply(namespace("kube-system"))
     for i in range(services):

@@ -305,3 +305,18 @@ async def test_a_watch_line_over_128_kib_is_read(kube_api, tmp_path):
         big["metadata"]["annotations"] = {"blob": "x" * 200_000}
         kube_api.apply(big)
         await eventually(lambda: run.index.service("default", "big") is not None)
+
+
+async def test_pagination_across_many_namespaces_lists_everything(kube_api, tmp_path):
+    expected = set()
+    for n in range(10):
+        kube_api.apply(namespace(f"ns{n}"))
+        for i in range(3):
+            kube_api.apply(service(f"s{i}", f"ns{n}", cluster_ip=f"10.96.{n}.{i + 1}"))
+            expected.add((f"ns{n}", f"s{i}"))
+    async with run_source(kube_api, tmp_path, page_size=4) as run:
+        await eventually(lambda: run.index.synced)
+        assert set(run.index.services) == expected
+        assert len(run.index.namespaces) == 11
+        pages = _requests(kube_api, "/api/v1/services", watch=False)
+        assert len(pages) == 8  # 30 Services, 4 per page, following `continue`

@@ -85,7 +85,12 @@ class ServerError(ApiError):
 
 class UnreachableError(Exception):
     """No HTTP answer: connection refused or reset, TLS failure, read timeout (a stalled
-    connection), or a stream cut mid-line."""
+    connection), or a stream cut mid-line. `tls` is True when the server's certificate
+    did not verify (a rotated CA: worth reloading the credentials)."""
+
+    def __init__(self, message: str, *, tls: bool = False) -> None:
+        super().__init__(message)
+        self.tls = tls
 
 
 _ERRORS: dict[int, type[ApiError]] = {
@@ -191,7 +196,8 @@ class KubeApi:
                 ssl=self.credentials.ssl_context,
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise UnreachableError(f"GET {path}: {_describe(exc)}") from exc
+            tls = isinstance(exc, aiohttp.ClientConnectorCertificateError)
+            raise UnreachableError(f"GET {path}: {_describe(exc)}", tls=tls) from exc
         if resp.status != 200:
             try:
                 body: Any = json.loads(await resp.read())

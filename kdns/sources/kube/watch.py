@@ -164,6 +164,8 @@ class Reflector:
                 self.health.set(self.kind, False, why=type(exc).__name__)
                 delay = self._next_delay()
                 log.warning("%s: %s; retrying in %.1f s", self.kind, exc, delay)
+                if isinstance(exc, UnreachableError) and exc.tls:
+                    self.api.credentials.reload()  # the CA may have been rotated
                 await self.sleep(delay)
 
     def _next_delay(self) -> float:
