@@ -302,4 +302,9 @@ def _parse_line(line: bytes, received_at: float) -> WatchEvent:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out (no data: connection stalled or server unreachable)"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate of {exc.host}:{exc.port} not trusted: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port}: {reason}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
