@@ -68,6 +68,7 @@ class Run:
     rss_kb: int
     pss_kb: int
     foreign_pct: float  # CPU of every other process, % of one core
+    steal_pct: float = 0.0  # hypervisor steal over the box, % of one core
     p50_ms: float | None = None
     p99_ms: float | None = None
     p999_ms: float | None = None
@@ -196,8 +197,8 @@ class Bench:
 
     def dnsperf_run(
         self, server: Server, plan: Plan, *, seconds: float, verbose: bool = False
-    ) -> tuple[dict[str, Any], float, float, float, array[float]]:
-        """One dnsperf run; returns (stats, server CPU s, wall s, foreign CPU s, latencies)."""
+    ) -> tuple[dict[str, Any], float, float, float, float, array[float]]:
+        """One dnsperf run: (stats, server CPU s, wall s, foreign CPU s, steal s, latencies)."""
         argv = [servers.BINARIES["dnsperf"], "-s", HOST, "-p", str(server.port)]
         argv += ["-d", str(self.files.queries), "-l", f"{seconds:g}", *plan.dnsperf_args]
         if verbose:
@@ -206,6 +207,7 @@ class Bench:
             argv = ["taskset", "-c", plan.client_cpus, *argv]
         server_pids = set(server.pids())
         own = {os.getpid()}
+        steal0 = servers.steal_seconds()
         cpu0, all0, t0 = server.cpu(), servers.all_cpu(), time.monotonic()
         self.dnsperf = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -225,9 +227,10 @@ class Bench:
         foreign = servers.foreign_cpu(
             all0, servers.all_cpu(), server_pids | own | {self.dnsperf.pid}
         )
+        steal = servers.steal_seconds() - steal0
         self.dnsperf = None
         stats = parse_dnsperf("".join(tail))
-        return stats, cpu, wall, foreign, latencies
+        return stats, cpu, wall, foreign, steal, latencies
 
     def measure(
         self, server: Server, plan: Plan, round_no: int, *, seconds: float, verbose: bool = False
@@ -235,7 +238,7 @@ class Bench:
         others = {p for s in self.running for p in s.pids()} | {os.getpid()}
         if self.args.quiet_wait > 0:
             self.wait_quiet(others)
-        stats, cpu, wall, foreign, lat = self.dnsperf_run(
+        stats, cpu, wall, foreign, steal, lat = self.dnsperf_run(
             server, plan, seconds=seconds, verbose=verbose
         )
         rss, pss = server.memory()
@@ -255,6 +258,7 @@ class Bench:
             rss_kb=rss,
             pss_kb=pss,
             foreign_pct=round(100.0 * foreign / wall, 1),
+            steal_pct=round(100.0 * steal / wall, 1),
         )
         if verbose and lat:
             srt = array("d", sorted(lat))
@@ -287,7 +291,7 @@ class Bench:
             f"  {run.mode:<6} {kind:<12} {run.server:<10} {run.qps:>10,.0f} qps"
             f"  lost {run.lost:<5} avg {run.avg_ms:.3f} ms{pct}  cpu {run.cpu_pct:5.1f}%"
             f"  {run.cpu_ms_per_1k:.2f} ms/1k  rss {run.rss_kb / 1024:.1f} MB"
-            f"  foreign {run.foreign_pct:.1f}%{flag}",
+            f"  foreign {run.foreign_pct:.1f}% steal {run.steal_pct:.1f}%{flag}",
             flush=True,
         )
 
@@ -314,6 +318,7 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, dict[str, Any]]]:
                 "rss_mb": round(timed[-1].rss_kb / 1024, 1),
                 "pss_mb": round(timed[-1].pss_kb / 1024, 1),
                 "foreign_pct_max": max(r.foreign_pct for r in timed),
+                "steal_pct_max": max(r.steal_pct for r in timed),
                 "p50_ms": verbose[0].p50_ms if verbose else None,
                 "p99_ms": verbose[0].p99_ms if verbose else None,
                 "p999_ms": verbose[0].p999_ms if verbose else None,

@@ -104,6 +104,18 @@ def foreign_cpu(before: dict[int, float], after: dict[int, float], exclude: set[
     return total
 
 
+def steal_seconds() -> float:
+    """Hypervisor steal time of the whole box (8th value of the `cpu` line of /proc/stat).
+
+    Noise that per-process accounting cannot see (performance.md section 3.5).
+    """
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(first[8]) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def memory_kb(pids: list[int]) -> tuple[int, int]:
     """Summed (RSS, PSS) in kB from /proc/<pid>/smaps_rollup."""
     rss = pss = 0
