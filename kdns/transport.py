@@ -5,7 +5,11 @@ fast as uvloop's transport and 3.5x stock asyncio's DatagramProtocol). TCP follo
 RFC 7766: 2-byte length framing, several (pipelined) queries per connection, replies
 possibly out of order, an idle timeout, a per-message deadline so a client dribbling
 bytes cannot hold a slot forever, and a connection cap that closes the least recently
-active connection to make room. Knows nothing of DNS beyond framing.
+active idle connection (no query in flight) to make room, falling back to the least
+recently active one only when every connection is busy. Memory per connection is bounded:
+reading pauses while `max_pending` queries are in flight or the unsent replies exceed
+`max_write_buffer`, and buffered queries wait unparsed until it resumes. Knows nothing of
+DNS beyond framing (the optional response-rate limiter, `kdns.rrl`, owns its own bytes).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
+
+from kdns.rrl import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +104,12 @@ class UdpServer:
         *,
         observe_batch: BatchObserver | None = None,
         max_query_bytes: int = 4096,
+        rrl: RateLimiter | None = None,
     ) -> None:
         self.sock = sock
         self._handler = handler
         self._observe = observe_batch
+        self._rrl = rrl
         self._family = _family_label(sock.family)
         self._max = max_query_bytes
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -113,7 +121,9 @@ class UdpServer:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self.sock.fileno(), self._on_readable)
+        # Rate limiting costs nothing when off: it is a different callback.
+        callback = self._on_readable if self._rrl is None else self._on_readable_rrl
+        self._loop.add_reader(self.sock.fileno(), callback)
 
     def close(self) -> None:
         if self._loop is not None:
@@ -155,6 +165,44 @@ class UdpServer:
         if self._observe is not None and n > 0:
             self._observe(n, time.perf_counter() - started)
 
+    def _on_readable_rrl(self) -> None:
+        """`_on_readable` with each reply passed through the rate limiter first."""
+        assert self._rrl is not None
+        limit = self._rrl.limit
+        recvfrom = self.sock.recvfrom
+        sendto = self.sock.sendto
+        handle = self._handler.handle
+        family = self._family
+        size = self._max
+        started = time.perf_counter() if self._observe is not None else 0.0
+        n = 0
+        while n < _MAX_BATCH:
+            try:
+                data, addr = recvfrom(size)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.debug("udp recv error on %s: %s", self.sock.getsockname(), exc)
+                break
+            n += 1
+            result = handle(data, tcp=False, family=family)
+            if result is None:
+                continue
+            if type(result) is bytes:
+                reply = limit(addr[0], result)
+                if reply is None:
+                    continue
+                try:
+                    sendto(reply, addr)
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError as exc:
+                    log.debug("udp send to %s failed: %s", addr, exc)
+                continue
+            self._spawn(result, addr)  # type: ignore[arg-type]
+        if self._observe is not None and n > 0:
+            self._observe(n, time.perf_counter() - started)
+
     def _spawn(self, pending: Awaitable[bytes | None], addr: tuple[str, int]) -> None:
         task = asyncio.ensure_future(self._finish(pending, addr))
         self._tasks.add(task)
@@ -166,6 +214,8 @@ class UdpServer:
         except Exception:  # the handler answers SERVFAIL itself; this is a last guard
             log.exception("udp: answering a query from %s failed", addr)
             return
+        if reply is not None and self._rrl is not None:
+            reply = self._rrl.limit(addr[0], reply)
         if reply is not None:
             try:
                 self.sock.sendto(reply, addr)
@@ -182,7 +232,8 @@ class TcpLimits:
     """A started message must complete within this; stops byte-dribbling clients."""
 
     max_connections: int = 1000
-    """Open connections at most; at the cap the least recently active one is closed."""
+    """Open connections at most; at the cap the least recently active idle one (no query
+    in flight) is closed, or the least recently active of all when none is idle."""
 
     max_pending: int = 32
     """Queries of one connection answered concurrently (pipelining); more pause reading."""
@@ -199,9 +250,16 @@ class _TcpConnection(asyncio.Protocol):
         self._pending = 0
         self._reading_paused = False
         self._writing_paused = False
+        self._eof = False
+        self._processing = False
         self._message_started: float | None = None
         self.last_active = time.monotonic()
         self.family = "1"
+
+    @property
+    def busy(self) -> bool:
+        """Queries in flight: closing now would lose answers the client waits for."""
+        return self._pending > 0
 
     # -- asyncio.Protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -220,6 +278,7 @@ class _TcpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.closed(self)
         self._transport = None
+        self._buffer.clear()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -227,33 +286,54 @@ class _TcpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        self._update_reading()
+        self._process()
 
     def data_received(self, data: bytes) -> None:
-        now = time.monotonic()
-        self.last_active = now
-        self._server.touch(self)
-        buf = self._buffer
-        buf += data
-        while self._transport is not None:
-            if len(buf) < 2:
-                break
-            (length,) = struct.unpack_from("!H", buf)
-            if len(buf) < 2 + length:
-                break
-            message = bytes(buf[2 : 2 + length])
-            del buf[: 2 + length]
-            self._dispatch(message)
-        self._message_started = now if buf else None
-        self._update_reading()
+        self._activity()
+        if not self._buffer:
+            # A new message starts: the per-message deadline runs from its first byte, so
+            # a client sending one byte at a time cannot keep pushing it back.
+            self._message_started = self.last_active
+        self._buffer += data
+        self._process()
 
     def eof_received(self) -> bool | None:
         # Half-close: answer what is pending, then close (RFC 7766 §6.2.4).
-        if self._pending == 0 and self._transport is not None:
-            self._transport.close()
-        return True
+        self._eof = True
+        self._maybe_finish()
+        return True  # keep the write side open for the pending answers
 
     # -- internals --
+    def _activity(self) -> None:
+        self.last_active = time.monotonic()
+        self._server.touch(self)
+
+    def _blocked(self) -> bool:
+        return self._writing_paused or self._pending >= self._server.limits.max_pending
+
+    def _process(self) -> None:
+        """Dispatch the complete messages in the buffer while neither limit is hit."""
+        if self._processing:
+            return  # re-entered from a write callback: the outer loop carries on
+        self._processing = True
+        try:
+            buf = self._buffer
+            while self._transport is not None and len(buf) >= 2 and not self._blocked():
+                (length,) = struct.unpack_from("!H", buf)
+                if len(buf) < 2 + length:
+                    break
+                message = bytes(buf[2 : 2 + length])
+                del buf[: 2 + length]
+                if buf:
+                    self._message_started = time.monotonic()  # the next one has begun
+                self._dispatch(message)
+            if not buf:
+                self._message_started = None
+        finally:
+            self._processing = False
+        self._update_reading()
+        self._maybe_finish()
+
     def _dispatch(self, message: bytes) -> None:
         result = self._server.handler.handle(message, tcp=True, family=self.family)
         if result is None:
@@ -276,19 +356,32 @@ class _TcpConnection(asyncio.Protocol):
             self._pending -= 1
         if reply is not None:
             self._write(reply)
-        self._update_reading()
+        self._process()
 
     def _write(self, reply: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
             return
         self._transport.write(struct.pack("!H", len(reply)) + reply)
-        self.last_active = time.monotonic()
+        self._activity()
+
+    def _maybe_finish(self) -> None:
+        """After the client's EOF: close once every query it sent has been answered
+        (queued replies are still flushed by close())."""
+        t = self._transport
+        if not self._eof or t is None or t.is_closing():
+            return
+        if self._pending == 0 and (len(self._buffer) < 2 or not self._complete_message()):
+            t.close()
+
+    def _complete_message(self) -> bool:
+        buf = self._buffer
+        return len(buf) >= 2 and len(buf) >= 2 + struct.unpack_from("!H", buf)[0]
 
     def _update_reading(self) -> None:
         t = self._transport
         if t is None or t.is_closing():
             return
-        should_pause = self._writing_paused or self._pending >= self._server.limits.max_pending
+        should_pause = self._blocked()
         if should_pause and not self._reading_paused:
             t.pause_reading()
             self._reading_paused = True
@@ -301,6 +394,7 @@ class _TcpConnection(asyncio.Protocol):
         limits = self._server.limits
         if (
             self._message_started is not None
+            and not self._complete_message()  # a whole query waiting on backpressure is fine
             and now - self._message_started > limits.message_seconds
         ):
             return "incomplete message"
@@ -361,14 +455,24 @@ class TcpServer:
     # Called by connections.
     def opened(self, conn: _TcpConnection) -> None:
         while len(self._conns) >= self.limits.max_connections:
-            oldest, _ = self._conns.popitem(last=False)
+            victim = self._victim()
+            self._conns.pop(victim, None)
             self.evicted += 1
             log.info(
-                "tcp: connection cap %d reached, closing the least recently active",
+                "tcp: connection cap %d reached, closing the least recently active %s one",
                 self.limits.max_connections,
+                "busy" if victim.busy else "idle",
             )
-            oldest.abort()
+            victim.abort()
         self._conns[conn] = None
+
+    def _victim(self) -> _TcpConnection:
+        """The connection to close at the cap: the least recently active one with no
+        query in flight, else (all busy) the least recently active of all."""
+        for conn in self._conns:  # least recently active first
+            if not conn.busy:
+                return conn
+        return next(iter(self._conns))
 
     def closed(self, conn: _TcpConnection) -> None:
         self._conns.pop(conn, None)

@@ -1,0 +1,466 @@
+"""The UDP and TCP transports on 127.0.0.1:0 with a stub handler, and the rate limiter.
+
+The transport knows nothing of DNS beyond framing, so the stub's messages are plain bytes:
+`S...` is answered at once, `N...` is dropped, `A<key>` is answered when the test resolves
+the future for <key>, `B...` gets a big reply. Every wait is bounded by `WAIT`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from kdns.rrl import RateLimiter, slip_reply, subnet_key
+from kdns.transport import HandleResult, TcpLimits, TcpServer, UdpServer, bind_tcp, bind_udp
+
+WAIT = 5.0  # seconds: the bound on every wait for something that should happen
+BIG = 60_000  # bytes in a `B` reply
+
+
+class Stub:
+    def __init__(self) -> None:
+        self.calls: list[tuple[bytes, bool]] = []
+        self.futures: dict[bytes, asyncio.Future[bytes | None]] = {}
+
+    def handle(self, data: bytes, *, tcp: bool, family: str) -> HandleResult:
+        self.calls.append((data, tcp))
+        kind = data[:1]
+        if kind == b"N":
+            return None
+        if kind == b"A":
+            future = asyncio.get_running_loop().create_future()
+            self.futures[data[1:]] = future
+            return future
+        if kind == b"B":
+            return b"R" * BIG
+        return b"R" + data
+
+    async def wait_calls(self, n: int) -> None:
+        await until(lambda: len(self.calls) >= n)
+
+    async def resolve(self, key: bytes, reply: bytes | None) -> None:
+        await until(lambda: key in self.futures)
+        self.futures[key].set_result(reply)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll `condition` every 10 ms for at most WAIT seconds."""
+    for _ in range(int(WAIT * 100)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"still false after {WAIT} s")
+
+
+# ---- UDP ---------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def udp_server(
+    handler: Stub, *, rrl: RateLimiter | None = None, batches: list[int] | None = None
+) -> AsyncIterator[tuple[UdpServer, socket.socket]]:
+    observe = (lambda n, _s: batches.append(n)) if batches is not None else None
+    server = UdpServer(bind_udp("127.0.0.1", 0), handler, observe_batch=observe, rrl=rrl)
+    server.start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setblocking(False)
+    client.connect(("127.0.0.1", server.port))
+    try:
+        yield server, client
+    finally:
+        client.close()
+        server.close()
+
+
+async def recv(client: socket.socket, seconds: float = WAIT) -> bytes:
+    loop = asyncio.get_running_loop()
+    return await asyncio.wait_for(loop.sock_recv(client, 65535), seconds)
+
+
+async def nothing_arrives(client: socket.socket, seconds: float = 0.3) -> bool:
+    try:
+        await recv(client, seconds)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_udp_drains_queued_datagrams_in_bounded_batches() -> None:
+    stub, batches = Stub(), list[int]()
+    async with udp_server(stub, batches=batches) as (_, client):
+        for i in range(100):  # queued before the loop runs the reader
+            client.send(b"S%03d" % i)
+        got = {await recv(client) for _ in range(100)}
+    assert got == {b"RS%03d" % i for i in range(100)}
+    assert sum(batches) == 100
+    assert max(batches) == 64  # several datagrams per wake-up, then yield to the loop
+
+
+async def test_udp_async_result_is_sent_when_it_completes() -> None:
+    stub = Stub()
+    async with udp_server(stub) as (_, client):
+        client.send(b"Ak1")
+        await stub.wait_calls(1)
+        assert await nothing_arrives(client)
+        await stub.resolve(b"k1", b"late")
+        assert await recv(client) == b"late"
+
+
+async def test_udp_none_is_dropped_and_a_failed_result_sends_nothing() -> None:
+    stub = Stub()
+    async with udp_server(stub) as (_, client):
+        client.send(b"N1")
+        client.send(b"Ak")
+        await stub.wait_calls(2)
+        stub.futures[b"k"].set_exception(RuntimeError("upstream exploded"))
+        client.send(b"S2")
+        assert await recv(client) == b"RS2"  # the first reply: N1 and Ak sent nothing
+        assert await nothing_arrives(client)
+
+
+async def test_udp_close_cancels_pending_results() -> None:
+    stub = Stub()
+    async with udp_server(stub) as (_, client):
+        client.send(b"Ak")
+        await stub.wait_calls(1)
+    assert stub.futures[b"k"].cancelled()
+
+
+# ---- TCP ---------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def tcp_server(handler: Stub, **limits: float) -> AsyncIterator[TcpServer]:
+    server = TcpServer(bind_tcp("127.0.0.1", 0), handler, limits=TcpLimits(**limits))  # type: ignore[arg-type]
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def connect(server: TcpServer, *, rcvbuf: int | None = None) -> Conn:
+    if rcvbuf is None:
+        return await asyncio.open_connection("127.0.0.1", server.port)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    return await asyncio.open_connection(sock=sock, limit=4 * BIG)
+
+
+def frame(message: bytes) -> bytes:
+    return struct.pack("!H", len(message)) + message
+
+
+async def read_message(reader: asyncio.StreamReader) -> bytes:
+    async with asyncio.timeout(WAIT):
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+        return await reader.readexactly(length)
+
+
+async def closed(reader: asyncio.StreamReader, within: float = WAIT) -> bool:
+    """True when the server closes (FIN or RST) within `within` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                if not await reader.read(65536):
+                    return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+async def wait_connections(server: TcpServer, n: int) -> None:
+    await until(lambda: server.connections == n)
+
+
+async def test_tcp_framing_across_split_reads() -> None:
+    stub = Stub()
+    async with tcp_server(stub) as server:
+        reader, writer = await connect(server)
+        for byte in frame(b"Shello"):  # one byte per segment, the length split too
+            writer.write(bytes((byte,)))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        assert await read_message(reader) == b"RShello"
+        assert stub.calls == [(b"Shello", True)]
+        writer.close()
+
+
+async def test_tcp_pipelined_queries_in_one_write_are_all_answered() -> None:
+    stub = Stub()
+    async with tcp_server(stub) as server:
+        reader, writer = await connect(server)
+        writer.write(b"".join(frame(b"S%d" % i) for i in range(20)))
+        replies = [await read_message(reader) for _ in range(20)]
+        assert replies == [b"RS%d" % i for i in range(20)]  # sync answers keep their order
+        writer.close()
+
+
+async def test_tcp_replies_go_out_as_they_complete() -> None:
+    # RFC 7766 §7: answers to pipelined queries may be sent out of order.
+    stub = Stub()
+    async with tcp_server(stub) as server:
+        reader, writer = await connect(server)
+        writer.write(frame(b"A1") + frame(b"A2") + frame(b"S3"))
+        assert await read_message(reader) == b"RS3"
+        await stub.resolve(b"2", b"second")
+        assert await read_message(reader) == b"second"
+        await stub.resolve(b"1", b"first")
+        assert await read_message(reader) == b"first"
+        writer.close()
+
+
+async def test_tcp_in_flight_queries_are_capped_per_connection() -> None:
+    stub = Stub()
+    async with tcp_server(stub, max_pending=4) as server:
+        reader, writer = await connect(server)
+        writer.write(b"".join(frame(b"A%d" % i) for i in range(10)))
+        await stub.wait_calls(4)
+        await asyncio.sleep(0.2)
+        assert len(stub.calls) == 4  # the other six wait, unparsed, for a free slot
+        for i in range(10):
+            await stub.resolve(b"%d" % i, b"r%d" % i)
+            assert await read_message(reader) == b"r%d" % i
+        assert len(stub.calls) == 10
+        writer.close()
+
+
+async def test_tcp_idle_connection_is_closed() -> None:
+    stub = Stub()
+    async with tcp_server(stub, idle_seconds=0.3) as server:
+        reader, writer = await connect(server)
+        writer.write(frame(b"S1"))
+        assert await read_message(reader) == b"RS1"
+        assert await closed(reader)  # RFC 7766 §6.2.3
+        await wait_connections(server, 0)
+        writer.close()
+
+
+async def test_tcp_connection_with_a_query_in_flight_is_not_idle() -> None:
+    stub = Stub()
+    async with tcp_server(stub, idle_seconds=0.2) as server:
+        reader, writer = await connect(server)
+        writer.write(frame(b"Aslow"))
+        assert not await closed(reader, within=0.8)
+        await stub.resolve(b"slow", b"done")
+        assert await read_message(reader) == b"done"
+        writer.close()
+
+
+async def test_tcp_dribbling_client_is_closed_after_message_seconds() -> None:
+    stub = Stub()
+    async with tcp_server(stub, idle_seconds=30, message_seconds=0.5) as server:
+        reader, writer = await connect(server)
+        writer.write(struct.pack("!H", 200))  # promises 200 bytes, sends one every 50 ms
+
+        async def dribble() -> None:
+            with contextlib.suppress(ConnectionError):
+                for _ in range(100):
+                    writer.write(b"x")
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+
+        task = asyncio.create_task(dribble())
+        # Meanwhile another client is answered.
+        r2, w2 = await connect(server)
+        w2.write(frame(b"Sother"))
+        assert await read_message(r2) == b"RSother"
+        assert await closed(reader)  # long before the 5 s it would take to finish
+        task.cancel()
+        writer.close()
+        w2.close()
+    assert [c for c, _ in stub.calls] == [b"Sother"]
+
+
+async def test_tcp_cap_closes_the_least_recently_active_idle_connection() -> None:
+    stub = Stub()
+    async with tcp_server(stub, max_connections=3) as server:
+        busy_r, busy_w = await connect(server)
+        busy_w.write(frame(b"Abusy"))  # the least recently active, but waiting for an answer
+        await stub.wait_calls(1)
+        idle1_r, idle1_w = await connect(server)
+        idle2_r, idle2_w = await connect(server)
+        await wait_connections(server, 3)
+        new_r, new_w = await connect(server)
+        new_w.write(frame(b"Snew"))
+        assert await read_message(new_r) == b"RSnew"  # a new client is not refused
+        assert await closed(idle1_r)
+        assert not await closed(idle2_r, within=0.2)
+        await stub.resolve(b"busy", b"answered")
+        assert await read_message(busy_r) == b"answered"
+        assert server.evicted == 1
+        for w in (busy_w, idle1_w, idle2_w, new_w):
+            w.close()
+
+
+async def test_tcp_cap_with_every_connection_busy_closes_the_least_recently_active() -> None:
+    stub = Stub()
+    async with tcp_server(stub, max_connections=2) as server:
+        conns = []
+        for i in range(2):
+            r, w = await connect(server)
+            w.write(frame(b"A%d" % i))
+            await stub.wait_calls(i + 1)
+            conns.append((r, w))
+        new_r, new_w = await connect(server)
+        new_w.write(frame(b"Snew"))
+        assert await read_message(new_r) == b"RSnew"
+        assert await closed(conns[0][0])
+        await stub.resolve(b"1", b"one")
+        assert await read_message(conns[1][0]) == b"one"
+        for _, w in (*conns, (new_r, new_w)):
+            w.close()
+
+
+async def test_tcp_half_close_answers_pending_then_closes() -> None:
+    # RFC 7766 §6.2.4 / RFC 1035 §4.2.2: the client may close its side after its queries.
+    stub = Stub()
+    async with tcp_server(stub) as server:
+        reader, writer = await connect(server)
+        writer.write(frame(b"A1") + frame(b"S2"))
+        writer.write_eof()
+        assert await read_message(reader) == b"RS2"
+        await stub.resolve(b"1", b"one")
+        assert await read_message(reader) == b"one"
+        assert await closed(reader)
+        writer.close()
+
+
+async def test_tcp_half_close_with_nothing_pending_closes() -> None:
+    stub = Stub()
+    async with tcp_server(stub) as server:
+        reader, writer = await connect(server)
+        writer.write(frame(b"S1") + b"\x00\x09par")  # and half a message
+        writer.write_eof()
+        assert await read_message(reader) == b"RS1"
+        assert await closed(reader)
+        writer.close()
+
+
+async def test_tcp_client_that_does_not_read_stops_being_read() -> None:
+    # Bounded memory: the unsent replies stay under max_write_buffer (plus kernel buffers)
+    # because kdns stops reading, and so stops answering, a client that does not read.
+    stub = Stub()
+    queries = 400  # 400 x 60 kB = 24 MB of replies, far above any socket buffer
+    async with tcp_server(stub, max_write_buffer=64 * 1024) as server:
+        reader, writer = await connect(server, rcvbuf=64 * 1024)
+        writer.write(b"".join(frame(b"B%d" % i) for i in range(queries)))
+        await asyncio.sleep(0.5)
+        handled = len(stub.calls)
+        assert 0 < handled < queries // 2
+        got = 0
+        async with asyncio.timeout(4 * WAIT):
+            for _ in range(queries):
+                assert len(await read_message(reader)) == BIG
+                got += 1
+        assert got == len(stub.calls) == queries
+        writer.close()
+
+
+async def test_tcp_close_aborts_connections_and_cancels_tasks() -> None:
+    stub = Stub()
+    async with tcp_server(stub) as server:
+        reader, writer = await connect(server)
+        writer.write(frame(b"Ak"))
+        await stub.wait_calls(1)
+    assert await closed(reader)
+    assert stub.futures[b"k"].cancelled()
+    writer.close()
+
+
+# ---- response-rate limiting ----------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def dns_reply(*, opt: bool = False, answers: int = 3) -> bytes:
+    """A reply to a `x.` A query: header, question, `answers` A records, maybe a bare OPT."""
+    question = b"\x01x\x00\x00\x01\x00\x01"
+    rr = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x05\x00\x04\x0a\x00\x00\x01"
+    opt_rr = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
+    head = struct.pack("!6H", 0xBEEF, 0x8580, 1, answers, 0, 1 if opt else 0)
+    return head + question + rr * answers + (opt_rr if opt else b"")
+
+
+def test_subnet_key_groups_by_24_and_56() -> None:
+    assert subnet_key("192.0.2.1") == subnet_key("192.0.2.254")
+    assert subnet_key("192.0.2.1") != subnet_key("192.0.3.1")
+    assert subnet_key("2001:db8:0:ab00::1") == subnet_key("2001:db8:0:abff::2")  # same /56
+    assert subnet_key("2001:db8:0:ab00::1") != subnet_key("2001:db8:0:ac00::1")
+    assert subnet_key("::ffff:192.0.2.7") == subnet_key("192.0.2.1")
+    assert subnet_key("fe80::1%lo") == subnet_key("fe80::2")
+
+
+def test_slip_reply_is_header_and_question_with_tc() -> None:
+    for opt in (False, True):
+        out = slip_reply(dns_reply(opt=opt))
+        assert out is not None
+        qid, flags, qd, an, ns, ar = struct.unpack_from("!6H", out)
+        assert (qid, qd, an, ns, ar) == (0xBEEF, 1, 0, 0, int(opt))
+        assert flags == 0x8580 | 0x0200  # TC set, everything else kept
+        assert out[12:19] == b"\x01x\x00\x00\x01\x00\x01"
+        assert len(out) == 19 + (11 if opt else 0)
+    assert slip_reply(b"short") is None
+
+
+def test_rate_limiter_buckets_refill_and_slip() -> None:
+    clock = Clock()
+    rrl = RateLimiter(2, slip=2, clock=clock)  # 2/s, burst 2
+    reply = dns_reply()
+    out = [rrl.limit("192.0.2.1", reply) for _ in range(6)]
+    assert out[:2] == [reply, reply]
+    assert [o is None for o in out[2:]] == [True, False, True, False]  # every 2nd slips
+    assert out[3] is not None
+    assert out[3][2] & 0x02
+    assert rrl.limit("198.51.100.1", reply) == reply  # another subnet has its own bucket
+    clock.now += 0.5  # one token back
+    assert rrl.limit("192.0.2.9", reply) == reply
+    assert rrl.limit("192.0.2.9", reply) is None
+    assert (rrl.sent, rrl.slipped, rrl.dropped) == (4, 2, 3)
+
+
+@pytest.mark.parametrize(("slip", "slipped"), [(0, 0), (1, 4), (3, 1)])
+def test_rate_limiter_slip_settings(slip: int, slipped: int) -> None:
+    rrl = RateLimiter(1, slip=slip, burst=1, clock=Clock())
+    results = [rrl.limit("10.0.0.1", dns_reply()) for _ in range(5)]
+    assert sum(r is not None for r in results[1:]) == slipped
+
+
+def test_rate_limiter_keeps_a_bounded_number_of_subnets() -> None:
+    clock = Clock()
+    rrl = RateLimiter(10, max_subnets=100, clock=clock)
+    for i in range(1000):
+        rrl.limit(f"10.{i // 256}.{i % 256}.1", b"")
+        assert len(rrl) <= 100
+
+
+async def test_udp_with_rrl_limits_replies_to_one_subnet() -> None:
+    stub = Stub()
+    reply = dns_reply(answers=10)
+    stub.handle = lambda data, *, tcp, family: reply  # type: ignore[method-assign]
+    rrl = RateLimiter(3, slip=2, clock=Clock())  # a frozen clock: no refill
+    async with udp_server(stub, rrl=rrl) as (_, client):
+        for _ in range(9):
+            client.send(b"q")
+        got = [await recv(client) for _ in range(6)]  # 3 whole, then 3 of 6 slipped
+        assert await nothing_arrives(client)
+    assert got[:3] == [reply] * 3
+    assert all(g[2] & 0x02 and len(g) == 19 for g in got[3:])
+    assert (rrl.sent, rrl.slipped, rrl.dropped) == (3, 3, 3)
