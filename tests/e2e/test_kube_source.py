@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -188,11 +189,11 @@ async def test_services_added_and_deleted_are_answered_and_gone_within_50ms_p99(
             ip = f"10.96.7.{i + 1}"
             t0 = time.perf_counter()
             kube_api.apply(service(f"churn-{i}", cluster_ip=ip))
-            await eventually(lambda n=name: _has(p.dns, n), interval=0)
+            await eventually(partial(_has, p.dns, name), interval=0)
             added.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             kube_api.delete("Service", "default", f"churn-{i}")
-            await eventually(lambda n=name: _nx(p.dns, n), interval=0)
+            await eventually(partial(_nx, p.dns, name), interval=0)
             gone.append(time.perf_counter() - t0)
         # The bound, on the 99th percentile of both directions together.
         assert _percentile(added + gone, 0.99) < 0.050, (sorted(added)[-3:], sorted(gone)[-3:])
@@ -208,13 +209,13 @@ async def _nx(port: int, name: str) -> bool:
 
 async def test_endpoint_readiness_flips_are_followed(kube_api: FakeKubeApi, tmp_path: Path) -> None:
     kube_api.apply(service("db", headless=True))
-    kube_api.apply(endpoint_slice("db-1", service_name="db", addresses={"10.244.0.1": True,
-                                                                          "10.244.0.2": False}))  # fmt: skip
+    first = {"10.244.0.1": True, "10.244.0.2": False}
+    kube_api.apply(endpoint_slice("db-1", service_name="db", addresses=first))
     async with kdns_on(kubeconfig_for(kube_api, tmp_path / "kc"), tmp_path) as p:
         await synced(p)
         assert (await ask(p.dns, "db.default.svc.cluster.local")).records == ["10.244.0.1"]
-        kube_api.apply(endpoint_slice("db-1", service_name="db", addresses={"10.244.0.1": False,
-                                                                              "10.244.0.2": True}))  # fmt: skip
+        flip = {"10.244.0.1": False, "10.244.0.2": True}
+        kube_api.apply(endpoint_slice("db-1", service_name="db", addresses=flip))
 
         async def flipped() -> bool:
             return (await ask(p.dns, "db.default.svc.cluster.local")).records == ["10.244.0.2"]
@@ -230,9 +231,7 @@ async def test_dropped_watches_recover(kube_api: FakeKubeApi, tmp_path: Path) ->
         for round_ in range(3):
             kube_api.drop_watches(mid_line=round_ % 2 == 1)
             kube_api.apply(service(f"after-drop-{round_}", cluster_ip=f"10.96.8.{round_ + 1}"))
-            await eventually(
-                lambda r=round_: _has(p.dns, f"after-drop-{r}.default.svc.cluster.local")
-            )
+            await eventually(partial(_has, p.dns, f"after-drop-{round_}.default.svc.cluster.local"))
 
 
 async def test_while_the_api_is_away_answers_stay_and_after_it_returns_kdns_converges(
@@ -268,9 +267,8 @@ async def test_started_before_the_api_exists_servfail_then_ready_and_correct(
 
         async def serving() -> bool:
             with contextlib.suppress(TimeoutError, OSError):
-                return (
-                    await ask(p.dns, "missing.default.svc.cluster.local", timeout=0.2)
-                ).rcode == "SERVFAIL"
+                miss = await ask(p.dns, "missing.default.svc.cluster.local", wait=0.2)
+                return miss.rcode == "SERVFAIL"
             return False
 
         await eventually(serving, within=20)
