@@ -17,6 +17,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
 
 from kdns.dns.answer import AnswerConfig
 from kdns.handler import Handler
@@ -25,7 +27,7 @@ from kdns.index import Index
 from kdns.metrics import HEALTH_BUCKETS, build_registry, server_label
 from kdns.model import Event, Kind
 from kdns.settings import HostPort, PodMode, Settings
-from kdns.stats import Histogram, Stats
+from kdns.stats import Histogram, Stats, snapshot
 from kdns.transport import TcpServer, UdpServer, bind_tcp, bind_udp
 
 log = logging.getLogger("kdns")
@@ -65,12 +67,26 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+@dataclass(slots=True)
+class Workers:
+    """This process's place among `--workers` processes sharing the DNS port.
+
+    Worker 0 serves HTTP and reads the others' stats snapshots from `readers`; every other
+    worker ships its snapshot once a second through `writer`. Each worker runs its own data
+    source and index (a watch per worker, like CoreDNS replicas): nothing is shared, so
+    nothing needs locking, a crash stays in one worker, and the only cost is n times the
+    API watch traffic."""
+
+    number: int = 0
+    readers: list[Connection] = field(default_factory=list)
+    writer: Connection | None = None
+    children: list[int] = field(default_factory=list)
+
+
 def run(settings: Settings) -> int:
     """Run kdns until SIGTERM/SIGINT; return the process exit code."""
     configure_logging(settings.log_level)
-    worker = 0
-    if settings.workers > 1:
-        worker = _fork_workers(settings.workers)
+    workers = _fork_workers(settings.workers) if settings.workers > 1 else Workers()
     try:
         import uvloop
 
@@ -78,26 +94,34 @@ def run(settings: Settings) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run  # type: ignore[assignment]
     try:
-        return runner(serve(settings, worker=worker))
+        return runner(serve(settings, workers=workers))
     except StartupError as exc:
         print(f"kdns: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
+    finally:
+        for pid in workers.children:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, 0)
 
 
-def _fork_workers(n: int) -> int:
-    """Fork n-1 more processes before any event loop exists; returns this one's number.
-
-    Each worker runs its own data source and index (a watch per worker, like CoreDNS
-    replicas): no shared state to lock, a crash stays in one worker, and the only cost is
-    n times the API watch traffic. Only worker 0 serves HTTP.
-    """
+def _fork_workers(n: int) -> Workers:
+    """Fork n-1 more processes before any event loop exists."""
+    pipes = [Pipe(duplex=False) for _ in range(n - 1)]
+    children: list[int] = []
     for i in range(1, n):
         pid = os.fork()
         if pid == 0:
-            return i
-    return 0
+            for j, (reader, writer) in enumerate(pipes):
+                reader.close()
+                if j != i - 1:
+                    writer.close()
+            return Workers(number=i, writer=pipes[i - 1][1])
+        children.append(pid)
+    for _, writer in pipes:
+        writer.close()
+    return Workers(number=0, readers=[r for r, _ in pipes], children=children)
 
 
 def self_addresses(settings: Settings) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
@@ -126,7 +150,9 @@ def _required_kinds(settings: Settings) -> tuple[Kind, ...]:
     return tuple(kinds)
 
 
-async def serve(settings: Settings, *, worker: int = 0) -> int:
+async def serve(settings: Settings, *, workers: Workers | None = None) -> int:
+    workers = workers or Workers()
+    worker = workers.number
     loop = asyncio.get_running_loop()
     stats = Stats()
     index = Index(required=_required_kinds(settings))
@@ -140,7 +166,7 @@ async def serve(settings: Settings, *, worker: int = 0) -> int:
 
     background: list[Awaitable[None]] = []
     if settings.manifests:
-        background.append(await _start_manifests(settings, apply))
+        background.append(await _start_manifests(settings, apply, quiet=worker > 0))
     else:
         state.source_name = "kubernetes"
         background.append(_start_kube(settings, index, stats))
@@ -224,13 +250,21 @@ async def serve(settings: Settings, *, worker: int = 0) -> int:
             raise StartupError(str(exc)) from None
 
     http: HttpServers | None = None
+    peers: dict[int, Stats] = {}
     if worker == 0:
-        http = await _start_http(settings, state, dns_port=dns_port)
+        for i, reader in enumerate(workers.readers, start=1):
+            loop.add_reader(reader.fileno(), _receive_stats, reader, peers, i)
+        http = await _start_http(settings, state, dns_port=dns_port, peers=peers)
+    elif workers.writer is not None:
+        background.append(_ship_stats(workers.writer, stats, stop))
 
     tasks = [asyncio.ensure_future(b) for b in background]
     for task in tasks:
         task.add_done_callback(_log_task_end)
     await stop.wait()
+    for pid in workers.children:  # the workers lameduck alongside
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     state.lameduck = True
     log.info(
         "SIGTERM: lameduck for %.1f s (/ready is 503, DNS still answers)", settings.lameduck_seconds
@@ -259,7 +293,9 @@ def _log_task_end(task: asyncio.Future[None]) -> None:
         log.error("background task stopped: %s", exc, exc_info=exc)
 
 
-async def _start_manifests(settings: Settings, apply: Callable[[Event], object]) -> Awaitable[None]:
+async def _start_manifests(
+    settings: Settings, apply: Callable[[Event], object], *, quiet: bool = False
+) -> Awaitable[None]:
     from kdns.sources.manifests import ManifestError, events, load_manifests, run_manifests
 
     try:
@@ -272,7 +308,7 @@ async def _start_manifests(settings: Settings, apply: Callable[[Event], object])
         raise StartupError(str(exc)) from None
     for event in events(data):
         apply(event)
-    for line in data.summary_lines():
+    for line in [] if quiet else data.summary_lines():
         log.info("%s", line)
     return run_manifests(
         settings.manifests,
@@ -304,7 +340,32 @@ def _start_kube(settings: Settings, index: Index, stats: Stats) -> Awaitable[Non
     )
 
 
-async def _start_http(settings: Settings, state: AppState, *, dns_port: int) -> HttpServers:
+def _receive_stats(reader: Connection, peers: dict[int, Stats], worker: int) -> None:
+    try:
+        snap = reader.recv()
+    except (EOFError, OSError):
+        asyncio.get_running_loop().remove_reader(reader.fileno())
+        return
+    if isinstance(snap, Stats):
+        peers[worker] = snap
+
+
+async def _ship_stats(writer: Connection, stats: Stats, stop: asyncio.Event) -> None:
+    """A worker's counts reach /metrics through worker 0, once a second."""
+    while True:
+        await asyncio.sleep(1.0)
+        stats.flush()
+        try:
+            writer.send(snapshot(stats))
+        except (BrokenPipeError, OSError):
+            log.warning("worker 0 is gone; stopping this worker")
+            stop.set()
+            return
+
+
+async def _start_http(
+    settings: Settings, state: AppState, *, dns_port: int, peers: dict[int, Stats]
+) -> HttpServers:
     health_times = Histogram(HEALTH_BUCKETS)
     registry = build_registry(
         stats=state.stats,
@@ -312,6 +373,7 @@ async def _start_http(settings: Settings, state: AppState, *, dns_port: int) -> 
         objects=state.index.counts,
         ready=lambda: state.ready()[0],
         health=health_times,
+        peers=lambda: list(peers.values()),
     )
     http = HttpServers(
         health=settings.health_addr,

@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 import kdns
 from kdns.settings import HostPort
-from kdns.stats import Histogram, Stats
+from kdns.stats import Histogram, Stats, combined
 
 # CoreDNS plugin.SlimTimeBuckets = ExponentialBuckets(0.00025, 10, 5): the health self-check.
 HEALTH_BUCKETS: tuple[float, ...] = tuple(0.00025 * 10**i for i in range(5))
@@ -109,8 +109,10 @@ class KdnsCollector(Collector):
         health: Histogram | None = None,
         plugins: Sequence[str] = DEFAULT_PLUGINS,
         clock: Callable[[], float] = time.time,
+        peers: Callable[[], Iterable[Stats]] | None = None,
     ) -> None:
         self._stats = stats
+        self._peers = peers
         self._server = server
         self._objects = objects
         self._ready = ready
@@ -121,6 +123,8 @@ class KdnsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         stats = self._stats
         stats.flush()  # fold the fast path's own counts in first
+        if self._peers is not None:  # --workers: the other workers' latest snapshots
+            stats = combined(stats, self._peers())
         yield from self._dns(stats)
         yield from self._cache(stats)
         yield from self._forward(stats)
@@ -355,6 +359,7 @@ def build_registry(
     plugins: Sequence[str] = DEFAULT_PLUGINS,
     clock: Callable[[], float] = time.time,
     process: bool = True,
+    peers: Callable[[], Iterable[Stats]] | None = None,
 ) -> CollectorRegistry:
     """Return a registry of its own (not the global one) with kdns's collector, plus the
     process (`process_*`) and platform (`python_info`) collectors when `process` is set.
@@ -372,6 +377,7 @@ def build_registry(
             health=health,
             plugins=plugins,
             clock=clock,
+            peers=peers,
         )
     )
     if process:

@@ -9,8 +9,9 @@ No I/O here.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 # CoreDNS plugin/metrics/vars: request duration ExponentialBuckets(0.00025, 2, 16).
 DURATION_BUCKETS: tuple[float, ...] = tuple(0.00025 * 2**i for i in range(16))
@@ -130,3 +131,61 @@ class Stats:
         if hist is None:
             hist = self.programming[service_kind] = Histogram(PROGRAMMING_BUCKETS)
         hist.observe(seconds)
+
+
+def _add(into: dict[Any, int], other: Mapping[Any, int]) -> None:
+    for key, n in other.items():
+        into[key] = into.get(key, 0) + n
+
+
+def _add_hist(into: dict[Any, Histogram], other: Mapping[Any, Histogram]) -> None:
+    for key, h in other.items():
+        mine = into.get(key)
+        if mine is None:
+            into[key] = Histogram(h.bounds, list(h.counts), h.total, h.n)
+            continue
+        mine.counts = [a + b for a, b in zip(mine.counts, h.counts, strict=True)]
+        mine.total += h.total
+        mine.n += h.n
+
+
+def snapshot(stats: Stats) -> Stats:
+    """A picklable copy (no flushers) to ship from a worker process to the one serving
+    /metrics. Call `stats.flush()` first."""
+    copy = Stats()
+    merge_into(copy, stats)
+    copy.api_up = stats.api_up
+    copy.last_sync_unix = dict(stats.last_sync_unix)
+    return copy
+
+
+def merge_into(total: Stats, other: Stats) -> None:
+    """Add `other`'s counters and histograms to `total` (workers sharing one port).
+
+    Counters, histograms and per-worker gauges (cache entries) add up; `api_up` is the
+    minimum and a kind's last sync time the oldest, so a lagging worker shows."""
+    for name in (
+        "requests", "responses", "do_requests", "cache_hits", "cache_entries",
+        "cache_evictions", "proxy_healthcheck_failures", "watch_restarts", "relists",
+    ):  # fmt: skip
+        _add(getattr(total, name), getattr(other, name))
+    for name in ("request_sizes", "response_sizes", "durations", "proxy_durations", "programming"):
+        _add_hist(getattr(total, name), getattr(other, name))
+    total.panics += other.panics
+    total.dropped += other.dropped
+    total.cache_misses += other.cache_misses
+    total.max_concurrent_rejects += other.max_concurrent_rejects
+    for kind, at in other.last_sync_unix.items():
+        total.last_sync_unix[kind] = min(at, total.last_sync_unix.get(kind, at))
+
+
+def combined(stats: Stats, peers: Iterable[Stats]) -> Stats:
+    """This process's stats plus its workers' latest snapshots, as one `Stats`."""
+    peers = list(peers)
+    if not peers:
+        return stats
+    total = snapshot(stats)
+    for peer in peers:
+        merge_into(total, peer)
+        total.api_up = min(total.api_up, peer.api_up)
+    return total

@@ -313,3 +313,24 @@ def test_health_histogram_is_the_one_passed_in() -> None:
     # CoreDNS SlimTimeBuckets: ExponentialBuckets(0.00025, 10, 5).
     assert sorted(got) == [0.00025, 0.0025, 0.025, 0.25, 2.5, math.inf]
     assert (got[0.00025], got[0.0025], got[math.inf]) == (0, 1, 1)
+
+
+def test_worker_snapshots_add_up_and_gauges_take_the_laggard() -> None:
+    from kdns.stats import Histogram, Stats, combined, snapshot
+
+    a, b = Stats(), Stats()
+    for s, n in ((a, 3), (b, 4)):
+        for _ in range(n):
+            s.count_request("cluster.local.", "udp", "1", "A", 40)
+            s.count_response("cluster.local.", "udp", "NOERROR", 80, 0.0001)
+    a.api_up, b.api_up = 1, 0
+    a.last_sync_unix["Service"], b.last_sync_unix["Service"] = 200.0, 100.0
+    b.programming["cluster_ip"] = Histogram((0.001, 0.002), [1, 0, 0], 0.0005, 1)
+    total = combined(a, [snapshot(b)])
+    assert total.requests[("cluster.local.", "udp", "1", "A")] == 7
+    assert total.responses[("cluster.local.", "NOERROR")] == 7
+    assert total.durations["cluster.local."].n == 7
+    assert total.api_up == 0  # one worker's watch is down: the API is not fully up
+    assert total.last_sync_unix["Service"] == 100.0  # the oldest sync shows
+    assert total.programming["cluster_ip"].counts == [1, 0, 0]
+    assert a.requests[("cluster.local.", "udp", "1", "A")] == 3  # inputs untouched

@@ -154,3 +154,19 @@ def test_sigterm_lameduck_ready_503_while_dns_answers_then_clean_exit(tmp_path: 
         assert saw_answer, "DNS stopped answering during lameduck"
         assert k.proc.wait(10) == 0
         assert "lameduck" in k.log()
+
+
+def test_workers_share_the_port_and_metrics_add_up(tmp_path: Path) -> None:
+    args = ["--manifests", str(CLUSTER), "--upstream", "none", "--workers", "2", "--lameduck", "0"]
+    with run_kdns(args, tmp_path=tmp_path) as k:
+        time.sleep(0.5)  # let worker 1 bind too (SO_REUSEPORT)
+        for _ in range(30):  # fresh source ports: the kernel spreads them over both workers
+            assert dig(k.dns_port, "web.testns.svc.cluster.local").answer
+        deadline = time.monotonic() + 5
+        total = 0.0
+        while time.monotonic() < deadline and total < 30:  # snapshots arrive once a second
+            _, text = k.http(k.metrics_port, "/metrics")
+            total = _counter(text, "coredns_dns_requests_total", zone="cluster.local.", type="A")
+            time.sleep(0.2)
+        assert total == 30
+        assert k.log().count("listening for DNS") == 2
