@@ -17,12 +17,12 @@ from kdns.cli import (
     parse_hostport,
     settings_from_args,
 )
-from kdns.settings import HostPort, PodMode
+from kdns.settings import HostPort, PodMode, Settings
 
 SEED = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "seed"
 
 
-def settings(argv: list[str]):  # type: ignore[no-untyped-def]
+def settings(argv: list[str]) -> Settings:
     ns = _build_parser().parse_args(_env_defaults(["serve", *argv]))
     return settings_from_args(ns)
 
