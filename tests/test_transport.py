@@ -11,12 +11,23 @@ import asyncio
 import contextlib
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdns.rrl import RateLimiter, slip_reply, subnet_key
-from kdns.transport import HandleResult, TcpLimits, TcpServer, UdpServer, bind_tcp, bind_udp
+from kdns.transport import (
+    HandleResult,
+    TcpLimits,
+    TcpServer,
+    UdpServer,
+    _TcpConnection,
+    bind_tcp,
+    bind_udp,
+)
 
 WAIT = 5.0  # seconds: the bound on every wait for something that should happen
 BIG = 60_000  # bytes in a `B` reply
@@ -464,3 +475,65 @@ async def test_udp_with_rrl_limits_replies_to_one_subnet() -> None:
     assert got[:3] == [reply] * 3
     assert all(g[2] & 0x02 and len(g) == 19 for g in got[3:])
     assert (rrl.sent, rrl.slipped, rrl.dropped) == (3, 3, 3)
+
+
+# ---- framing, property-based ---------------------------------------------------------------
+
+
+class FakeTransport:
+    """Just enough of asyncio.Transport for `_TcpConnection` (no sockets)."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closing = False
+
+    def get_extra_info(self, name: str) -> object:
+        return None
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closing = True
+
+    abort = close
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(min_size=0, max_size=300), min_size=1, max_size=8),
+    st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=50),
+)
+def test_framing_delivers_every_message_whatever_the_segmentation(
+    messages: list[bytes], cuts: list[int]
+) -> None:
+    # RFC 7766 §8: a 2-byte length then the message, split across reads in any way.
+    stub = Stub()
+    server = TcpServer(socket.socket(), stub)  # never started: only the framing is used
+    try:
+        conn = _TcpConnection(server)
+        transport = FakeTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        stream = b"".join(frame(b"S" + m) for m in messages)
+        pos, i = 0, 0
+        while pos < len(stream):  # bounded: pos grows by at least 1 per step
+            step = cuts[i % len(cuts)]
+            conn.data_received(stream[pos : pos + step])
+            pos, i = pos + step, i + 1
+        assert [c for c, _ in stub.calls] == [b"S" + m for m in messages]
+        assert bytes(transport.written) == b"".join(frame(b"RS" + m) for m in messages)
+        assert conn.expired(time.monotonic() + 1e6) == "idle"  # no partial message left
+    finally:
+        server.sock.close()
