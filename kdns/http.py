@@ -1,5 +1,6 @@
 """The HTTP side of kdns: `/health`, `/ready` and `/metrics`, on CoreDNS's ports 8080, 8181 and
-9153 (coredns-behaviour.md §1), as aiohttp servers.
+9153 (coredns-behaviour.md §1), as small asyncio
+HTTP/1.1 servers (no aiohttp: its import costs ~9 MB RSS, issue 5).
 
 Owns the endpoints and their status codes. Addresses that coincide share one server, which then
 serves each of their paths; any other path is 404. Must not expose anything sensitive: bodies
@@ -26,8 +27,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-import aiohttp
-from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
@@ -41,12 +40,34 @@ SELF_CHECK_SECONDS = 1.0  # CoreDNS health: the self-check runs every second
 READY_PATH = "/ready"
 METRICS_PATH = "/metrics"
 
+MAX_HEAD_BYTES = 8192
+"""Request line plus headers; a longer head is 431 and the connection is closed."""
+READ_TIMEOUT_SECONDS = 10.0
+"""A request head must arrive within this (also the keep-alive idle timeout), so a slow or
+silent client cannot pin a connection."""
+MAX_REQUESTS_PER_CONNECTION = 1000
+MAX_CONNECTIONS = 64
+"""Per server; beyond it a new connection is closed at once (probes and a scraper need few)."""
+TEXT_PLAIN = "text/plain; charset=utf-8"
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+
 ReadyResult = bool | str | tuple[bool, str] | Sequence[str]
 """What a ready check returns: True, "" or [] = ready; False = not ready (no reason given);
 (ok, reason) = ready when ok, else not ready because of `reason`; a non-empty string or
 sequence of strings = not ready, naming what (e.g. "kubernetes: not synced", "lameduck")."""
 
 ReadyCheck = Callable[[], ReadyResult]
+
+Handler = Callable[[Mapping[str, str]], tuple[int, str, bytes]]
+"""Request headers (lower-case names) -> (status, content type, body)."""
 
 
 def not_ready_reasons(result: ReadyResult) -> list[str]:
@@ -99,7 +120,7 @@ class HttpServers:
             paths = [path]
             shared[addr] = paths
             self._servers.append((addr, paths))
-        self._runners: list[web.AppRunner] = []
+        self._listeners: list[_Listener] = []
         self._bound: dict[str, HostPort] = {}
         self._self_check: asyncio.Task[None] | None = None
 
@@ -123,35 +144,28 @@ class HttpServers:
             )
 
     async def stop(self) -> None:
-        """Close every server (idempotent)."""
+        """Close every server and its open connections (idempotent)."""
         task, self._self_check = self._self_check, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        runners, self._runners = self._runners, []
-        for runner in runners:
-            await runner.cleanup()
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            await listener.close()
         self._bound.clear()
 
     async def _start_one(self, addr: HostPort, paths: Sequence[str]) -> None:
-        app = web.Application()
-        handlers = {
+        handlers: dict[str, Handler] = {
             HEALTH_PATH: self._handle_health,
             READY_PATH: self._handle_ready,
             METRICS_PATH: self._handle_metrics,
         }
-        for path in paths:
-            app.router.add_get(path, handlers[path])
-        app.on_response_prepare.append(_strip_server_header)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        self._runners.append(runner)
-        # host "" = all addresses: aiohttp binds every family when host is None.
-        site = web.TCPSite(runner, host=addr.host or None, port=addr.port)
-        await site.start()
-        port = _bound_port(runner, addr.port)
-        bound = HostPort(addr.host, port)
+        listener = _Listener({path: handlers[path] for path in paths})
+        # host "" = all addresses: asyncio binds every family when host is None.
+        await listener.start(addr.host or None, addr.port)
+        self._listeners.append(listener)
+        bound = HostPort(addr.host, listener.port or addr.port)
         for path in paths:
             self._bound[path] = bound
         logger.info("http: serving %s on %s", ", ".join(paths), bound)
@@ -159,45 +173,173 @@ class HttpServers:
     async def _run_self_check(self, health: Histogram) -> None:
         """GET our own /health every second and observe how long it took (never returns)."""
         bound = self._bound[HEALTH_PATH]
-        url = f"http://{_loopback_host(bound.host)}:{bound.port}{HEALTH_PATH}"
-        timeout = aiohttp.ClientTimeout(total=SELF_CHECK_SECONDS)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
-                started = time.perf_counter()
-                try:
-                    async with session.get(url) as response:
-                        await response.read()
-                        if response.status == 200:
-                            health.observe(time.perf_counter() - started)
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    logger.warning("http: health self-check of %s failed: %r", url, exc)
-                await asyncio.sleep(SELF_CHECK_SECONDS)
+        host = _loopback_host(bound.host)
+        while True:
+            started = time.perf_counter()
+            try:
+                status = await asyncio.wait_for(
+                    _get_status(host, bound.port, HEALTH_PATH), SELF_CHECK_SECONDS
+                )
+                if status == 200:
+                    health.observe(time.perf_counter() - started)
+            except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
+                logger.warning("http: health self-check of %s:%s failed: %r", host, bound.port, exc)
+            await asyncio.sleep(SELF_CHECK_SECONDS)
 
-    async def _handle_health(self, request: web.Request) -> web.Response:
-        return web.Response(text="OK")
+    def _handle_health(self, headers: Mapping[str, str]) -> tuple[int, str, bytes]:
+        return 200, TEXT_PLAIN, b"OK"
 
-    async def _handle_ready(self, request: web.Request) -> web.Response:
+    def _handle_ready(self, headers: Mapping[str, str]) -> tuple[int, str, bytes]:
         try:
             reasons = not_ready_reasons(self._ready())
         except Exception as exc:  # a broken check must read as not ready, not as a 500
             logger.warning("http: ready check raised %r; answering 503", exc)
             reasons = ["ready check failed"]
         if not reasons:
-            return web.Response(text="OK")
-        return web.Response(status=503, text="\n".join(reasons) + "\n")
+            return 200, TEXT_PLAIN, b"OK"
+        return 503, TEXT_PLAIN, ("\n".join(reasons) + "\n").encode()
 
-    async def _handle_metrics(self, request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = encoder(self._registry)
-        response = web.Response(body=body)
-        # Set the header whole: it carries parameters (version, charset) aiohttp would split.
-        response.headers["Content-Type"] = content_type
-        return response
+    def _handle_metrics(self, headers: Mapping[str, str]) -> tuple[int, str, bytes]:
+        encoder, content_type = choose_encoder(headers.get("accept", ""))
+        return 200, content_type, encoder(self._registry)
 
 
-async def _strip_server_header(request: web.Request, response: web.StreamResponse) -> None:
-    # Issue 6: expose nothing that helps an attacker, such as library versions.
-    response.headers.pop("Server", None)
+class _Listener:
+    """One listening address: HTTP/1.1 GET/HEAD over asyncio streams (RFC 9112)."""
+
+    def __init__(self, routes: Mapping[str, Handler]) -> None:
+        self._routes = routes
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    async def start(self, host: str | None, port: int) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, host, port, limit=MAX_HEAD_BYTES, reuse_address=True
+        )
+        for sock in self._server.sockets:
+            self.port = int(sock.getsockname()[1])
+            break
+
+    async def close(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for writer in list(self._connections):
+            writer.close()
+        await server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self._connections.add(writer)
+        try:
+            for _ in range(MAX_REQUESTS_PER_CONNECTION):
+                if not await self._one_request(reader, writer):
+                    break
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the client went away
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+
+    async def _one_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Serve one request; False when the connection is to be closed."""
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return False  # idle keep-alive or a slow client: just close
+        except asyncio.LimitOverrunError:
+            await _respond(writer, 431, TEXT_PLAIN, b"request head too large\n", keep=False)
+            return False
+        except asyncio.IncompleteReadError:
+            return False  # closed between requests
+        request = _parse_head(head)
+        if request is None:
+            await _respond(writer, 400, TEXT_PLAIN, b"bad request\n", keep=False)
+            return False
+        method, target, version, headers = request
+        connection = headers.get("connection", "").lower()
+        keep = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+        if "content-length" in headers or "transfer-encoding" in headers:
+            keep = False  # a body we do not read: never parse it as the next request
+        if method not in ("GET", "HEAD"):
+            await _respond(
+                writer, 405, TEXT_PLAIN, b"method not allowed\n", keep=keep, allow="GET, HEAD"
+            )
+            return keep
+        handler = self._routes.get(target.split("?", 1)[0])
+        if handler is None:
+            status, content_type, body = 404, TEXT_PLAIN, b"404: Not Found\n"
+        else:
+            status, content_type, body = handler(headers)
+        await _respond(writer, status, content_type, body, keep=keep, head=method == "HEAD")
+        return keep
+
+
+def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]] | None:
+    """(method, target, version, headers with lower-case names), or None if malformed."""
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
+        return None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[2] not in ("HTTP/1.0", "HTTP/1.1") or not parts[1]:
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            return None  # RFC 9112 §5.1: no whitespace between the name and the colon
+        headers[name.lower()] = value.strip()
+    return parts[0], parts[1], parts[2], headers
+
+
+async def _respond(
+    writer: asyncio.StreamWriter,
+    status: int,
+    content_type: str,
+    body: bytes,
+    *,
+    keep: bool,
+    head: bool = False,
+    allow: str = "",
+) -> None:
+    lines = [
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        f"Connection: {'keep-alive' if keep else 'close'}",
+    ]
+    if allow:
+        lines.append(f"Allow: {allow}")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    if not head:
+        writer.write(body)
+    await writer.drain()
+
+
+async def _get_status(host: str, port: int, path: str) -> int:
+    """GET `path` once over a fresh connection; the response status."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: kdns\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        status_line = await reader.readline()
+        await reader.read()  # the rest, until the server closes
+        parts = status_line.split(b" ", 2)
+        if len(parts) < 2 or not parts[1].isdigit():
+            raise ValueError(f"bad status line {status_line[:80]!r}")
+        return int(parts[1])
+    finally:
+        writer.close()
 
 
 def _loopback_host(host: str) -> str:
@@ -205,15 +347,5 @@ def _loopback_host(host: str) -> str:
     if host in ("", "0.0.0.0"):
         return "127.0.0.1"
     if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
-
-
-def _bound_port(runner: web.AppRunner, asked: int) -> int:
-    """Return the port a site bound (asked, unless that was 0)."""
-    if asked:
-        return asked
-    for sockname in runner.addresses:
-        if isinstance(sockname, tuple) and len(sockname) >= 2:
-            return int(sockname[1])
-    return asked
+        return "::1"
+    return host

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import kdns.http as kdns_http
 from kdns.http import HttpServers, ReadyResult, not_ready_reasons
 from kdns.metrics import HEALTH_BUCKETS, build_registry
 from kdns.settings import HostPort
@@ -245,3 +246,105 @@ async def test_health_self_check_observes_round_trips() -> None:
 )
 def test_not_ready_reasons(result: ReadyResult, reasons: list[str]) -> None:
     assert not_ready_reasons(result) == reasons
+
+
+# ---- the HTTP/1.1 server itself (RFC 9110/9112), over raw streams ----------------------
+
+
+async def raw(servers: HttpServers, request: bytes, *, path: str = "/health") -> bytes:
+    """Send `request` bytes and read until the server closes (bounded: 5 s)."""
+    addr = servers.addresses[path]
+    reader, writer = await asyncio.open_connection("127.0.0.1", addr.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+async def test_head_has_the_headers_of_get_and_no_body() -> None:
+    servers = make_servers(Flag())
+    await servers.start()
+    try:
+        reply = await raw(servers, b"HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"\r\nContent-Length: 2" in head  # RFC 9110 §9.3.2: as GET would send
+        assert body == b""
+    finally:
+        await servers.stop()
+
+
+async def test_other_methods_are_405_with_allow() -> None:
+    servers = make_servers(Flag())
+    await servers.start()
+    try:
+        reply = await raw(servers, b"DELETE /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 405 ")
+        assert b"\r\nAllow: GET, HEAD\r\n" in reply  # RFC 9110 §15.5.6: 405 lists Allow
+    finally:
+        await servers.stop()
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
+    servers = make_servers(Flag())
+    await servers.start()
+    try:
+        # HTTP/1.1 connections persist by default (RFC 9112 §9.3); the last asks to close.
+        two = b"GET /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n"
+        reply = await raw(servers, two)
+        assert reply.count(b"HTTP/1.1 200 OK\r\n") == 2
+        assert reply.endswith(b"OK")
+    finally:
+        await servers.stop()
+
+
+async def test_http10_closes_after_one_response() -> None:
+    servers = make_servers(Flag())
+    await servers.start()
+    try:
+        reply = await raw(servers, b"GET /health HTTP/1.0\r\n\r\nGET /health HTTP/1.0\r\n\r\n")
+        assert reply.count(b"HTTP/1.1 200 OK\r\n") == 1
+    finally:
+        await servers.stop()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /health HTTP/2.0\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nBad : x\r\n\r\n",
+    ],
+)
+async def test_malformed_requests_are_400_and_closed(request_bytes: bytes) -> None:
+    servers = make_servers(Flag())
+    await servers.start()
+    try:
+        assert (await raw(servers, request_bytes)).startswith(b"HTTP/1.1 400 ")
+    finally:
+        await servers.stop()
+
+
+async def test_an_oversized_head_is_431_and_closed() -> None:
+    servers = make_servers(Flag())
+    await servers.start()
+    try:
+        big = b"GET /health HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n"
+        assert (await raw(servers, big)).startswith(b"HTTP/1.1 431 ")
+    finally:
+        await servers.stop()
+
+
+async def test_a_silent_client_is_dropped_after_the_read_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kdns_http, "READ_TIMEOUT_SECONDS", 0.2)
+    servers = make_servers(Flag())
+    await servers.start()
+    try:
+        # Half a request line, then nothing: the server closes without answering.
+        assert await raw(servers, b"GET /hea") == b""
+    finally:
+        await servers.stop()
