@@ -3,9 +3,11 @@
 
 Owns: the UDP/TCP exchange with upstreams, failover and in-band health, the bounded cache
 of upstream answers (RFC 2308 negative caching, TTL cap and floor), `max_concurrent`, and
-the startup loop check. It relays upstream replies as bytes: it reads only the header,
-the question and each record's TTL, with plain `struct` (no dnslib, no answer logic), so a
-cache hit costs a copy and a few TTL rewrites.
+the startup loop check. It relays upstream replies as bytes. Every byte-level step goes
+through `kdns.dns.wire`: `decode_query` for the client's query, `reply_matches` (RFC 5452),
+`decode_reply` for the cache decision (rcode, TC, TTLs, the SOA of a denial), `ttl_offsets`
+and `rewrite_ttls` so a cache hit costs a copy and a few TTL writes, `with_question` for
+the client's ID and 0x20 spelling, `truncate_for` for UDP limits, `build_query` for probes.
 
 Choices, against CoreDNS:
 - Policy `random` (CoreDNS's default for `forward`); upstreams marked down are skipped,
@@ -13,13 +15,14 @@ Choices, against CoreDNS:
 - The upstream query uses the client's protocol (CoreDNS's default, no `prefer_udp`); a UDP
   reply with TC set is retried over TCP at the same upstream (RFC 7766 §6.2.1).
 - Every upstream query gets a fresh random ID (`secrets.SystemRandom`) and a fresh socket,
-  so a fresh source port; replies whose ID or question differ are ignored and the wait goes
-  on until the per-try timeout (RFC 5452 §9).
+  so a fresh source port; UDP replies whose ID or question differ are ignored and the wait
+  goes on until the per-try timeout (RFC 5452 §9); over TCP the connection carries only
+  our query, so such a reply fails the try at once.
 - Two caches like CoreDNS's (success, denial) of `cache_size` entries each; TTLs capped at
   `cache_max_ttl` and floored at `cache_min_ttl`; SERVFAIL kept `servfail_ttl` seconds.
 
-Must not: answer cluster names, import dnslib or the answer logic, or send anywhere but the
-configured upstreams.
+Must not: answer cluster names, parse or build DNS bytes itself, import dnslib or the
+answer logic, or send anywhere but the configured upstreams.
 """
 
 from __future__ import annotations
@@ -33,183 +36,34 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from cachetools import TLRUCache
 
-from kdns.dns.records import Question, RType
+from kdns.dns import wire
+from kdns.dns.records import Question, Rcode, Reply, RType
 from kdns.resolvconf import upstreams_from_resolv_conf as upstreams_from_resolv_conf
 from kdns.settings import HostPort
 from kdns.stats import PROXY_BUCKETS, Histogram, Stats
 
 logger = logging.getLogger(__name__)
 
-_HEADER: Final = struct.Struct("!HHHHHH")
-_RR_FIXED: Final = struct.Struct("!HHIH")  # type, class, ttl, rdlength
-_U16: Final = struct.Struct("!H")
-_U32: Final = struct.Struct("!I")
-_QR: Final = 0x8000
-_TC: Final = 0x0200
-_RD: Final = 0x0100
-_RA: Final = 0x0080
-_CD: Final = 0x0010
-_OPCODE_MASK: Final = 0x7800
-_NOERROR, _SERVFAIL, _NXDOMAIN, _REFUSED = 0, 2, 3, 5
-_RCODE_NAMES: Final = {
-    0: "NOERROR",
-    1: "FORMERR",
-    2: "SERVFAIL",
-    3: "NXDOMAIN",
-    4: "NOTIMP",
-    5: "REFUSED",
-}
-_CLASS_IN: Final = 1
+_U16: Final = struct.Struct("!H")  # RFC 1035 §4.2.2: the TCP length prefix
 _MAX_UPSTREAMS: Final = 15  # CoreDNS forward: at most 15 upstreams
 _DEFAULT_NEGATIVE_TTL: Final = 5  # CoreDNS dnsutil.MinimalDefaultTTL: denial without SOA
+_UDP_MIN: Final = 512  # RFC 1035 §4.2.1
 
 
-# --- the few wire facts the forwarder needs -------------------------------------------
+def _udp_limit(query: wire.Query) -> int:
+    """The client's UDP size: 512, or its EDNS payload when larger (RFC 6891 §6.2.5)."""
+    return max(_UDP_MIN, query.edns.payload if query.edns is not None else 0)
 
 
-@dataclass(slots=True)
-class _Scan:
-    """What one message holds, read without building objects."""
-
-    qid: int
-    flags: int
-    qname: str  # lower-case, absolute
-    qtype: int
-    qclass: int
-    question_end: int
-    ancount: int
-    ttl_offsets: list[int]  # TTL fields of every record except OPT
-    min_ttl: int | None  # over those records
-    negative_ttl: int | None  # RFC 2308 §5: min(SOA TTL, SOA MINIMUM) of an authority SOA
-    edns_size: int | None  # the OPT record's UDP payload size
-    do: bool  # the DNSSEC OK bit (RFC 3225)
-
-    @property
-    def rcode(self) -> int:
-        return self.flags & 0xF
-
-
-def _skip_name(data: bytes, offset: int) -> int:
-    """The offset after a (possibly compressed) name; raises ValueError past the end."""
-    while True:
-        length = data[offset]
-        if length == 0:
-            return offset + 1
-        if length & 0xC0 == 0xC0:
-            if offset + 2 > len(data):
-                raise ValueError("truncated pointer")
-            return offset + 2
-        if length & 0xC0:
-            raise ValueError("bad label type")
-        offset += 1 + length
-
-
-def _read_qname(data: bytes, offset: int) -> tuple[str, int]:
-    """An uncompressed question name, lower-cased (RFC 4343), and the offset after it."""
-    labels: list[str] = []
-    while True:
-        length = data[offset]
-        if length == 0:
-            offset += 1
-            break
-        if length & 0xC0:
-            raise ValueError("compressed or bad question name")
-        label = data[offset + 1 : offset + 1 + length]
-        if len(label) != length:
-            raise ValueError("truncated question name")
-        labels.append(label.decode("latin-1").lower())
-        offset += 1 + length
-    return (".".join(labels) + ".") if labels else ".", offset
-
-
-def _scan(data: bytes) -> _Scan:
-    """Read header, question and record TTLs; raises ValueError on a malformed message."""
-    try:
-        qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data, 0)
-        if qdcount != 1:
-            raise ValueError(f"{qdcount} questions")
-        qname, offset = _read_qname(data, 12)
-        qtype, qclass = struct.unpack_from("!HH", data, offset)
-        offset += 4
-        question_end = offset
-        ttl_offsets: list[int] = []
-        min_ttl: int | None = None
-        negative_ttl: int | None = None
-        edns_size: int | None = None
-        do = False
-        for index in range(ancount + nscount + arcount):
-            offset = _skip_name(data, offset)
-            rtype, rclass, ttl, rdlength = _RR_FIXED.unpack_from(data, offset)
-            ttl_offset = offset + 4
-            offset += 10
-            end = offset + rdlength
-            if end > len(data):
-                raise ValueError("truncated record")
-            if rtype == RType.OPT:
-                edns_size = rclass
-                do = bool(ttl & 0x8000)
-            else:
-                ttl_offsets.append(ttl_offset)
-                min_ttl = ttl if min_ttl is None else min(min_ttl, ttl)
-                if rtype == RType.SOA and ancount <= index < ancount + nscount:
-                    (minimum,) = _U32.unpack_from(data, end - 4)
-                    soa_ttl = min(ttl, minimum)
-                    negative_ttl = soa_ttl if negative_ttl is None else min(negative_ttl, soa_ttl)
-            offset = end
-    except (IndexError, struct.error, UnicodeDecodeError) as exc:
-        raise ValueError(f"malformed message: {exc}") from None
-    return _Scan(
-        qid, flags, qname, qtype, qclass, question_end, ancount, ttl_offsets, min_ttl,
-        negative_ttl, edns_size, do,
-    )  # fmt: skip
-
-
-def _with_id(message: bytes, qid: int) -> bytes:
-    return _U16.pack(qid) + message[2:]
-
-
-def _error_reply(query: bytes, scan: _Scan, rcode: int) -> bytes:
-    """A header-and-question reply to `query` with `rcode` (for REFUSED/SERVFAIL)."""
-    flags = _QR | (scan.flags & (_OPCODE_MASK | _RD | _CD)) | _RA | rcode
-    return _HEADER.pack(scan.qid, flags, 1, 0, 0, 0) + query[12 : scan.question_end]
-
-
-def _fit_udp(reply: bytes, query: _Scan) -> bytes:
-    """`reply`, or if it exceeds the client's UDP size (512 or its EDNS size, RFC 6891 §6.2.5)
-    an empty copy with TC set, so the client retries over TCP (RFC 7766 §5). Happens when
-    the upstream answered over TCP after truncating, or for a cached TCP-sized answer."""
-    if len(reply) <= max(512, query.edns_size or 0):
-        return reply
-    (flags,) = _U16.unpack_from(reply, 2)
-    return _HEADER.pack(query.qid, flags | _TC, 1, 0, 0, 0) + reply[12 : query.question_end]
-
-
-def build_query(qname: str, qtype: int, *, qid: int, rd: bool = True) -> bytes:
-    """A plain query without EDNS (for health checks and loop probes)."""
-    wire = bytearray(_HEADER.pack(qid, _RD if rd else 0, 1, 0, 0, 0))
-    for label in qname.rstrip(".").split(".") if qname != "." else ():
-        encoded = label.encode("ascii")
-        wire.append(len(encoded))
-        wire += encoded
-    wire.append(0)
-    wire += struct.pack("!HH", qtype, _CLASS_IN)
-    return bytes(wire)
-
-
-def reply_matches(scan: _Scan, reply: _Scan) -> bool:
-    """RFC 5452 §9.1: same ID, a response, and the same question (name case-insensitively)."""
-    return (
-        reply.qid == scan.qid
-        and bool(reply.flags & _QR)
-        and reply.qname == scan.qname
-        and reply.qtype == scan.qtype
-        and reply.qclass == scan.qclass
-    )
+def _error_reply(query: wire.Query, rcode: Rcode) -> bytes:
+    """An empty REFUSED/SERVFAIL reply to `query`, RA set (we offer recursion)."""
+    reply = Reply(rcode=rcode, authoritative=False)
+    return wire.encode_reply(query, reply, max_size=_udp_limit(query), ra=True)
 
 
 # --- the cache -----------------------------------------------------------------------
@@ -222,8 +76,7 @@ class _Entry:
     reply: bytes  # as sent to the first client, TTLs already capped
     stored: float
     ttl: int  # how long the entry lives
-    ttl_offsets: tuple[int, ...]
-    ttls: tuple[int, ...]  # the records' TTLs at `stored`
+    ttl_offsets: tuple[int, ...]  # where the records' TTLs sit in `reply`
 
 
 class _Cache(TLRUCache[CacheKey, _Entry]):
@@ -323,83 +176,90 @@ class Forwarder:
         `max_concurrent` upstream queries are already in flight.
         """
         try:
-            scan = _scan(query)
-        except ValueError:
-            logger.debug("not forwarding an unparsable query for %s", question.qname)
+            parsed = wire.decode_query(query)
+        except wire.QueryError as exc:
+            logger.debug("not forwarding a query for %s: %s", question.qname, exc)
             return None
-        if scan.qname == self.loop_detector.qname:
+        lname = parsed.question.lname
+        if lname == self.loop_detector.qname:
             # Our own loop probe came back through an upstream (CoreDNS `loop`): count it,
             # never cache it, and stop the loop once it is proven.
-            if self.loop_detector.seen(scan.qname):
-                return _error_reply(query, scan, _SERVFAIL)
-            return await self._exchange_any(query, scan, tcp=tcp)
-        key: CacheKey = (scan.qname, scan.qtype, scan.qclass, scan.do, bool(scan.flags & _CD))
-        cached = self._from_cache(key, query, scan)
+            if self.loop_detector.seen(lname):
+                return _error_reply(parsed, Rcode.SERVFAIL)
+            return await self._exchange_any(query, parsed, tcp=tcp)
+        edns = parsed.edns
+        key: CacheKey = (lname, parsed.question.qtype, parsed.qclass, bool(edns and edns.do),
+                         parsed.cd)  # fmt: skip
+        cached = self._from_cache(key, parsed)
         if cached is not None:
-            return cached if tcp else _fit_udp(cached, scan)
+            return self._fit(parsed, cached, tcp=tcp)
         self.stats.cache_misses += 1
         if self._inflight >= self.max_concurrent:
             self.stats.max_concurrent_rejects += 1
-            return _error_reply(query, scan, _REFUSED)
+            return _error_reply(parsed, Rcode.REFUSED)
         self._inflight += 1
         try:
-            reply = await self._exchange_any(query, scan, tcp=tcp)
+            reply = await self._exchange_any(query, parsed, tcp=tcp)
         finally:
             self._inflight -= 1
         if reply is None:
             return None
-        out = _with_id(self._to_cache(key, reply), scan.qid)
-        return out if tcp else _fit_udp(out, scan)
+        return self._fit(parsed, wire.with_id(self._to_cache(key, reply), parsed.id), tcp=tcp)
+
+    @staticmethod
+    def _fit(query: wire.Query, reply: bytes, *, tcp: bool) -> bytes:
+        """Over UDP, a reply bigger than the client allows becomes an empty TC=1 reply so the
+        client retries over TCP (RFC 7766 §5): the upstream answered over TCP after
+        truncating, or the cached answer came from a TCP exchange."""
+        return reply if tcp else wire.truncate_for(query, reply, max_size=_udp_limit(query))
 
     # - cache -
 
-    def _from_cache(self, key: CacheKey, query: bytes, scan: _Scan) -> bytes | None:
+    def _from_cache(self, key: CacheKey, query: wire.Query) -> bytes | None:
         for cache in (self._success, self._denial):
             entry = cache.get(key)
             if entry is None:
                 continue
             elapsed = int(self.clock() - entry.stored)
-            out = bytearray(entry.reply)
-            # The client's ID and its spelling of the question (0x20, RFC 4343 §4.1).
-            out[0:2] = query[0:2]
-            out[12 : scan.question_end] = query[12 : scan.question_end]
-            for offset, ttl in zip(entry.ttl_offsets, entry.ttls, strict=True):
-                _U32.pack_into(out, offset, max(0, ttl - elapsed))  # RFC 1035 §4.1.3
+            try:
+                # RFC 1035 §4.1.3: the TTLs count down; the client's ID and its spelling
+                # of the question (0x20, RFC 4343 §4.1).
+                aged = wire.rewrite_ttls(entry.reply, elapsed, offsets=entry.ttl_offsets)
+                out = wire.with_question(aged, query)
+            except wire.FormatError:
+                return None  # cannot happen for a stored reply; then ask upstream
             hits = self.stats.cache_hits
             hits[cache.kind] = hits.get(cache.kind, 0) + 1
-            return bytes(out)
+            return out
         return None
 
     def _to_cache(self, key: CacheKey, reply: bytes) -> bytes:
         """Keep `reply` if cacheable; returns it with TTLs capped as they will be served."""
         try:
-            scan = _scan(reply)
-        except ValueError:
+            decoded = wire.decode_reply(reply)
+            offsets = wire.ttl_offsets(reply)
+        except wire.FormatError as exc:
+            logger.debug("not caching an unparsable upstream reply for %s: %s", key[0], exc)
             return reply
-        rcode = scan.rcode
-        if scan.flags & _TC:
+        rcode = decoded.rcode
+        if decoded.truncated:
             return reply
-        if rcode == _NOERROR and scan.ancount:
-            cache, ttl = self._success, scan.min_ttl or 0
+        if rcode == Rcode.NOERROR and decoded.answer_count:
+            # CoreDNS cache: the smallest TTL of every record (answer, authority, additional).
+            cache, ttl = self._success, decoded.record_min_ttl or 0
             ttl = max(self.cache_min_ttl, min(ttl, self.cache_max_ttl))
-        elif rcode in (_NOERROR, _NXDOMAIN):
+        elif rcode in (Rcode.NOERROR, Rcode.NXDOMAIN):
             # RFC 2308 §5: a denial lives min(SOA TTL, SOA MINIMUM); capped like CoreDNS.
-            ttl = scan.negative_ttl if scan.negative_ttl is not None else _DEFAULT_NEGATIVE_TTL
+            neg = decoded.soa_negative_ttl
+            ttl = neg if neg is not None else _DEFAULT_NEGATIVE_TTL
             cache, ttl = self._denial, max(self.cache_min_ttl, min(ttl, self.cache_max_ttl))
-        elif rcode == _SERVFAIL:
+        elif rcode == Rcode.SERVFAIL:
             cache, ttl = self._denial, self.servfail_ttl  # RFC 2308 §7.1: at most 5 minutes
         else:
             return reply
-        out = bytearray(reply)
-        ttls = []
-        for offset in scan.ttl_offsets:
-            (rr_ttl,) = _U32.unpack_from(out, offset)
-            rr_ttl = min(rr_ttl, ttl)
-            _U32.pack_into(out, offset, rr_ttl)
-            ttls.append(rr_ttl)
-        capped = bytes(out)
+        capped = wire.rewrite_ttls(reply, 0, cap=ttl, offsets=offsets)
         if ttl > 0 and cache.maxsize > 0:
-            cache[key] = _Entry(capped, self.clock(), ttl, tuple(scan.ttl_offsets), tuple(ttls))
+            cache[key] = _Entry(capped, self.clock(), ttl, offsets)
         return capped
 
     def _flush_stats(self) -> None:
@@ -419,51 +279,55 @@ class Forwarder:
             self._rng.shuffle(healthy)
         return healthy
 
-    async def _exchange_any(self, query: bytes, scan: _Scan, *, tcp: bool) -> bytes | None:
+    async def _exchange_any(self, query: bytes, parsed: wire.Query, *, tcp: bool) -> bytes | None:
         for up in self._order():
             started = self.clock()
             try:
-                reply = await self._exchange(up, query, scan, tcp=tcp)
+                reply = await self._exchange(up, query, parsed, tcp=tcp)
             except UpstreamError as exc:
                 self._failed(up, exc)
                 continue
             up.fails = 0
             self._observe(up, reply, self.clock() - started)
             return reply
-        logger.warning("no upstream answered %s type %s", scan.qname, scan.qtype)
+        question = parsed.question
+        logger.warning("no upstream answered %s type %s", question.qname, question.qtype)
         return None
 
     def _observe(self, up: _Upstream, reply: bytes, seconds: float) -> None:
-        rcode = reply[3] & 0xF if len(reply) > 3 else _SERVFAIL
-        key = (up.label, _RCODE_NAMES.get(rcode, str(rcode)))
+        key = (up.label, wire.rcode_name(wire.header_rcode(reply)))
         hist = self.stats.proxy_durations.get(key)
         if hist is None:
             hist = self.stats.proxy_durations[key] = Histogram(PROXY_BUCKETS)
         hist.observe(seconds)
 
-    async def _exchange(self, up: _Upstream, query: bytes, scan: _Scan, *, tcp: bool) -> bytes:
+    async def _exchange(
+        self, up: _Upstream, query: bytes, parsed: wire.Query, *, tcp: bool
+    ) -> bytes:
         """One question to one upstream, UDP then TCP on TC, each with a fresh random ID."""
         if not tcp:
-            reply = await self._udp(up, query, scan)
-            if not _U16.unpack_from(reply, 2)[0] & _TC:
+            reply = await self._udp(up, query, parsed)
+            if not wire.truncated(reply):
                 return reply
-        return await self._tcp(up, query, scan)
+        return await self._tcp(up, query, parsed)
 
-    def _fresh(self, query: bytes, scan: _Scan) -> tuple[bytes, _Scan]:
-        qid = self._rng.randrange(0x10000)  # RFC 5452 §4.3: unpredictable IDs
-        sent = _with_id(query, qid)
-        want = _Scan(
-            qid, scan.flags, scan.qname, scan.qtype, scan.qclass, scan.question_end, 0, [],
-            None, None, None, False,
-        )  # fmt: skip
-        return sent, want
+    def _fresh(self, query: bytes, parsed: wire.Query) -> tuple[bytes, wire.Query]:
+        """The query to send, with an unpredictable ID (RFC 5452 §4.3), and what a matching
+        reply must echo."""
+        qid = self._rng.randrange(0x10000)
+        return wire.with_id(query, qid), replace(parsed, id=qid)
 
     async def _udp(
-        self, up: _Upstream, query: bytes, scan: _Scan, *, wait_seconds: float | None = None
+        self,
+        up: _Upstream,
+        query: bytes,
+        parsed: wire.Query,
+        *,
+        wait_seconds: float | None = None,
     ) -> bytes:
         timeout = self.timeout_seconds if wait_seconds is None else wait_seconds
         loop = asyncio.get_running_loop()
-        sent, want = self._fresh(query, scan)
+        sent, want = self._fresh(query, parsed)
         # A new socket per query: a fresh random source port (RFC 5452 §9.2).
         sock = socket.socket(up.family, socket.SOCK_DGRAM)
         try:
@@ -473,15 +337,12 @@ class Forwarder:
             async with asyncio.timeout(timeout):
                 while True:
                     data = await loop.sock_recv(sock, 65535)
-                    try:
-                        got = _scan(data)
-                    except ValueError:
-                        continue
-                    if reply_matches(want, got):
+                    if wire.reply_matches(want, data):
                         return data
-                    # RFC 5452 §9.1: a reply to another question (or a spoof): keep waiting.
+                    # RFC 5452 §9.1: a reply to another question, a spoof or garbage: keep
+                    # waiting.
                     logger.debug("ignored a mismatched reply from %s for %s", up.label,
-                                 scan.qname)  # fmt: skip
+                                 parsed.question.qname)  # fmt: skip
         except TimeoutError:
             raise UpstreamError(f"no UDP reply in {timeout}s") from None
         except OSError as exc:
@@ -489,24 +350,16 @@ class Forwarder:
         finally:
             sock.close()
 
-    async def _tcp(self, up: _Upstream, query: bytes, scan: _Scan) -> bytes:
-        sent, want = self._fresh(query, scan)
+    async def _tcp(self, up: _Upstream, query: bytes, parsed: wire.Query) -> bytes:
+        sent, want = self._fresh(query, parsed)
         writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 reader, writer = await asyncio.open_connection(up.addr.host, up.addr.port)
                 writer.write(_U16.pack(len(sent)) + sent)  # RFC 1035 §4.2.2 framing
                 await writer.drain()
-                while True:
-                    (length,) = _U16.unpack(await reader.readexactly(2))
-                    data = await reader.readexactly(length)
-                    try:
-                        got = _scan(data)
-                    except ValueError:
-                        raise UpstreamError("TCP: malformed reply") from None
-                    if reply_matches(want, got):
-                        return data
-                    logger.debug("ignored a mismatched TCP reply from %s", up.label)
+                (length,) = _U16.unpack(await reader.readexactly(2))
+                data = await reader.readexactly(length)
         except TimeoutError:
             raise UpstreamError(f"no TCP reply in {self.timeout_seconds}s") from None
         except (OSError, asyncio.IncompleteReadError) as exc:
@@ -516,6 +369,10 @@ class Forwarder:
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
+        # The connection carried only our query (RFC 7766 §7): anything else is a failure.
+        if not wire.reply_matches(want, data):
+            raise UpstreamError("TCP: the reply does not match the query (RFC 5452 §9.1)")
+        return data
 
     # - health -
 
@@ -533,9 +390,10 @@ class Forwarder:
         """CoreDNS in-band health: `. IN NS` every interval while down; up once answered."""
         while True:
             await asyncio.sleep(self.health_interval_seconds)
-            query = build_query(".", RType.NS, qid=0)
+            query = wire.build_query(".", RType.NS, qid=0, edns_payload=None)
+            parsed = wire.decode_query(query)
             try:
-                await self._udp(up, query, _scan(query), wait_seconds=self.health_timeout_seconds)
+                await self._udp(up, query, parsed, wait_seconds=self.health_timeout_seconds)
             except UpstreamError as exc:
                 failures = self.stats.proxy_healthcheck_failures
                 failures[up.label] = failures.get(up.label, 0) + 1
@@ -552,9 +410,9 @@ class Forwarder:
         up = next((u for u in self._ups if u.addr == addr), None) or _Upstream(
             addr, _family(addr.host)
         )
-        query = build_query(qname, qtype, qid=0)
+        query = wire.build_query(qname, qtype, qid=0, edns_payload=None)
         try:
-            return await self._udp(up, query, _scan(query))
+            return await self._udp(up, query, wire.decode_query(query))
         except UpstreamError:
             return None
 

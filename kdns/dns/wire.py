@@ -1,14 +1,54 @@
-"""The DNS wire format: query bytes -> `Query`, `Reply` -> reply bytes, and upstream-reply checks.
+"""The DNS wire format: query bytes -> `Query`, `Reply` -> reply bytes, upstream replies.
 
 Owns every byte-level rule: header flags, the question echo (0x20 case kept, RFC 1035
 §4.1.2 / D4), name compression (RFC 1035 §4.1.4), EDNS (RFC 6891), truncation (RFC 1035
-§4.2.1, RFC 2181 §9) and the strict parsing of hostile input. Records are written from
-their typed rdata, never by re-parsing text. Pure: no sockets, no asyncio, no logging.
+§4.2.1, RFC 2181 §9), the strict parsing of hostile input, and the few byte operations the
+forwarder needs to relay and cache upstream replies. Records are written from their typed
+rdata, never by re-parsing text. Pure: no sockets, no asyncio, no logging. The only module
+that imports dnslib.
 
-The parser and encoder are hand-written: they are small, hostile input must end in a
-`FormatError` (never in some other exception from a library), and the fast path needs
-replies whose names point into the question. dnslib (allowed only here) is used for
-`describe()`, a dig-like rendering of any message for debug logs and test failures.
+What dnslib does (the library is the project's chosen wire codec):
+
+* Encoding: every resource record of a reply: `dnslib.RR` framing (owner, type, class,
+  TTL, RDLENGTH back-patched) and the rdata of each type from the typed records (`A`,
+  `AAAA`, `CNAME`, `PTR`, `NS`, `MX`, `SRV`, `TXT`, `SOA` mapped by type), the OPT record
+  (`dnslib.EDNS0`) and whole queries (`build_query`). dnslib writes SRV targets
+  uncompressed itself (`encode_name_nocompress`, RFC 2782).
+* Decoding upstream replies (`decode_reply`): header, questions, names and the rdata of the
+  types above, with dnslib's own parsers.
+* `describe()`: a dig-like rendering for debug logs and test failures.
+
+What is hand-written here, and why:
+
+* `decode_query`, the parser of client queries: it is the hostile-input boundary and the
+  slow path's first step. dnslib's parser is lenient: of the 21 FORMERR packets in
+  tests/data/hostile/packets.txt, `dnslib.DNSRecord.parse` accepts 10 (QDCOUNT 0, two
+  questions, a pointer into the header, a 64-octet label, a 256-octet name, trailing bytes,
+  a repeated OPT, an OPT in the authority section), never checks that an rdata parser used
+  exactly RDLENGTH octets (an A record with RDLENGTH 6 parses as a plain A), rejects names
+  with non-UTF-8 octets (legal in DNS), and a two-pointer cycle (a pointer at offset 191 to
+  192 and back) ends in RecursionError after ~3 ms. Ours rejects all of these in one pass,
+  raising only `QueryError`/`FormatError`, and costs a few microseconds.
+* The reply's 12-byte header and question: the counts are known only after truncation, and
+  the question must be the client's bytes verbatim (dnslib re-encodes a name from its text:
+  `DNSLabel("a\\.b.")` splits the escaped dot into two labels and `caf\\233` becomes IDNA
+  `xn--caf-dma`).
+* Name compression (`_ReplyBuffer.encode_name`, overriding dnslib's): dnslib looks names up
+  case-sensitively, so an answer owner would not point into a 0x20 mixed-case question, and
+  it builds a pointer to any earlier offset by masking 14 bits, so a name first written past
+  16 KiB (large TCP replies) gets a wrong pointer. Ours compares lower-case labels (RFC 4343)
+  and never points past 0x3FFF. The fast path relies on owner names pointing into the
+  question: its cached tail is valid for any spelling of the question.
+* Truncation: dnslib's `DNSRecord.truncate()` drops every record; RFC 2181 §9 / CoreDNS
+  keep what fits, so records are packed one by one and the first that does not fit ends
+  the message.
+* The upstream-reply record loop in `decode_reply`: dnslib's per-record parsers are used,
+  but `DNSRecord.parse` does not check RDLENGTH, refuses an empty rdata of any type and
+  parses rdata of types we discard; the loop checks the first and skips the others.
+* Relay helpers over raw bytes (`reply_matches`, `ttl_offsets`, `rewrite_ttls`,
+  `with_question`, `with_id`, `truncate_for`): a forward cache hit must cost a copy and a
+  few TTL writes, not a parse and a re-encode (which would also change the upstream's
+  bytes); they reuse the strict name reader of `decode_query`.
 
 Decisions (documented here, applied by `kdns.handler`):
 
@@ -26,8 +66,10 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from typing import Any
 
 import dnslib
 
@@ -57,6 +99,8 @@ MAX_LABEL = 63
 
 _HEADER = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+_U32 = struct.Struct("!I")
+_OPT_SIZE = 11  # root owner, type, class, TTL, RDLENGTH 0: our OPT has no options
 _FLAG_QR = 0x8000
 _FLAG_AA = 0x0400
 _FLAG_TC = 0x0200
@@ -134,6 +178,12 @@ class DecodedReply:
     additional: tuple[Record, ...]
     min_ttl: int | None  # over every answer RR of class IN, whatever its type
     soa_negative_ttl: int | None  # min(SOA TTL, SOA MINIMUM) of the authority SOA (RFC 2308 §5)
+    record_min_ttl: int | None  # over every RR of every section but the OPT (CoreDNS cache)
+    answer_count: int  # ANCOUNT as sent
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.flags & _FLAG_TC)
 
 
 # ---- names ---------------------------------------------------------------------------------
@@ -332,91 +382,139 @@ def decode_query(data: bytes) -> Query:
     )
 
 
-# ---- replies -------------------------------------------------------------------------------
+# ---- replies (records packed by dnslib) ------------------------------------------------
+
+_POINTER_LIMIT = 0x4000  # a compression pointer holds a 14-bit offset (RFC 1035 §4.1.4)
 
 
-class _Writer:
-    """A reply under construction, with a compression table (RFC 1035 §4.1.4)."""
+class _ReplyBuffer(dnslib.DNSBuffer):  # type: ignore[misc]
+    """dnslib's message buffer with our compression (see the module docstring): suffixes
+    are matched on lower-case labels, only offsets below 0x4000 are remembered.
 
-    __slots__ = ("buf", "names")
+    `names` maps a tuple of lower-case labels to the offset where that suffix was written;
+    it is primed with the question's suffixes so answer owner names point into it (D4).
+    """
 
     def __init__(self, head: bytes, qname_wire: bytes | None) -> None:
-        self.buf = bytearray(head)
-        self.names: dict[bytes, int] = {}
+        super().__init__(head)
+        self.offset = len(head)
         if qname_wire is not None:
-            # The question sits at offset 12: its suffixes are pointer targets, so answer
-            # owner names echo the client's spelling (D4, as CoreDNS does).
-            self._register(qname_wire.lower(), 12)
+            self.names = dict(_question_names(qname_wire.lower()))
 
-    def _register(self, lower: bytes, at: int, upto: int | None = None) -> None:
-        """Remember the suffixes of `lower` (a whole lower-case wire name) starting before
-        `upto`, the first one written at offset `at`."""
-        pos = 0
+    def _remember(self, keys: tuple[bytes, ...], labels: Sequence[bytes], at: int, n: int) -> None:
+        """Record the suffixes starting at the first `n` labels, written from offset `at`."""
         names = self.names
-        stop = len(lower) - 1 if upto is None else upto
-        while pos < stop and at + pos < 0x4000:
-            key = lower[pos:]
-            if key not in names:
-                names[key] = at + pos
-            pos += lower[pos] + 1
+        for i in range(n):
+            if at >= _POINTER_LIMIT:
+                return
+            names.setdefault(keys[i:], at)
+            at += len(labels[i]) + 1
 
-    def name(self, wire: bytes, *, compress: bool = True) -> None:
-        buf = self.buf
-        lower = wire.lower()
-        start = len(buf)
-        if compress:
-            names = self.names
-            pos = 0
-            while wire[pos] != 0:
-                at = names.get(lower[pos:])
-                if at is not None:
-                    buf += wire[:pos]
-                    buf += bytes((0xC0 | (at >> 8), at & 0xFF))
-                    self._register(lower, start, pos)
-                    return
-                pos += wire[pos] + 1
-        self._register(lower, start)
-        buf += wire
-
-    def record(self, record: Record) -> None:
-        buf = self.buf
-        self.name(name_to_wire(record.name))
-        rdata = record.rdata
-        rtype = record.rtype
-        head = len(buf)
-        buf += _RR_FIXED.pack(rtype, CLASS_IN, record.ttl & 0xFFFFFFFF, 0)
-        start = len(buf)
-        if isinstance(rdata, A | AAAA):
-            buf += rdata.address.packed
-        elif isinstance(rdata, CNAME | PTR | NS):
-            self.name(name_to_wire(rdata.target))
-        elif isinstance(rdata, SRV):
-            buf += struct.pack("!HHH", rdata.priority, rdata.weight, rdata.port)
-            # RFC 2782: "name compression is not to be used for this field".
-            self.name(name_to_wire(rdata.target), compress=False)
-        elif isinstance(rdata, MX):
-            buf += struct.pack("!H", rdata.preference)
-            self.name(name_to_wire(rdata.exchange))
-        elif isinstance(rdata, TXT):
-            for text in rdata.strings or ("",):
-                raw = text.encode("utf-8")
-                for i in range(0, max(len(raw), 1), 255):  # character-strings of <= 255
-                    chunk = raw[i : i + 255]
-                    buf.append(len(chunk))
-                    buf += chunk
-        else:  # SOA
-            self.name(name_to_wire(rdata.mname))
-            self.name(name_to_wire(rdata.rname))
-            buf += struct.pack(
-                "!IIIII", rdata.serial, rdata.refresh, rdata.retry, rdata.expire, rdata.minimum
-            )
-        struct.pack_into("!H", buf, head + 8, len(buf) - start)
+    def encode_name(self, name: Any) -> None:
+        labels: tuple[bytes, ...] = name.label
+        keys: tuple[bytes, ...] = getattr(name, "kdns_keys", None) or tuple(
+            label.lower() for label in labels
+        )
+        names = self.names
+        start = self.offset
+        for i in range(len(labels)):
+            at = names.get(keys[i:])
+            if at is not None:
+                self.append(b"".join(bytes((len(label),)) + label for label in labels[:i]))
+                self.append(bytes((0xC0 | (at >> 8), at & 0xFF)))
+                self._remember(keys, labels, start, i)
+                return
+        self.append(b"".join(bytes((len(label),)) + label for label in labels) + b"\x00")
+        self._remember(keys, labels, start, len(labels))
 
 
-def _opt(query: Query, ext_rcode: int) -> bytes:
+@functools.lru_cache(maxsize=4096)
+def _question_names(lower: bytes) -> tuple[tuple[tuple[bytes, ...], int], ...]:
+    """The compression table entries of a question name written at offset 12: each suffix
+    of its lower-case labels and where it starts (RFC 1035 §4.1.4)."""
+    labels = _split(lower)
+    out = []
+    at = 12
+    for i, label in enumerate(labels):
+        out.append((labels[i:], at))
+        at += len(label) + 1
+    return tuple(out)
+
+
+def _split(wire: bytes) -> tuple[bytes, ...]:
+    """The labels of an uncompressed wire name (as `decode_query` accepted it)."""
+    labels = []
+    pos = 0
+    while wire[pos]:
+        labels.append(wire[pos + 1 : pos + 1 + wire[pos]])
+        pos += wire[pos] + 1
+    return tuple(labels)
+
+
+@functools.lru_cache(maxsize=4096)
+def _dns_name(name: str) -> Any:
+    """A dnslib name from a presentation name, built from its labels: dnslib's own text
+    parsing would apply IDNA and split escaped dots. Lower-case keys ride along."""
+    label = dnslib.DNSLabel(_split(name_to_wire(name)))
+    label.kdns_keys = tuple(part.lower() for part in label.label)
+    return label
+
+
+def _character_strings(texts: tuple[str, ...]) -> list[bytes]:
+    """TXT rdata: each string UTF-8, split into character-strings of at most 255 octets
+    (RFC 1035 §3.3.14); no strings at all is one empty string."""
+    out: list[bytes] = []
+    for text in texts or ("",):
+        raw = text.encode("utf-8")
+        out.extend(raw[i : i + 255] for i in range(0, max(len(raw), 1), 255))
+    return out
+
+
+def _rdata(record: Record) -> Any:
+    """The dnslib rdata object for a typed record, chosen by type (never by parsing text)."""
+    rdata = record.rdata
+    if isinstance(rdata, A):
+        return dnslib.A(tuple(rdata.address.packed))
+    if isinstance(rdata, AAAA):
+        return dnslib.AAAA(tuple(rdata.address.packed))
+    if isinstance(rdata, CNAME):
+        return dnslib.CNAME(_dns_name(rdata.target))
+    if isinstance(rdata, PTR):
+        return dnslib.PTR(_dns_name(rdata.target))
+    if isinstance(rdata, NS):
+        return dnslib.NS(_dns_name(rdata.target))
+    if isinstance(rdata, SRV):
+        # dnslib.SRV.pack writes the target uncompressed (RFC 2782).
+        return dnslib.SRV(rdata.priority, rdata.weight, rdata.port, _dns_name(rdata.target))
+    if isinstance(rdata, MX):
+        return dnslib.MX(_dns_name(rdata.exchange), rdata.preference)
+    if isinstance(rdata, TXT):
+        return dnslib.TXT(_character_strings(rdata.strings))
+    return dnslib.SOA(
+        _dns_name(rdata.mname),
+        _dns_name(rdata.rname),
+        (rdata.serial, rdata.refresh, rdata.retry, rdata.expire, rdata.minimum),
+    )
+
+
+@functools.lru_cache(maxsize=1024)  # ~1.2 KB each with its names: bounded at ~1.2 MB
+def _rr(record: Record) -> Any:
+    """The dnslib record for a typed record (a few kept: the slow path re-encodes the same
+    records after each cache invalidation; dnslib only reads the object when packing it)."""
+    return dnslib.RR(
+        _dns_name(record.name),
+        int(record.rtype),
+        CLASS_IN,
+        record.ttl & 0xFFFFFFFF,
+        _rdata(record),
+    )
+
+
+def _opt(query: Query, ext_rcode: int) -> Any:
+    """Our OPT: payload 1232, version 0, DO copied (RFC 6891 §6.1.2, RFC 3225 §3)."""
     assert query.edns is not None
-    ttl = (ext_rcode << 24) | (_DO if query.edns.do else 0)  # RFC 3225: DO copied; version 0
-    return b"\x00" + _RR_FIXED.pack(RType.OPT, EDNS_PAYLOAD, ttl, 0)
+    flags = "do" if query.edns.do else ""
+    return dnslib.EDNS0(ext_rcode=ext_rcode, version=0, flags=flags, udp_len=EDNS_PAYLOAD)
 
 
 def _flags(query: Query, rcode: int, *, aa: bool, ra: bool) -> int:
@@ -428,6 +526,15 @@ def _flags(query: Query, rcode: int, *, aa: bool, ra: bool) -> int:
     return flags | (rcode & 0xF)
 
 
+def _finish(buf: _ReplyBuffer, query: Query, flags: int, counts: tuple[int, int, int]) -> bytes:
+    """Write the 12-byte header over the placeholder at the start of `buf` (the counts are
+    known only now, after truncation); `flags` carries the rcode's low 4 bits."""
+    an, ns, ar = counts
+    out = buf.data
+    _HEADER.pack_into(out, 0, query.id, flags, 1, an, ns, ar)
+    return bytes(out)
+
+
 def encode_reply(query: Query, reply: Reply, *, max_size: int, ra: bool = False) -> bytes:
     """The reply to `query`, truncated to `max_size` bytes.
 
@@ -436,40 +543,38 @@ def encode_reply(query: Query, reply: Reply, *, max_size: int, ra: bool = False)
     keeps the OPT and sets TC (RFC 1035 §4.2.1; like CoreDNS, TC whenever a record had to go).
     """
     rcode = int(reply.rcode)
-    ext = rcode >> 4
-    opt = _opt(query, ext) if query.edns is not None else b""
+    opt = _opt(query, rcode >> 4) if query.edns is not None else None
     records = (*reply.answer, *reply.authority, *reply.additional)
-    w = _Writer(b"\x00" * 12, query.qname_wire)
-    w.buf += query.question_wire
-    room = max_size - len(opt)
-    ends: list[int] = []
+    buf = _ReplyBuffer(bytes(12) + query.question_wire, query.qname_wire)
+    room = max_size - (_OPT_SIZE if opt is not None else 0)
+    kept = 0
     for record in records:
-        w.record(record)
-        ends.append(len(w.buf))
-        if len(w.buf) > room:
+        mark = buf.offset
+        _rr(record).pack(buf)
+        if buf.offset > room:
+            # The first record that does not fit ends the message; names it registered
+            # point past the end but nothing else is packed except the OPT (root owner).
+            del buf.data[mark:]
+            buf.offset = mark
             break
-    kept = len(ends)
-    while kept and ends[kept - 1] > room:
-        kept -= 1
-    truncated = kept < len(records)
-    body = w.buf[: ends[kept - 1]] if kept else w.buf[: 12 + len(query.question_wire)]
+        kept += 1
     n_an = min(kept, len(reply.answer))
     n_ns = min(max(kept - len(reply.answer), 0), len(reply.authority))
     n_ar = max(kept - len(reply.answer) - len(reply.authority), 0)
     flags = _flags(query, rcode, aa=reply.authoritative, ra=ra)
-    if truncated:
+    if kept < len(records):
         flags |= _FLAG_TC
-    _HEADER.pack_into(body, 0, query.id, flags, 1, n_an, n_ns, n_ar + (1 if opt else 0))
-    body += opt
-    return bytes(body)
+    if opt is not None:
+        opt.pack(buf)
+        n_ar += 1
+    return _finish(buf, query, flags, (n_an, n_ns, n_ar))
 
 
 def encode_badvers(query: Query, *, ra: bool = False) -> bytes:
     """RFC 6891 §6.1.3: a query with an EDNS version we do not speak gets BADVERS."""
-    assert query.edns is not None
-    flags = _flags(query, BADVERS, aa=False, ra=ra)
-    head = _HEADER.pack(query.id, flags, 1, 0, 0, 1)
-    return head + query.question_wire + _opt(query, BADVERS >> 4)
+    buf = _ReplyBuffer(bytes(12) + query.question_wire, None)
+    _opt(query, BADVERS >> 4).pack(buf)
+    return _finish(buf, query, _flags(query, BADVERS, aa=False, ra=ra), (0, 0, 1))
 
 
 def encode_truncated(query: Query, upstream_reply: bytes, *, ra: bool = True) -> bytes:
@@ -478,16 +583,18 @@ def encode_truncated(query: Query, upstream_reply: bytes, *, ra: bool = True) ->
     flags = (upstream_reply[2] << 8 | upstream_reply[3]) if len(upstream_reply) >= 4 else 0
     flags = (flags & ~(_FLAG_RD | _FLAG_CD)) | (query.flags & (_FLAG_RD | _FLAG_CD))
     flags |= _FLAG_QR | _FLAG_TC | (_FLAG_RA if ra else 0)
-    opt = _opt(query, 0) if query.edns is not None else b""
-    head = _HEADER.pack(query.id, flags, 1, 0, 0, 1 if opt else 0)
-    return head + query.question_wire + opt
+    buf = _ReplyBuffer(bytes(12) + query.question_wire, None)
+    if query.edns is not None:
+        _opt(query, 0).pack(buf)
+    return _finish(buf, query, flags, (0, 0, 1 if query.edns is not None else 0))
 
 
-def encode_error(data: bytes, rcode: Rcode) -> bytes | None:
+def encode_error(data: bytes, rcode: Rcode, *, ra: bool = False) -> bytes | None:
     """A bare error reply (FORMERR, NOTIMP, REFUSED, SERVFAIL) to raw query bytes.
 
     None (drop) when the header is unreadable or QR=1. The first question is echoed when
-    it parses; otherwise QDCOUNT is 0.
+    it parses; otherwise QDCOUNT is 0. There are no records, so nothing for dnslib to pack:
+    the header and the client's question bytes are the whole message.
     """
     if len(data) < 12 or data[2] & 0x80:
         return None
@@ -501,62 +608,54 @@ def encode_error(data: bytes, rcode: Rcode) -> bytes | None:
         except FormatError:
             pass
     out_flags = _FLAG_QR | (flags & (0x7800 | _FLAG_RD | _FLAG_CD)) | (int(rcode) & 0xF)
+    if ra:
+        out_flags |= _FLAG_RA
     return _HEADER.pack(qid, out_flags, 1 if question else 0, 0, 0, 0) + question
 
 
 # ---- upstream replies (for kdns.forward and the ExternalName chase) -------------------------
 
+# dnslib's rdata parsers for the types records.py knows; other types are skipped unparsed.
+_RDATA_PARSERS: dict[int, Any] = {
+    RType.A: dnslib.A,
+    RType.AAAA: dnslib.AAAA,
+    RType.CNAME: dnslib.CNAME,
+    RType.PTR: dnslib.PTR,
+    RType.NS: dnslib.NS,
+    RType.SRV: dnslib.SRV,
+    RType.MX: dnslib.MX,
+    RType.TXT: dnslib.TXT,
+    RType.SOA: dnslib.SOA,
+}
 
-def _rdata(data: bytes, rtype: int, rd: int, rdlen: int) -> object | None:
-    end = rd + rdlen
 
-    def name_at(pos: int) -> tuple[str, int]:
-        labels, nxt = _read_name(data, pos, pointers=True)
-        if nxt > end:
-            raise FormatError("name runs past its rdata")
-        return labels_to_text(labels), nxt
+def _text(label: Any) -> str:
+    """Presentation text of a parsed dnslib name; over 255 octets is malformed."""
+    labels: tuple[bytes, ...] = label.label
+    if sum(len(part) + 1 for part in labels) + 1 > MAX_NAME:
+        raise FormatError("name longer than 255 octets")
+    return labels_to_text(list(labels))
 
+
+def _typed(rtype: int, rd: Any) -> Any:
+    """A records.py rdata from a parsed dnslib rdata of the same type."""
     if rtype == RType.A:
-        if rdlen != 4:
-            raise FormatError("A rdata is not 4 octets")
-        return A(IPv4Address(data[rd:end]))
+        return A(IPv4Address(bytes(rd.data)))
     if rtype == RType.AAAA:
-        if rdlen != 16:
-            raise FormatError("AAAA rdata is not 16 octets")
-        return AAAA(IPv6Address(data[rd:end]))
-    if rtype in (RType.CNAME, RType.PTR, RType.NS):
-        target, _ = name_at(rd)
-        cls = {RType.CNAME: CNAME, RType.PTR: PTR, RType.NS: NS}[RType(rtype)]
-        return cls(target)
+        return AAAA(IPv6Address(bytes(rd.data)))
+    if rtype == RType.CNAME:
+        return CNAME(_text(rd.label))
+    if rtype == RType.PTR:
+        return PTR(_text(rd.label))
+    if rtype == RType.NS:
+        return NS(_text(rd.label))
     if rtype == RType.SRV:
-        if rdlen < 7:
-            raise FormatError("short SRV rdata")
-        prio, weight, port = struct.unpack_from("!HHH", data, rd)
-        target, _ = name_at(rd + 6)
-        return SRV(prio, weight, port, target)
+        return SRV(rd.priority, rd.weight, rd.port, _text(rd.target))
     if rtype == RType.MX:
-        if rdlen < 3:
-            raise FormatError("short MX rdata")
-        (pref,) = struct.unpack_from("!H", data, rd)
-        exchange, _ = name_at(rd + 2)
-        return MX(pref, exchange)
+        return MX(rd.preference, _text(rd.label))
     if rtype == RType.TXT:
-        strings = []
-        pos = rd
-        while pos < end:
-            ln = data[pos]
-            if pos + 1 + ln > end:
-                raise FormatError("TXT string runs past its rdata")
-            strings.append(data[pos + 1 : pos + 1 + ln].decode("utf-8", "backslashreplace"))
-            pos += 1 + ln
-        return TXT(tuple(strings))
-    if rtype == RType.SOA:
-        mname, pos = name_at(rd)
-        rname, pos = name_at(pos)
-        if pos + 20 > end:
-            raise FormatError("short SOA rdata")
-        return SOA(mname, rname, *struct.unpack_from("!IIIII", data, pos))
-    return None
+        return TXT(tuple(part.decode("utf-8", "backslashreplace") for part in rd.data))
+    return SOA(_text(rd.mname), _text(rd.rname), *rd.times)
 
 
 def decode_reply(data: bytes) -> DecodedReply:
@@ -565,51 +664,60 @@ def decode_reply(data: bytes) -> DecodedReply:
         return _decode_reply(data)
     except FormatError:
         raise
-    except (ValueError, IndexError, struct.error) as exc:
-        raise FormatError(f"malformed reply: {exc}") from None
+    except Exception as exc:
+        # dnslib signals malformed input with DNSError and BufferError, but also lets
+        # struct.error, IndexError, ValueError, UnicodeDecodeError and RecursionError (a
+        # pointer cycle) escape; all of them mean "these bytes are not a usable reply".
+        raise FormatError(f"malformed reply: {type(exc).__name__}: {exc}") from None
 
 
 def _decode_reply(data: bytes) -> DecodedReply:
-    if len(data) < 12:
-        raise FormatError("shorter than a DNS header")
-    qid, flags, qd, an, ns, ar = _HEADER.unpack_from(data, 0)
-    pos = 12
+    buf = dnslib.DNSBuffer(data)
+    header = dnslib.DNSHeader.parse(buf)
     question: Question | None = None
     qclass = 0
-    for i in range(qd):
-        labels, pos = _read_name(data, pos, pointers=True)
-        if pos + 4 > len(data):
-            raise FormatError("question runs past the end")
-        qtype, qc = struct.unpack_from("!HH", data, pos)
-        pos += 4
+    for i in range(header.q):
+        q = dnslib.DNSQuestion.parse(buf)
         if i == 0:
-            question, qclass = Question(labels_to_text(labels), qtype), qc
+            question, qclass = Question(_text(q.qname), q.qtype), q.qclass
+    flags = header.bitmap
     rcode = flags & 0xF
     sections: list[list[Record]] = [[], [], []]
     min_ttl: int | None = None
+    any_ttl: int | None = None
     soa_ttl: int | None = None
-    for index, count in enumerate((an, ns, ar)):
+    for index, count in enumerate((header.a, header.auth, header.ar)):
         for _ in range(count):
-            labels, _ = _read_name(data, pos, pointers=True)
-            rtype, rclass, ttl, rd, rdlen, pos = _skip_rr(data, pos)
+            owner = buf.decode_name()
+            rtype, rclass, ttl, rdlen = buf.unpack("!HHIH")
+            end = buf.offset + rdlen
+            if end > len(data):
+                raise FormatError("rdata runs past the end")
             if rtype == RType.OPT:
                 rcode |= (ttl >> 24) << 4  # RFC 6891 §6.1.3: upper 8 bits of the rcode
-                continue
-            if rclass != CLASS_IN:
+                buf.offset = end
                 continue
             if ttl & 0x80000000:  # RFC 2181 §8: a TTL with the top bit set is treated as 0
                 ttl = 0
+            any_ttl = ttl if any_ttl is None else min(any_ttl, ttl)
+            parser = _RDATA_PARSERS.get(rtype)
+            if rclass != CLASS_IN or parser is None:
+                if index == 0 and rclass == CLASS_IN:
+                    min_ttl = ttl if min_ttl is None else min(min_ttl, ttl)
+                buf.offset = end
+                continue
             if index == 0:
                 min_ttl = ttl if min_ttl is None else min(min_ttl, ttl)
-            rdata = _rdata(data, rtype, rd, rdlen)
-            if rdata is None:
-                continue
+            rd = parser.parse(buf, rdlen)
+            if buf.offset != end:  # dnslib does not check this itself
+                raise FormatError(f"{RType(rtype).name} rdata is not RDLENGTH {rdlen} octets")
+            rdata = _typed(rtype, rd)
             if index == 1 and isinstance(rdata, SOA):
                 neg = min(ttl, rdata.minimum)
                 soa_ttl = neg if soa_ttl is None else min(soa_ttl, neg)
-            sections[index].append(Record(labels_to_text(labels), ttl, rdata))  # type: ignore[arg-type]
+            sections[index].append(Record(_text(owner), ttl, rdata))
     return DecodedReply(
-        id=qid,
+        id=header.id,
         flags=flags,
         rcode=rcode,
         question=question,
@@ -619,7 +727,28 @@ def _decode_reply(data: bytes) -> DecodedReply:
         additional=tuple(sections[2]),
         min_ttl=min_ttl,
         soa_negative_ttl=soa_ttl,
+        record_min_ttl=any_ttl,
+        answer_count=header.a,
     )
+
+
+def reply_ttl(reply: bytes) -> tuple[int, int, bool]:
+    """(rcode, seconds the reply may be cached, negative) for a forward cache.
+
+    Positive: the smallest TTL of the answer records. Negative (NXDOMAIN, or NOERROR with
+    no answer = NODATA): min(SOA TTL, SOA MINIMUM) of the authority SOA, or 0 without one
+    (RFC 2308 §5: no SOA, do not cache). Other rcodes: 0. Raises FormatError if malformed.
+    """
+    decoded = decode_reply(reply)
+    rcode = decoded.rcode
+    if rcode == Rcode.NXDOMAIN or (rcode == Rcode.NOERROR and decoded.min_ttl is None):
+        return rcode, decoded.soa_negative_ttl or 0, True
+    if rcode == Rcode.NOERROR:
+        return rcode, decoded.min_ttl or 0, False
+    return rcode, 0, False
+
+
+# ---- relaying upstream replies as bytes (kdns.forward) -----------------------------------
 
 
 def _question_key(data: bytes) -> tuple[int, int, bytes, int, int] | None:
@@ -661,20 +790,61 @@ def reply_matches(query: Query | bytes, reply: bytes) -> bool:
     return _question_key(reply) == want
 
 
-def reply_ttl(reply: bytes) -> tuple[int, int, bool]:
-    """(rcode, seconds the reply may be cached, negative) for a forward cache.
+def ttl_offsets(reply: bytes) -> tuple[int, ...]:
+    """Where the TTL field of every record but the OPT sits in `reply` (RFC 1035 §4.1.3).
 
-    Positive: the smallest TTL of the answer records. Negative (NXDOMAIN, or NOERROR with
-    no answer = NODATA): min(SOA TTL, SOA MINIMUM) of the authority SOA, or 0 without one
-    (RFC 2308 §5: no SOA, do not cache). Other rcodes: 0. Raises FormatError if malformed.
+    Raises FormatError if the message is malformed; kept by the forward cache so a hit only
+    rewrites these fields.
     """
-    decoded = decode_reply(reply)
-    rcode = decoded.rcode
-    if rcode == Rcode.NXDOMAIN or (rcode == Rcode.NOERROR and decoded.min_ttl is None):
-        return rcode, decoded.soa_negative_ttl or 0, True
-    if rcode == Rcode.NOERROR:
-        return rcode, decoded.min_ttl or 0, False
-    return rcode, 0, False
+    if len(reply) < 12:
+        raise FormatError("shorter than a DNS header")
+    _, _, qd, an, ns, ar = _HEADER.unpack_from(reply, 0)
+    pos = 12
+    for _ in range(qd):
+        _, pos = _read_name(reply, pos, pointers=True)
+        pos += 4
+        if pos > len(reply):
+            raise FormatError("question runs past the end")
+    offsets = []
+    for _ in range(an + ns + ar):
+        _, after_name = _read_name(reply, pos, pointers=True)
+        rtype, _, _, _, _, pos = _skip_rr(reply, pos)
+        if rtype != RType.OPT:  # the OPT's "TTL" is its extended rcode and flags
+            offsets.append(after_name + 4)
+    return tuple(offsets)
+
+
+def rewrite_ttls(
+    reply: bytes,
+    elapsed: int,
+    *,
+    cap: int | None = None,
+    offsets: Sequence[int] | None = None,
+) -> bytes:
+    """`reply` with every record's TTL set to max(0, min(TTL, cap) - elapsed): the TTL
+    counts down while cached (RFC 1035 §4.1.3, RFC 2181 §8). `offsets` from `ttl_offsets`
+    (computed when None). Raises FormatError if the message is malformed."""
+    out = bytearray(reply)
+    for offset in ttl_offsets(reply) if offsets is None else offsets:
+        (ttl,) = _U32.unpack_from(out, offset)
+        if ttl & 0x80000000:  # RFC 2181 §8: treated as 0
+            ttl = 0
+        if cap is not None:
+            ttl = min(ttl, cap)
+        _U32.pack_into(out, offset, max(0, ttl - elapsed))
+    return bytes(out)
+
+
+def with_question(reply: bytes, query: Query) -> bytes:
+    """`reply` carrying the query's ID and its question bytes (the client's 0x20 spelling,
+    RFC 4343 §4.1). The reply's question must match the query's (`reply_matches` but the
+    ID), so both question sections have the same length; raises FormatError otherwise."""
+    key = _question_key(reply)
+    want = (query.opcode, query.qname_wire.lower(), query.question.qtype, query.qclass)
+    if key is None or key[1:] != want or reply[12 : 12 + len(query.qname_wire)].lower() != want[1]:
+        raise FormatError("the reply's question is not the query's")
+    end = 12 + len(query.question_wire)
+    return query.id.to_bytes(2, "big") + reply[2:12] + query.question_wire + reply[end:]
 
 
 def with_id(reply: bytes, qid: int) -> bytes:
@@ -682,16 +852,35 @@ def with_id(reply: bytes, qid: int) -> bytes:
     return qid.to_bytes(2, "big") + reply[2:]
 
 
+def truncated(reply: bytes) -> bool:
+    """The TC bit of a message's header (False when shorter than a header)."""
+    return len(reply) >= 12 and bool(reply[2] & 0x02)
+
+
+def header_rcode(reply: bytes) -> int:
+    """The 4-bit rcode of a message's header (SERVFAIL when shorter than a header)."""
+    return reply[3] & 0xF if len(reply) >= 12 else int(Rcode.SERVFAIL)
+
+
+def truncate_for(query: Query, reply: bytes, *, max_size: int) -> bytes:
+    """`reply` if it fits `max_size`, else an empty TC=1 copy (`encode_truncated`), so the
+    client retries over TCP (RFC 7766 §5, RFC 6891 §6.2.5)."""
+    if len(reply) <= max_size:
+        return reply
+    return encode_truncated(query, reply)
+
+
 def build_query(
     qname: str, qtype: int, *, qid: int, rd: bool = True, edns_payload: int | None = EDNS_PAYLOAD
 ) -> bytes:
     """A query of class IN; with a bare OPT advertising `edns_payload` unless None."""
-    flags = _FLAG_RD if rd else 0
-    opt = b""
+    message = dnslib.DNSRecord(
+        dnslib.DNSHeader(id=qid & 0xFFFF, rd=int(rd)),
+        q=dnslib.DNSQuestion(_dns_name(qname), qtype, CLASS_IN),
+    )
     if edns_payload is not None:
-        opt = b"\x00" + _RR_FIXED.pack(RType.OPT, edns_payload, 0, 0)
-    head = _HEADER.pack(qid & 0xFFFF, flags, 1, 0, 0, 1 if opt else 0)
-    return head + name_to_wire(qname) + struct.pack("!HH", qtype, CLASS_IN) + opt
+        message.add_ar(dnslib.EDNS0(udp_len=edns_payload))
+    return bytes(message.pack())
 
 
 def rcode_name(rcode: int) -> str:
