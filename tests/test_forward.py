@@ -204,6 +204,24 @@ async def test_only_spoofed_replies_time_out(up: FakeUpstream) -> None:
     await fwd.close()
 
 
+async def test_a_tcp_reply_with_a_wrong_id_is_never_relayed(up: FakeUpstream) -> None:
+    # RFC 5452 §9.1 over TCP: the connection carries only our query, so a reply with
+    # another ID fails that upstream and the next one is asked.
+    def wrong_id(fake: FakeUpstream, request: DNSRecord, proto: str) -> Answer:
+        good = bytes(fake.resolve(request).pack())
+        return Answer(with_id(good, (request.header.id + 1) % 65536))
+
+    async with FakeUpstream(handler=wrong_id) as liar:
+        liar.add("www.example.com. 20 IN A 6.6.6.6")
+        fwd = make([liar.addr, up.addr], random_order=False)
+        reply = await ask(fwd, "www.example.com.", tcp=True, qid=77)
+        assert reply is not None
+        assert reply.header.id == 77
+        assert lines(reply) == ["www.example.com. 20 a 192.0.2.1"]
+        assert (liar.count(proto="tcp"), up.count(proto="tcp")) == (1, 1)
+        await fwd.close()
+
+
 async def test_past_max_concurrent_the_query_is_refused(up: FakeUpstream) -> None:
     arrived = asyncio.Event()
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import random
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
 from kdns.dns.records import (
+    AAAA,
     CNAME,
+    MX,
+    NS,
+    PTR,
     SOA,
     SRV,
+    TXT,
     A,
     Question,
     Rcode,
@@ -31,7 +37,11 @@ from kdns.dns.wire import (
     name_to_wire,
     reply_matches,
     reply_ttl,
+    rewrite_ttls,
+    truncate_for,
+    ttl_offsets,
     with_id,
+    with_question,
 )
 
 QID = 0x1234
@@ -375,3 +385,168 @@ def test_describe_renders_messages_and_survives_junk() -> None:
     assert "Example.com." in text
     assert "AAAA" in text
     assert describe(b"\xff\x00junk").startswith("<unparsable")
+
+
+# ---- every record type, compression limits ----------------------------------------------
+
+
+def test_every_record_type_round_trips_through_the_wire() -> None:
+    long_text = "x" * 300  # RFC 1035 §3.3.14: character-strings hold at most 255 octets
+    records = (
+        Record(QNAME, 5, A(IPv4Address("10.0.0.1"))),
+        Record(QNAME, 5, AAAA(IPv6Address("fd00::1"))),
+        Record("alias.testns.svc.cluster.local.", 5, CNAME(QNAME)),
+        Record("1.0.0.10.in-addr.arpa.", 5, PTR(QNAME)),
+        Record("cluster.local.", 5, NS("ns.dns.cluster.local.")),
+        Record("_http._tcp." + QNAME, 5, SRV(10, 20, 8080, "pod-1." + QNAME)),
+        Record(QNAME, 5, MX(10, "mail.example.")),
+        Record(QNAME, 5, TXT(("v=1", "caf\u00e9"))),
+        SOA_RECORD,
+    )
+    data = make_query(QNAME, 255)
+    out = encode_reply(decode_query(data), Reply(answer=records), max_size=65535)
+    decoded = decode_reply(out)
+    assert decoded.answer == records
+    split = Record(QNAME, 5, TXT((long_text,)))
+    out = encode_reply(decode_query(data), Reply(answer=(split,)), max_size=65535)
+    assert decode_reply(out).answer == (Record(QNAME, 5, TXT(("x" * 255, "x" * 45))),)
+
+
+def test_owner_names_in_other_case_point_into_the_question_and_keep_their_labels() -> None:
+    # RFC 4343: suffixes match case-insensitively; labels not compressed keep their case.
+    data = make_query(QNAME)  # svc1.testns.svc.cluster.local: "svc" sits at 12 + 5 + 7 = 24
+    record = Record("Other.SVC.Cluster.local.", 5, A(IPv4Address("10.0.0.2")))
+    out = encode_reply(decode_query(data), Reply(answer=(record,)), max_size=512)
+    assert out[len(data) :].startswith(b"\x05Other\xc0\x18\x00\x01")
+
+
+def test_names_first_written_past_16k_are_never_pointer_targets() -> None:
+    # RFC 1035 §4.1.4: a pointer holds 14 bits, so a name written at offset >= 0x4000 can
+    # only be repeated in full. 1100 A records of 16 octets put the additional ones past it.
+    answers = many_a(1100)
+    pod = "pod-1.other.example."
+    extra = tuple(Record(pod, 5, A(IPv4Address(f"10.9.0.{i}"))) for i in (1, 2))
+    data = make_query(QNAME)
+    out = encode_reply(decode_query(data), Reply(answer=answers, additional=extra), max_size=65535)
+    assert len(out) > 0x4000
+    assert out.count(wire_name(pod)) == 2  # written twice, not pointed to
+    decoded = decode_reply(out)
+    assert decoded.additional == extra
+    assert decoded.answer == answers
+
+
+def test_escaped_names_keep_their_label_boundaries() -> None:
+    # RFC 1035 §5.1: "\." is a dot inside a label, "\255" an octet.
+    name = "a\\.b.\\255x.example."
+    data = make_query(QNAME)
+    record = Record(QNAME, 5, CNAME(name))
+    out = encode_reply(decode_query(data), Reply(answer=(record,)), max_size=512)
+    assert b"\x03a.b\x02\xffx\x07example\x00" in out
+    assert decode_reply(out).answer == (record,)
+    query = build_query(name, 1, qid=1, edns_payload=None)
+    assert query[12:-4] == b"\x03a.b\x02\xffx\x07example\x00"
+
+
+def test_error_reply_sets_ra_when_asked() -> None:
+    reply = encode_error(make_query(QNAME), Rcode.REFUSED, ra=True)
+    assert reply is not None
+    assert header(reply)[1] == 0x8000 | 0x0100 | 0x0080 | Rcode.REFUSED
+
+
+# ---- upstream replies: hostile input ends in FormatError ---------------------------------
+
+
+def a_rr(rdata: bytes, *, ttl: int = 60, rtype: int = 1) -> bytes:
+    return b"\xc0\x0c" + struct.pack("!HHIH", rtype, 1, ttl, len(rdata)) + rdata
+
+
+def test_decode_reply_checks_rdlength() -> None:
+    # RFC 1035 §3.4.1: A rdata is 4 octets; dnslib alone would read 4 and go on.
+    bad = upstream_reply(
+        "a.example.", 1, qid=1, rcode=0, answer=a_rr(b"\x01\x02\x03\x04\x00\x00"), an=1
+    )
+    with pytest.raises(FormatError, match="RDLENGTH"):
+        decode_reply(bad)
+
+
+def test_decode_reply_skips_types_it_does_not_know_even_with_empty_rdata() -> None:
+    null = a_rr(b"", rtype=10)  # NULL with empty rdata: legal (RFC 1035 §3.3.10)
+    good = a_rr(b"\x01\x02\x03\x04", ttl=30)
+    data = upstream_reply("a.example.", 1, qid=1, rcode=0, answer=null + good, an=2)
+    decoded = decode_reply(data)
+    assert decoded.answer == (Record("a.example.", 30, A(IPv4Address("1.2.3.4"))),)
+    assert decoded.min_ttl == 30
+
+
+def test_decode_reply_pointer_cycle_is_a_format_error() -> None:
+    # A question ending at offset 191, then an owner name whose pointer at 191 targets 192,
+    # whose pointer targets 191 again.
+    qname = b"\x3f" + b"a" * 63 + b"\x3f" + b"a" * 63 + b"\x2d" + b"a" * 45 + b"\x00"
+    head = struct.pack("!6H", 1, 0x8180, 1, 1, 0, 0) + qname + b"\x00\x01\x00\x01"
+    assert len(head) == 191
+    data = head + b"\xc0\xc0\xbf" + struct.pack("!HHIH", 1, 1, 1, 4) + b"\x01\x02\x03\x04"
+    with pytest.raises(FormatError):
+        decode_reply(data)
+
+
+def test_decode_reply_raises_only_format_error_on_mangled_bytes() -> None:
+    rng = random.Random(20240611)
+    records = (A_RECORD, Record(QNAME, 5, SRV(0, 1, 80, "pod." + QNAME)), SOA_RECORD)
+    reply = Reply(answer=records[:2], authority=records[2:])
+    base = encode_reply(decode_query(make_query(QNAME, opt=opt_rr())), reply, max_size=1232)
+    for _ in range(3000):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        cut = bytes(data[: rng.randint(0, len(data))]) if rng.random() < 0.3 else bytes(data)
+        try:
+            decode_reply(cut)
+        except FormatError:
+            pass
+
+
+# ---- relaying: TTLs, the client's question, truncation -----------------------------------
+
+
+def test_ttl_offsets_and_rewrite_leave_the_opt_alone() -> None:
+    rr = a_rr(b"\x01\x02\x03\x04", ttl=300)
+    opt = opt_rr(1232, do=True)
+    head = struct.pack("!6H", 7, 0x8180, 1, 1, 0, 1)
+    data = head + wire_name("a.example.") + b"\x00\x01\x00\x01" + rr + opt
+    (offset,) = ttl_offsets(data)
+    assert data[offset : offset + 4] == struct.pack("!I", 300)
+    capped = rewrite_ttls(data, 0, cap=60)
+    assert capped[offset : offset + 4] == struct.pack("!I", 60)
+    assert capped[-11:] == opt  # the OPT's TTL field is its flags (RFC 6891 §6.1.3)
+    aged = rewrite_ttls(capped, 25, offsets=(offset,))
+    assert aged[offset : offset + 4] == struct.pack("!I", 35)
+    assert rewrite_ttls(capped, 99)[offset : offset + 4] == b"\x00\x00\x00\x00"
+    with pytest.raises(FormatError):
+        ttl_offsets(data[:-3])
+
+
+def test_with_question_takes_the_clients_id_and_spelling() -> None:
+    stored = upstream_reply(
+        "www.example.com.", 1, qid=1, rcode=0, answer=a_rr(b"\x01\x02\x03\x04"), an=1
+    )
+    query = decode_query(make_query("WWW.Example.COM", qid=0x4242))
+    out = with_question(stored, query)
+    assert out[:2] == b"\x42\x42"
+    assert out[2:12] == stored[2:12]
+    assert out[12 : 12 + len(query.question_wire)] == query.question_wire
+    assert out[12 + len(query.question_wire) :] == stored[12 + len(query.question_wire) :]
+    with pytest.raises(FormatError):
+        with_question(stored, decode_query(make_query("www.example.org")))
+    with pytest.raises(FormatError):
+        with_question(stored, decode_query(make_query("www.example.com", 28)))
+
+
+def test_truncate_for_replaces_an_oversized_reply_by_an_empty_tc_one() -> None:
+    query = decode_query(make_query(QNAME, opt=opt_rr(700)))
+    big = encode_reply(query, Reply(answer=many_a(60)), max_size=65535)
+    assert truncate_for(query, big, max_size=len(big)) == big
+    small = truncate_for(query, big, max_size=700)
+    _, flags, qd, an, ns, ar = header(small)
+    assert flags & 0x0200  # TC (RFC 1035 §4.2.1)
+    assert (qd, an, ns, ar) == (1, 0, 0, 1)  # the question and our OPT only
+    assert small[12 : 12 + len(query.question_wire)] == query.question_wire

@@ -14,19 +14,20 @@ What dnslib does (the library is the project's chosen wire codec):
   `AAAA`, `CNAME`, `PTR`, `NS`, `MX`, `SRV`, `TXT`, `SOA` mapped by type), the OPT record
   (`dnslib.EDNS0`) and whole queries (`build_query`). dnslib writes SRV targets
   uncompressed itself (`encode_name_nocompress`, RFC 2782).
-* Decoding upstream replies (`decode_reply`): header, questions, names and the rdata of the
-  types above, with dnslib's own parsers.
+* Decoding upstream replies (`decode_reply`): the header, questions and the rdata of the
+  types above, with dnslib's own parsers (`DNSHeader.parse`, `DNSQuestion.parse`,
+  `A.parse`, `SRV.parse`, ...), converted to typed `Record`s.
 * `describe()`: a dig-like rendering for debug logs and test failures.
 
 What is hand-written here, and why:
 
 * `decode_query`, the parser of client queries: it is the hostile-input boundary and the
-  slow path's first step. dnslib's parser is lenient: of the 21 FORMERR packets in
+  slow path's first step. dnslib's parser is lenient where it matters: of the 21 FORMERR packets in
   tests/data/hostile/packets.txt, `dnslib.DNSRecord.parse` accepts 10 (QDCOUNT 0, two
   questions, a pointer into the header, a 64-octet label, a 256-octet name, trailing bytes,
   a repeated OPT, an OPT in the authority section), never checks that an rdata parser used
-  exactly RDLENGTH octets (an A record with RDLENGTH 6 parses as a plain A), rejects names
-  with non-UTF-8 octets (legal in DNS), and a two-pointer cycle (a pointer at offset 191 to
+  exactly RDLENGTH octets (an A record with RDLENGTH 6 parses as a plain A), yet rejects
+  names with non-UTF-8 octets (legal in DNS); and a two-pointer cycle (a pointer at offset 191 to
   192 and back) ends in RecursionError after ~3 ms. Ours rejects all of these in one pass,
   raising only `QueryError`/`FormatError`, and costs a few microseconds.
 * The reply's 12-byte header and question: the counts are known only after truncation, and
@@ -42,9 +43,12 @@ What is hand-written here, and why:
 * Truncation: dnslib's `DNSRecord.truncate()` drops every record; RFC 2181 §9 / CoreDNS
   keep what fits, so records are packed one by one and the first that does not fit ends
   the message.
-* The upstream-reply record loop in `decode_reply`: dnslib's per-record parsers are used,
-  but `DNSRecord.parse` does not check RDLENGTH, refuses an empty rdata of any type and
-  parses rdata of types we discard; the loop checks the first and skips the others.
+* The upstream-reply record loop and name reading in `decode_reply`: `DNSRecord.parse`
+  does not check RDLENGTH, refuses an empty rdata of any type (legal, e.g. NULL) and
+  parses rdata of types we discard; the loop checks RDLENGTH and skips unknown types
+  unparsed. dnslib's `decode_name` (also called by its rdata parsers) rejects non-UTF-8
+  labels and recurses without bound on a pointer cycle, so `_ReplyReader` replaces it with
+  the strict reader of `decode_query`.
 * Relay helpers over raw bytes (`reply_matches`, `ttl_offsets`, `rewrite_ttls`,
   `with_question`, `with_id`, `truncate_for`): a forward cache hit must cost a copy and a
   few TTL writes, not a parse and a re-encode (which would also change the upstream's
@@ -629,12 +633,25 @@ _RDATA_PARSERS: dict[int, Any] = {
 }
 
 
+class _ReplyReader(dnslib.DNSBuffer):  # type: ignore[misc]
+    """dnslib's message buffer reading names with our strict reader: dnslib's own
+    `decode_name` rejects non-UTF-8 labels (legal in DNS), recurses without bound on a
+    pointer cycle and accepts names over 255 octets."""
+
+    offset: int  # dnslib's read position
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self._raw = data
+
+    def decode_name(self, last: int = -1) -> Any:
+        labels, self.offset = _read_name(self._raw, self.offset, pointers=True)
+        return dnslib.DNSLabel(labels)
+
+
 def _text(label: Any) -> str:
-    """Presentation text of a parsed dnslib name; over 255 octets is malformed."""
-    labels: tuple[bytes, ...] = label.label
-    if sum(len(part) + 1 for part in labels) + 1 > MAX_NAME:
-        raise FormatError("name longer than 255 octets")
-    return labels_to_text(list(labels))
+    """Presentation text of a name read by `_ReplyReader`."""
+    return labels_to_text(list(label.label))
 
 
 def _typed(rtype: int, rd: Any) -> Any:
@@ -672,7 +689,7 @@ def decode_reply(data: bytes) -> DecodedReply:
 
 
 def _decode_reply(data: bytes) -> DecodedReply:
-    buf = dnslib.DNSBuffer(data)
+    buf = _ReplyReader(bytes(data))
     header = dnslib.DNSHeader.parse(buf)
     question: Question | None = None
     qclass = 0
