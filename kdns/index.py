@@ -8,6 +8,7 @@ No I/O here.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ from kdns.model import (
 )
 
 Key = tuple[str, str]
+
+BULK_OBJECTS = 1000
+"""A Replace of at least this many objects is a bulk load: afterwards its survivors are
+moved out of the collector's generations (`gc.freeze`), so later full collections do not
+rescan a large, acyclic heap and pause the answers (issue 5)."""
 
 
 def dashed_label(address: IPAddress) -> str:
@@ -72,12 +78,14 @@ class Index:
         self.namespaces: dict[str, Namespace] = {}
         self.pods: dict[Key, Pod] = {}
         # Derived indexes, kept in step by apply().
-        self._slices_of: dict[Key, set[Key]] = {}  # (ns, service) -> slice keys
+        self._slices_of: dict[Key, tuple[Key, ...]] = {}  # (ns, service) -> slice keys, sorted
         self._endpoints: dict[Key, tuple[ReadyEndpoint, ...]] = {}  # (ns, service) -> ready
         self._services_in: dict[str, int] = {}  # ns -> number of Services
         self._objects_in: dict[str, int] = {}  # ns -> Services + slices + pods
-        self._cluster_ip: dict[IPAddress, list[Key]] = {}
-        self._endpoint_ip: dict[IPAddress, list[ReverseName]] = {}
+        # One owner is stored as itself; a list only when several share the address (memory:
+        # a one-element list per address costs ~90 bytes).
+        self._cluster_ip: dict[IPAddress, Key | list[Key]] = {}
+        self._endpoint_ip: dict[IPAddress, ReverseName | list[ReverseName]] = {}
         self._pod_ip: dict[tuple[str, IPAddress], int] = {}
         # (version, prefix length, prefix) -> how many owned addresses lie under it.
         self._prefixes: dict[tuple[int, int, int], int] = {}
@@ -111,9 +119,12 @@ class Index:
     def reverse(self, address: IPAddress) -> Sequence[ReverseName]:
         owners = self._cluster_ip.get(address)
         if owners:
-            ns, name = min(owners)
+            ns, name = min(owners) if isinstance(owners, list) else owners
             return (ReverseName(ns, name),)
-        return self._endpoint_ip.get(address, ())
+        names = self._endpoint_ip.get(address)
+        if names is None:
+            return ()
+        return tuple(names) if isinstance(names, list) else (names,)
 
     def reverse_prefix_exists(self, network: IPv4Network | IPv6Network) -> bool:
         bits = network.max_prefixlen
@@ -156,6 +167,11 @@ class Index:
             changed = self._replace(event)
             self._listed.add(event.kind)
             kinds = "other"
+            if changed and len(event.objects) >= BULK_OBJECTS:
+                # Collect the load's garbage once, then freeze what survives (issue 5:
+                # no full-collection pauses rescanning it while answering).
+                gc.collect()
+                gc.freeze()
         elif isinstance(event, Upsert):
             changed = self._upsert(event.obj)
             kinds = self._service_kind(event.obj)
@@ -205,7 +221,7 @@ class Index:
         if old is not None:
             self._unlink(old)
         store[key] = obj
-        self._link(obj)
+        self._link(obj, key)
         return True
 
     def _delete(self, event: Delete) -> bool:
@@ -238,7 +254,7 @@ class Index:
         for key, obj in incoming.items():
             if key not in store:
                 store[key] = obj
-                self._link(obj)
+                self._link(obj, key)
         return True
 
     # ---- derived indexes ---------------------------------------------------------------
@@ -256,18 +272,26 @@ class Index:
             else:
                 self._services_in.pop(namespace, None)
 
-    def _link(self, obj: ClusterObject) -> None:
+    def _link(self, obj: ClusterObject, key: Key) -> None:
+        """Index `obj`, stored under `key` (the key object is shared, not copied)."""
         if isinstance(obj, Service):
             self._count(obj.namespace, 1, service=True)
             for ip in obj.cluster_ips:
-                self._cluster_ip.setdefault(ip, []).append((obj.namespace, obj.name))
+                owners = self._cluster_ip.get(ip)
+                if owners is None:
+                    self._cluster_ip[ip] = key
+                elif isinstance(owners, list):
+                    owners.append(key)
+                else:
+                    self._cluster_ip[ip] = [owners, key]
                 self._add_prefixes(ip, 1)
         elif isinstance(obj, EndpointSlice):
             self._count(obj.namespace, 1)
             if obj.service is not None:
-                key = (obj.namespace, obj.service)
-                self._slices_of.setdefault(key, set()).add((obj.namespace, obj.name))
-                self._rebuild_endpoints(key)
+                service_key = (obj.namespace, obj.service)
+                keys = self._slices_of.get(service_key, ())
+                self._slices_of[service_key] = tuple(sorted((*keys, key)))
+                self._rebuild_endpoints(service_key)
         elif isinstance(obj, Pod):
             self._count(obj.namespace, 1)
             for ip in obj.ips:
@@ -277,23 +301,33 @@ class Index:
     def _unlink(self, obj: ClusterObject) -> None:
         if isinstance(obj, Service):
             self._count(obj.namespace, -1, service=True)
+            key = (obj.namespace, obj.name)
             for ip in obj.cluster_ips:
                 owners = self._cluster_ip.get(ip)
-                if owners is not None:
-                    owners.remove((obj.namespace, obj.name))
-                    self._add_prefixes(ip, -1)
-                    if not owners:
-                        del self._cluster_ip[ip]
+                if owners is None:
+                    continue
+                if isinstance(owners, list):
+                    if key not in owners:
+                        continue
+                    owners.remove(key)
+                    if len(owners) == 1:
+                        self._cluster_ip[ip] = owners[0]
+                elif owners == key:
+                    del self._cluster_ip[ip]
+                else:
+                    continue
+                self._add_prefixes(ip, -1)
         elif isinstance(obj, EndpointSlice):
             self._count(obj.namespace, -1)
             if obj.service is not None:
-                key = (obj.namespace, obj.service)
-                keys = self._slices_of.get(key)
-                if keys is not None:
-                    keys.discard((obj.namespace, obj.name))
-                    if not keys:
-                        del self._slices_of[key]
-                self._rebuild_endpoints(key)
+                service_key = (obj.namespace, obj.service)
+                slice_key = (obj.namespace, obj.name)
+                keys = tuple(k for k in self._slices_of.get(service_key, ()) if k != slice_key)
+                if keys:
+                    self._slices_of[service_key] = keys
+                else:
+                    self._slices_of.pop(service_key, None)
+                self._rebuild_endpoints(service_key)
         elif isinstance(obj, Pod):
             self._count(obj.namespace, -1)
             for ip in obj.ips:
@@ -326,12 +360,18 @@ class Index:
         for ep in old:
             self._add_prefixes(ep.address, -1)
             names = self._endpoint_ip.get(ep.address)
-            if names is not None:
+            if names is None:
+                continue
+            if isinstance(names, list):
                 names[:] = [n for n in names if (n.namespace, n.service) != key]
-                if not names:
+                if len(names) == 1:
+                    self._endpoint_ip[ep.address] = names[0]
+                elif not names:
                     del self._endpoint_ip[ep.address]
+            elif (names.namespace, names.service) == key:
+                del self._endpoint_ip[ep.address]
         merged: dict[tuple[str, IPAddress], ReadyEndpoint] = {}
-        for slice_key in sorted(self._slices_of.get(key, ())):
+        for slice_key in self._slices_of.get(key, ()):
             eps = self.slices[slice_key]
             for endpoint in eps.endpoints:
                 if not endpoint.ready:  # EndpointSlice: ready=None is stored as True
@@ -345,8 +385,14 @@ class Index:
         self._endpoints[key] = ready
         for ep in ready:
             self._add_prefixes(ep.address, 1)
-            names = self._endpoint_ip.setdefault(ep.address, [])
             name = ReverseName(ns, svc, ep.label)
+            names = self._endpoint_ip.get(ep.address)
+            if names is None:
+                self._endpoint_ip[ep.address] = name
+                continue
+            if not isinstance(names, list):
+                names = [names]
+                self._endpoint_ip[ep.address] = names
             if name not in names:
                 names.append(name)
                 names.sort(key=lambda n: (n.namespace, n.service, n.label or ""))

@@ -9,6 +9,7 @@ manifest) or one skipped object (a watch). Pure: no I/O, no logging.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from ipaddress import ip_address
 from typing import Any
@@ -44,6 +45,31 @@ class ConversionError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{field}: {problem}" + (f"; {fix}" if fix else ""))
+
+
+# ---- sharing (issue 5: memory per object) -----------------------------------------------
+
+_SHARED_LIMIT = 4096
+_PORTS: dict[ServicePort, ServicePort] = {}
+_PORT_TUPLES: dict[tuple[ServicePort, ...], tuple[ServicePort, ...]] = {}
+
+
+def shared_ports(ports: Sequence[ServicePort]) -> tuple[ServicePort, ...]:
+    """`ports` as a tuple equal to it, shared with every other object that has the same
+    ports: most Services of a cluster have one of a few port lists, so 100k Services need
+    only a few ServicePort objects. Bounded: the table starts over past `_SHARED_LIMIT`
+    distinct values (sharing is an optimisation; equality never depends on identity)."""
+    if len(_PORTS) > _SHARED_LIMIT or len(_PORT_TUPLES) > _SHARED_LIMIT:
+        _PORTS.clear()
+        _PORT_TUPLES.clear()
+    key = tuple(_PORTS.setdefault(p, p) for p in ports)
+    return _PORT_TUPLES.setdefault(key, key)
+
+
+def _intern(text: str) -> str:
+    """One string object for a value that repeats across objects (namespaces, port names,
+    protocols, hostnames like `web-0`, the Service name an EndpointSlice points at)."""
+    return sys.intern(text)
 
 
 # ---- field helpers (also used by the manifests source) ----------------------------------
@@ -103,7 +129,7 @@ def metadata_names(obj: Mapping[str, Any], *, namespaced: bool = True) -> tuple[
     if not namespaced:
         return "", name
     namespace = string_at(meta, "namespace", field="metadata.namespace").lower()
-    return namespace or "default", name
+    return _intern(namespace or "default"), name
 
 
 def ip_from_api(value: Any, *, field: str) -> IPAddress:
@@ -138,7 +164,7 @@ def service_port_from_api(port: Any, *, field: str) -> ServicePort:
             f"{field}.protocol", f"{shown(protocol)} is not a protocol", "use TCP, UDP or SCTP"
         )
     number = port_number(port.get("port"), field=f"{field}.port")
-    return ServicePort(name=name, protocol=protocol, port=number)
+    return ServicePort(name=_intern(name), protocol=_intern(protocol), port=number)
 
 
 # ---- objects ---------------------------------------------------------------------------
@@ -170,9 +196,11 @@ def service_from_api(obj: Mapping[str, Any]) -> Service:
     (the manifests source allocates one; the API always has one)."""
     namespace, name = metadata_names(obj)
     spec = mapping_at(obj, "spec", field="spec")
-    ports = tuple(
-        service_port_from_api(p, field=f"spec.ports[{i}]")
-        for i, p in enumerate(list_at(spec, "ports", field="spec.ports"))
+    ports = shared_ports(
+        [
+            service_port_from_api(p, field=f"spec.ports[{i}]")
+            for i, p in enumerate(list_at(spec, "ports", field="spec.ports"))
+        ]
     )
     if string_at(spec, "type", field="spec.type") == "ExternalName":
         # spec §2.5: an ExternalName Service is a CNAME to spec.externalName.
@@ -201,8 +229,13 @@ def _endpoint_from_api(raw: Any, *, field: str) -> Endpoint | None:
     conditions = mapping_at(raw, "conditions", field=f"{field}.conditions")
     # EndpointSlice API: "ready ... nil should be interpreted as true" (unknown = ready).
     ready = conditions.get("ready") is not False
-    hostname = string_at(raw, "hostname", field=f"{field}.hostname").lower() or None
-    return Endpoint(addresses, ready=ready, hostname=hostname, pod_name=_pod_ref(raw, field))
+    hostname = string_at(raw, "hostname", field=f"{field}.hostname").lower()
+    return Endpoint(
+        addresses,
+        ready=ready,
+        hostname=_intern(hostname) if hostname else None,
+        pod_name=_pod_ref(raw, field),
+    )
 
 
 def _pod_ref(raw: Mapping[str, Any], field: str) -> str | None:
@@ -237,9 +270,9 @@ def endpointslice_from_api(obj: Mapping[str, Any]) -> EndpointSlice | None:
     return EndpointSlice(
         namespace,
         name,
-        service=service.lower() or None,
+        service=_intern(service.lower()) if service else None,
         endpoints=tuple(endpoints),
-        ports=tuple(ports),
+        ports=shared_ports(ports),
     )
 
 
@@ -247,8 +280,13 @@ def _endpoints_address(raw: Any, *, field: str, ready: bool) -> Endpoint:
     if not isinstance(raw, Mapping):
         raise _not_mapping(field, raw)
     address = ip_from_api(raw.get("ip"), field=f"{field}.ip")
-    hostname = string_at(raw, "hostname", field=f"{field}.hostname").lower() or None
-    return Endpoint((address,), ready=ready, hostname=hostname, pod_name=_pod_ref(raw, field))
+    hostname = string_at(raw, "hostname", field=f"{field}.hostname").lower()
+    return Endpoint(
+        (address,),
+        ready=ready,
+        hostname=_intern(hostname) if hostname else None,
+        pod_name=_pod_ref(raw, field),
+    )
 
 
 def slices_from_endpoints(obj: Mapping[str, Any]) -> list[EndpointSlice]:
@@ -270,9 +308,11 @@ def slices_from_endpoints(obj: Mapping[str, Any]) -> list[EndpointSlice]:
                 list_at(subset, "notReadyAddresses", field=f"{at}.notReadyAddresses")
             )
         ]
-        ports = tuple(
-            service_port_from_api(p, field=f"{at}.ports[{i}]")
-            for i, p in enumerate(list_at(subset, "ports", field=f"{at}.ports"))
+        ports = shared_ports(
+            [
+                service_port_from_api(p, field=f"{at}.ports[{i}]")
+                for i, p in enumerate(list_at(subset, "ports", field=f"{at}.ports"))
+            ]
         )
         slices.append(
             EndpointSlice(
