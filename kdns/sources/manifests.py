@@ -230,23 +230,30 @@ def manifest_files(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
-def _read_documents(path: Path) -> list[Any]:
+def _read_documents(path: Path) -> Iterator[Any]:
+    """The documents of one file, one at a time: a YAML stream is parsed lazily, so only
+    one document's dicts are alive while it is converted (issue 5: peak memory of a big
+    load). A syntax error is raised when the parser reaches it."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: cannot read: {exc}; check the file") from None
     if path.suffix == ".json":
         try:
-            return [json.loads(text)] if text.strip() else []
+            document = json.loads(text) if text.strip() else None
         except json.JSONDecodeError as exc:
             raise ManifestError(
                 f"{path}: line {exc.lineno} column {exc.colno}: JSON syntax error: {exc.msg}; "
                 "fix the JSON syntax"
             ) from None
+        del text
+        if document is not None:
+            yield document
+        return
     try:
         # libyaml's loader when PyYAML has it: the pure-Python one is ~10x slower.
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        return list(yaml.load_all(text, Loader=loader))
+        yield from yaml.load_all(text, Loader=loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
@@ -259,8 +266,9 @@ def _read_documents(path: Path) -> list[Any]:
         raise ManifestError(f"{path}: YAML error: {one_line}; fix the YAML syntax") from None
 
 
-def _objects(path: Path, documents: list[Any]) -> Iterator[tuple[_Origin, Mapping[str, Any]]]:
-    """Each object with where it came from; `List` documents are flattened."""
+def _objects(path: Path, documents: Iterable[Any]) -> Iterator[tuple[_Origin, Mapping[str, Any]]]:
+    """Each object with where it came from; `List` documents are flattened, and each item
+    is dropped from its list once handed out (a big JSON List is not held twice)."""
     for number, doc in enumerate(documents, start=1):
         if doc is None:
             continue  # an empty document (`---` at the end)
@@ -277,7 +285,9 @@ def _objects(path: Path, documents: list[Any]) -> Iterator[tuple[_Origin, Mappin
                     f"{path}: document {number} ({kind}): items: is not a list; "
                     "write the objects as a list"
                 )
-            for i, item in enumerate(items):
+            items.reverse()  # pop from the end: O(1) per item
+            for i in range(len(items)):
+                item = items.pop()
                 origin = _Origin(path, number, f"items[{i}].", kind)
                 if not isinstance(item, Mapping):
                     raise ManifestError(
@@ -866,6 +876,14 @@ def load_manifests(
     )
 
 
+def digests(data: ManifestData) -> tuple[int, ...]:
+    """A hash per kind, in the order of `events(data)`: a reload applies only the kinds
+    whose hash changed. The objects are frozen and hash by value; two different lists of
+    one kind have equal hashes with odds of about 2**-64, which would delay that change
+    to the next edit."""
+    return tuple(hash(event.objects) for event in events(data))
+
+
 def events(data: ManifestData) -> list[Replace]:
     """One Replace per kind: applying them makes an index hold exactly `data`."""
     return [
@@ -966,16 +984,18 @@ async def run_manifests(
     """
     snapshot = await asyncio.to_thread(_snapshot, paths)
     if initial is None:
-        current = await asyncio.to_thread(
+        initial = await asyncio.to_thread(
             load_manifests, paths, service_cidrs=service_cidrs, pod_cidrs=pod_cidrs
         )
-        for event in events(current):
+        for event in events(initial):
             apply(event)
-    else:
-        current = initial
-    warned = set(current.warnings)
-    for line in current.warnings:
+    # Keep a digest per kind, not the data: after a reload the index keeps its own (equal)
+    # objects, so holding the loaded ones would be a second copy (issue 5).
+    current = digests(initial)
+    warned = set(initial.warnings)
+    for line in initial.warnings:
         log.warning("%s", line)
+    del initial
     failing = False
     while True:
         await asyncio.sleep(poll_seconds)
@@ -1001,12 +1021,13 @@ async def run_manifests(
         if failing:
             log.info("manifests reload succeeded again")
             failing = False
-        if data == current:
+        now_digests = digests(data)
+        if now_digests == current:
             continue
-        for event, old in zip(events(data), events(current), strict=True):
-            if event != old:
+        for event, new, old in zip(events(data), now_digests, current, strict=True):
+            if new != old:
                 apply(event)
-        current = data
+        current = now_digests
         log.info(
             "manifests reloaded: %d services, %d endpointslices, %d pods",
             len(data.services),

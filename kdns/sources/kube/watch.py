@@ -203,25 +203,32 @@ class Reflector:
                 continue
             pages += 1
             resource_version = page.resource_version or resource_version
-            for item in page.items:  # convert now, drop the JSON with the page
+            items = page.items
+            items.reverse()  # pop from the end: each item's JSON is freed once converted
+            while items:
                 try:
-                    obj = self._convert(item, "LIST")
+                    obj = self._convert(items.pop(), "LIST")
                 except _SkippedError:
                     continue
                 if obj is not None:
                     objects.append(obj)
             token = page.continue_token
+            del page, items  # not held while the next page is awaited (issue 5)
             if not token:
                 break
         received_at = time.monotonic()
-        self.apply(Replace(self.kind, tuple(objects)), received_at=received_at)
+        replace = Replace(self.kind, tuple(objects))
+        count = len(objects)
+        del objects  # the tuple alone is enough
+        self.apply(replace, received_at=received_at)
+        del replace
         self.resource_version = resource_version
         self.health.synced.add(self.kind)
         self.stats.last_sync_unix[self.kind.value] = self.wall_clock()
         log.info(
             "%s: listed %d objects in %d pages at resourceVersion %s",
             self.kind,
-            len(objects),
+            count,
             pages,
             resource_version,
         )
