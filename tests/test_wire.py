@@ -539,6 +539,9 @@ def test_with_question_takes_the_clients_id_and_spelling() -> None:
         with_question(stored, decode_query(make_query("www.example.org")))
     with pytest.raises(FormatError):
         with_question(stored, decode_query(make_query("www.example.com", 28)))
+    https = upstream_reply("www.example.com.", 65, qid=1, rcode=0)  # type 0x0041, "A"
+    with pytest.raises(FormatError):  # must not match type 0x0061 through a case fold
+        with_question(https, decode_query(make_query("www.example.com", 0x61)))
 
 
 def test_truncate_for_replaces_an_oversized_reply_by_an_empty_tc_one() -> None:

@@ -854,14 +854,21 @@ def rewrite_ttls(
 
 def with_question(reply: bytes, query: Query) -> bytes:
     """`reply` carrying the query's ID and its question bytes (the client's 0x20 spelling,
-    RFC 4343 §4.1). The reply's question must match the query's (`reply_matches` but the
-    ID), so both question sections have the same length; raises FormatError otherwise."""
-    key = _question_key(reply)
-    want = (query.opcode, query.qname_wire.lower(), query.question.qtype, query.qclass)
-    if key is None or key[1:] != want or reply[12 : 12 + len(query.qname_wire)].lower() != want[1]:
+    RFC 4343 §4.1). The reply's question must be the query's: same name but for case (the
+    query's has no pointers, so equal bytes mean an equal name), same type and class;
+    raises FormatError otherwise."""
+    qwire = query.question_wire
+    name_end = 12 + len(qwire) - 4
+    end = name_end + 4
+    # bytes.lower() is safe on a wire name (label lengths <= 63 sit below "A"), not on the
+    # type and class, which are compared exactly.
+    if (
+        len(reply) < end
+        or reply[12:name_end].lower() != query.qname_wire.lower()
+        or reply[name_end:end] != qwire[-4:]
+    ):
         raise FormatError("the reply's question is not the query's")
-    end = 12 + len(query.question_wire)
-    return query.id.to_bytes(2, "big") + reply[2:12] + query.question_wire + reply[end:]
+    return query.id.to_bytes(2, "big") + reply[2:12] + qwire + reply[end:]
 
 
 def with_id(reply: bytes, qid: int) -> bytes:
