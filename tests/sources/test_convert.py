@@ -315,3 +315,17 @@ def test_object_from_api_dispatches_by_kind_or_hint() -> None:
     assert isinstance(object_from_api(item, kind="Service"), Service)
     assert object_from_api({"kind": "ConfigMap", "metadata": {"name": "x"}}) is None
     assert isinstance(object_from_api(pod_obj({"phase": "Running"})), Pod)
+
+
+def test_equal_ports_and_repeated_strings_are_shared_across_objects() -> None:
+    # Issue 5: 100k Services with the same ports hold one ports tuple, not 100k copies.
+    def one(name: str) -> dict[str, object]:
+        return {
+            "metadata": {"name": name, "namespace": "Prod"},
+            "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "HTTP", "port": 80}]},
+        }
+
+    a, b = service_from_api(one("a")), service_from_api(one("b"))
+    assert a.ports == (ServicePort("http", "tcp", 80),)
+    assert a.ports is b.ports
+    assert a.namespace is b.namespace

@@ -1,0 +1,222 @@
+"""kdns.index: the semantics of Index that compaction must keep (model.py and view.py rules:
+Replace is a complete list, ready endpoints are merged over slices with each (label, address)
+once, reverse owners, reverse-tree prefixes per RFC 8020, synced = every required kind listed).
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network, IPv6Network, ip_address
+
+from kdns.dns.view import ReverseName
+from kdns.index import BULK_OBJECTS, Index
+from kdns.model import (
+    Delete,
+    Endpoint,
+    EndpointSlice,
+    Kind,
+    Namespace,
+    Pod,
+    Replace,
+    Service,
+    ServicePort,
+    Upsert,
+)
+
+HTTP = (ServicePort("http", "tcp", 80),)
+
+
+def svc(name: str, ip: str = "", *, ns: str = "default") -> Service:
+    return Service(ns, name, cluster_ips=(ip_address(ip),) if ip else (), ports=HTTP)
+
+
+def headless(name: str, *, ns: str = "default") -> Service:
+    return Service(ns, name, headless=True, ports=HTTP)
+
+
+def ep(address: str, *, ready: bool = True, hostname: str | None = None) -> Endpoint:
+    return Endpoint((ip_address(address),), ready=ready, hostname=hostname)
+
+
+def eslice(name: str, service: str, *endpoints: Endpoint, ns: str = "default") -> EndpointSlice:
+    return EndpointSlice(ns, name, service=service, endpoints=endpoints, ports=HTTP)
+
+
+def labels(index: Index, service: str, *, ns: str = "default") -> list[tuple[str, str]]:
+    return sorted((e.label, str(e.address)) for e in index.endpoints(ns, service))
+
+
+def test_replace_reuses_equal_objects_and_reports_no_change() -> None:
+    index = Index()
+    first = svc("web", "10.96.0.5")
+    assert index.apply(Replace(Kind.SERVICE, (first,)))
+    generation = index.generation
+    # An equal but distinct object (a relist of an unchanged cluster): no change, and the
+    # object already held is the one kept.
+    assert not index.apply(Replace(Kind.SERVICE, (svc("web", "10.96.0.5"),)))
+    assert index.generation == generation
+    assert index.service("default", "web") is first
+
+
+def test_relist_removes_objects_missing_from_it() -> None:
+    index = Index()
+    index.apply(Replace(Kind.SERVICE, (svc("a", "10.96.0.1"), svc("b", "10.96.0.2"))))
+    index.apply(Replace(Kind.SERVICE, (svc("b", "10.96.0.2"),)))
+    assert index.service("default", "a") is None
+    assert index.reverse(ip_address("10.96.0.1")) == ()
+    assert index.service("default", "b") is not None
+
+
+def test_a_changed_object_in_a_relist_replaces_the_old_one() -> None:
+    index = Index()
+    index.apply(Replace(Kind.SERVICE, (svc("a", "10.96.0.1"),)))
+    index.apply(Replace(Kind.SERVICE, (svc("a", "10.96.0.9"),)))
+    assert index.reverse(ip_address("10.96.0.1")) == ()
+    assert index.reverse(ip_address("10.96.0.9")) == (ReverseName("default", "a"),)
+
+
+def test_endpoints_merge_over_slices_once_per_label_and_address() -> None:
+    index = Index()
+    index.apply(Upsert(headless("h")))
+    index.apply(Upsert(eslice("h-1", "h", ep("10.244.0.1"), ep("10.244.0.2", ready=False))))
+    index.apply(Upsert(eslice("h-2", "h", ep("10.244.0.1"), ep("10.244.0.3", hostname="web-0"))))
+    # Not-ready endpoints are left out; the duplicate 10.244.0.1 appears once; a hostname
+    # is the label, else the dashed address (spec R7).
+    assert labels(index, "h") == [("10-244-0-1", "10.244.0.1"), ("web-0", "10.244.0.3")]
+    assert index.counts()["endpoints"] == 2
+
+
+def test_an_ipv6_endpoint_label_ending_in_a_dash_gets_a_zero() -> None:
+    index = Index()
+    index.apply(Upsert(eslice("h-1", "h", ep("fd00::"))))
+    assert labels(index, "h") == [("fd00--0", "fd00::")]
+
+
+def test_reverse_follows_slice_changes() -> None:
+    index = Index()
+    index.apply(Upsert(eslice("h-1", "h", ep("10.244.0.1", hostname="a"))))
+    assert index.reverse(ip_address("10.244.0.1")) == (ReverseName("default", "h", "a"),)
+    # The slice now holds another address: the old one has no owner any more.
+    index.apply(Upsert(eslice("h-1", "h", ep("10.244.0.2", hostname="a"))))
+    assert index.reverse(ip_address("10.244.0.1")) == ()
+    assert index.reverse(ip_address("10.244.0.2")) == (ReverseName("default", "h", "a"),)
+    index.apply(Delete(Kind.ENDPOINT_SLICE, "default", "h-1"))
+    assert index.reverse(ip_address("10.244.0.2")) == ()
+    assert index.endpoints("default", "h") == ()
+
+
+def test_an_address_owned_by_two_services_names_both_until_one_goes() -> None:
+    index = Index()
+    index.apply(Upsert(eslice("b-1", "b", ep("10.244.0.7"))))
+    index.apply(Upsert(eslice("a-1", "a", ep("10.244.0.7"))))
+    assert index.reverse(ip_address("10.244.0.7")) == (
+        ReverseName("default", "a", "10-244-0-7"),
+        ReverseName("default", "b", "10-244-0-7"),
+    )
+    index.apply(Delete(Kind.ENDPOINT_SLICE, "default", "a-1"))
+    assert index.reverse(ip_address("10.244.0.7")) == (ReverseName("default", "b", "10-244-0-7"),)
+
+
+def test_a_cluster_ip_names_its_service_first_and_goes_with_it() -> None:
+    index = Index()
+    index.apply(Upsert(svc("web", "10.96.0.5")))
+    index.apply(Upsert(eslice("x-1", "x", ep("10.96.0.5"))))
+    # view.py: the ClusterIP's Service first, else the endpoints' owners.
+    assert index.reverse(ip_address("10.96.0.5")) == (ReverseName("default", "web"),)
+    index.apply(Delete(Kind.SERVICE, "default", "web"))
+    assert index.reverse(ip_address("10.96.0.5")) == (ReverseName("default", "x", "10-96-0-5"),)
+
+
+def test_a_shared_cluster_ip_names_the_first_owner_by_namespace_and_name() -> None:
+    index = Index()
+    index.apply(Upsert(svc("zeta", "10.96.0.5")))
+    index.apply(Upsert(svc("alpha", "10.96.0.5")))
+    assert index.reverse(ip_address("10.96.0.5")) == (ReverseName("default", "alpha"),)
+    index.apply(Delete(Kind.SERVICE, "default", "alpha"))
+    assert index.reverse(ip_address("10.96.0.5")) == (ReverseName("default", "zeta"),)
+    index.apply(Delete(Kind.SERVICE, "default", "zeta"))
+    assert index.reverse(ip_address("10.96.0.5")) == ()
+    assert not index.reverse_prefix_exists(IPv4Network("10.96.0.0/24"))
+
+
+def test_reverse_prefixes_count_every_owned_address() -> None:
+    index = Index()
+    index.apply(Upsert(svc("a", "10.96.1.5")))
+    index.apply(Upsert(svc("b", "10.96.1.6")))
+    index.apply(Upsert(eslice("c-1", "c", ep("fd00::1"))))
+    # RFC 8020: a name above an owned address exists (an empty non-terminal).
+    for net in ("10.0.0.0/8", "10.96.0.0/16", "10.96.1.0/24", "10.96.1.5/32"):
+        assert index.reverse_prefix_exists(IPv4Network(net)), net
+    assert not index.reverse_prefix_exists(IPv4Network("10.96.2.0/24"))
+    assert index.reverse_prefix_exists(IPv6Network("fd00::/12"))
+    index.apply(Delete(Kind.SERVICE, "default", "a"))
+    assert index.reverse_prefix_exists(IPv4Network("10.96.1.0/24"))  # b is still there
+    index.apply(Delete(Kind.SERVICE, "default", "b"))
+    assert not index.reverse_prefix_exists(IPv4Network("10.0.0.0/8"))
+    index.apply(Delete(Kind.ENDPOINT_SLICE, "default", "c-1"))
+    assert not index.reverse_prefix_exists(IPv6Network("fd00::/12"))
+
+
+def test_not_ready_endpoints_own_no_reverse_name_or_prefix() -> None:
+    index = Index()
+    index.apply(Upsert(eslice("h-1", "h", ep("10.244.9.1", ready=False))))
+    assert index.reverse(ip_address("10.244.9.1")) == ()
+    assert not index.reverse_prefix_exists(IPv4Network("10.244.9.0/24"))
+
+
+def test_counts_and_namespaces() -> None:
+    index = Index()
+    index.apply(Replace(Kind.NAMESPACE, (Namespace("default"), Namespace("empty"))))
+    index.apply(Replace(Kind.SERVICE, (svc("a", "10.96.0.1"), svc("b", "10.96.0.2", ns="x"))))
+    index.apply(Replace(Kind.ENDPOINT_SLICE, (eslice("a-1", "a", ep("10.244.0.1")),)))
+    index.apply(Replace(Kind.POD, (Pod("x", "p", ips=(ip_address("10.244.0.9"),)),)))
+    assert index.counts() == {
+        "services": 2,
+        "endpointslices": 1,
+        "namespaces": 2,
+        "pods": 1,
+        "endpoints": 1,
+    }
+    assert index.namespace_exists("empty")  # a Namespace object
+    assert index.namespace_exists("x")  # an object lives there
+    assert not index.namespace_exists("nope")
+    assert index.has_services("x")
+    assert not index.has_services("empty")
+    assert index.pod_exists("x", ip_address("10.244.0.9"))
+    assert not index.pod_exists("default", ip_address("10.244.0.9"))
+    index.apply(Delete(Kind.SERVICE, "x", "b"))
+    index.apply(Delete(Kind.POD, "x", "p"))
+    assert not index.namespace_exists("x")
+
+
+def test_synced_once_every_required_kind_is_listed() -> None:
+    index = Index()
+    index.apply(Replace(Kind.SERVICE, ()))
+    index.apply(Upsert(eslice("a-1", "a", ep("10.244.0.1"))))  # a watch event is no list
+    assert not index.synced
+    index.apply(Replace(Kind.ENDPOINT_SLICE, ()))
+    assert not index.synced
+    index.apply(Replace(Kind.NAMESPACE, ()))
+    assert index.synced
+
+
+def test_generation_and_serial_move_only_on_change() -> None:
+    now = [1000.0]
+    index = Index(clock=lambda: now[0])
+    index.apply(Upsert(svc("a", "10.96.0.1")))
+    assert (index.generation, index.serial) == (1, 1000)
+    now[0] = 2000.0
+    assert not index.apply(Upsert(svc("a", "10.96.0.1")))
+    assert not index.apply(Delete(Kind.SERVICE, "default", "gone"))
+    assert (index.generation, index.serial) == (1, 1000)
+    now[0] = 500.0  # the clock stepped back: the SOA serial does not (CoreDNS)
+    index.apply(Upsert(svc("a", "10.96.0.2")))
+    assert (index.generation, index.serial) == (2, 1000)
+
+
+def test_a_bulk_replace_keeps_every_object_answerable() -> None:
+    index = Index()
+    services = tuple(svc(f"s{i}", f"10.96.{i // 250}.{i % 250 + 1}") for i in range(BULK_OBJECTS))
+    assert index.apply(Replace(Kind.SERVICE, services))
+    last = services[-1]
+    assert index.service("default", last.name) is last
+    assert index.reverse(last.cluster_ips[0]) == (ReverseName("default", last.name),)
