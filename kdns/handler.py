@@ -191,8 +191,9 @@ class Handler(FastPath):
             out = encode_badvers(query, ra=self._ra)  # RFC 6891 §6.1.3
             return self._done(out, zone, proto, "BADVERS", started)
         if query.qclass != CLASS_IN or question.qtype in (RType.AXFR, RType.IXFR):
-            # Only class IN data here; zone transfers are not offered (D8).
-            reply = Reply(rcode=Rcode.REFUSED, authoritative=False)
+            # Only class IN data here; zone transfers are not offered (D8). Never cached:
+            # the reply cache is keyed by name and type, so it must hold class IN only.
+            reply = Reply(rcode=Rcode.REFUSED, authoritative=False, cacheable=False)
         elif szone is not None:
             assert self.static_zones is not None
             reply = self.static_zones.answer(question)
@@ -218,6 +219,8 @@ class Handler(FastPath):
 
     def _maybe_cache(self, query: Query, data: bytes, reply: Reply, out: bytes, zone: str) -> None:
         """Keep the reply for the hot path if the query has one of its two shapes."""
+        if query.qclass != CLASS_IN:
+            return  # the cache key has no class: it holds class IN replies only
         if data[2] > 1 or data[3] & 0xDF or query.ancount or query.nscount:
             return  # opcode/AA/TC/QR/Z/CD set: the hot path sends these here anyway
         if out[2] & 0x02:

@@ -90,6 +90,19 @@ def test_cluster_a_answer() -> None:
     assert stats.responses == {("cluster.local.", "NOERROR"): 1}
 
 
+@pytest.mark.parametrize("qclass", [3, 4, 254, 255])  # CH, HS, NONE, ANY
+def test_a_refused_other_class_never_reaches_class_in_clients(qclass: int) -> None:
+    handler, _ = make_handler()
+    for _ in range(3):  # repeated, so a cached reply would be served from the hot path
+        refused = sync(handler.handle(make_query(SVC1, qclass=qclass), tcp=False, family="1"))
+        assert refused is not None
+        assert header(refused)[1] & 0x000F == Rcode.REFUSED
+    answered = sync(handler.handle(make_query(SVC1), tcp=False, family="1"))
+    assert answered is not None
+    assert header(answered)[1] & 0x000F == Rcode.NOERROR
+    assert header(answered)[3] == 1  # R8: the ClusterIP, not the other class's REFUSED
+
+
 def test_qr_set_is_dropped_and_counted() -> None:
     handler, stats = make_handler()
     assert handler.handle(make_query(SVC1, flags=0x8100), tcp=False, family="1") is None
