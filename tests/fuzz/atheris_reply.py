@@ -11,7 +11,9 @@ SERVFAIL), or a reply that breaks a protocol rule:
 * a reply has QR=1 and the query's ID and opcode, and parses (walked independently);
 * a UDP reply fits 512 bytes without EDNS and the advertised size capped at 1232 with it
   (RFC 1035 §4.2.1, RFC 6891 §6.2.5); a TCP reply fits 65535 (RFC 7766 §8);
-* the question, when echoed, is the query's question byte for byte (0x20 case, D4).
+* the question, when echoed, is the query's question byte for byte (0x20 case, D4);
+* after the input, three valid queries still get the bytes a fresh handler gives them
+  (nothing an input does may poison the reply cache).
 
 Run: `make fuzz` (FUZZ_SECONDS, default 300) or
 `.venv/bin/python tests/fuzz/atheris_reply.py -max_total_time=600 [-jobs=N] [CORPUS_DIR]`.
@@ -42,7 +44,7 @@ with atheris.instrument_imports(include=["kdns"]):
     from kdns.settings import PodMode
     from kdns.stats import Stats
 
-import dnslib  # noqa: E402  (after the instrumented imports on purpose: not fuzzed)
+import dnslib  # noqa: E402  (after the instrumented imports: not fuzzed)
 
 from kdns.model import ClusterObject  # noqa: E402
 from tests.builders import ep, eps, replace_events, svc  # noqa: E402
@@ -68,6 +70,16 @@ def make_handler() -> tuple[Handler, Stats]:
 
 
 HANDLER, STATS = make_handler()
+
+# Valid queries asked after every input: a hostile input must not change their answers
+# (e.g. by leaving a wrong reply in the fast path's cache). Expected: a fresh handler's.
+PROBES = [
+    bytes(dnslib.DNSRecord.question("svc1.testns.svc.cluster.local", "A").pack()),
+    bytes(dnslib.DNSRecord.question("big.testns.svc.cluster.local", "A").pack()),
+    bytes(dnslib.DNSRecord.question("_http._tcp.svc1.testns.svc.cluster.local", "SRV").pack()),
+]
+_fresh, _ = make_handler()
+EXPECTED = [_fresh.handle(p, tcp=False, family="1") for p in PROBES]
 
 
 def udp_limit(data: bytes) -> int:
@@ -153,6 +165,9 @@ def one_input(data: bytes) -> None:
         again = HANDLER.handle(data, tcp=tcp, family="1")
         assert again == first, "a repeated query (fast path) got different bytes"
     assert STATS.panics == panics, "the handler panicked (see the log line above)"
+    for probe, expected in zip(PROBES, EXPECTED, strict=True):
+        got = HANDLER.handle(probe, tcp=False, family="1")
+        assert got == expected, f"input changed the answer to a valid query: {got!r}"
 
 
 def seed_corpus(directory: Path) -> None:
