@@ -26,9 +26,10 @@ from kdns.http import HttpServers
 from kdns.index import Index
 from kdns.metrics import HEALTH_BUCKETS, build_registry, server_label
 from kdns.model import Event, Kind
+from kdns.rrl import RateLimiter
 from kdns.settings import HostPort, PodMode, Settings
 from kdns.stats import Histogram, Stats, snapshot
-from kdns.transport import TcpServer, UdpServer, bind_tcp, bind_udp
+from kdns.transport import TcpLimits, TcpServer, UdpServer, bind_tcp, bind_udp
 
 log = logging.getLogger("kdns")
 
@@ -223,8 +224,17 @@ async def serve(settings: Settings, *, workers: Workers | None = None) -> int:
             f"--dns-addr {settings.dns_addr}: cannot listen ({exc.strerror}); pick a free "
             "port, or run with CAP_NET_BIND_SERVICE for ports below 1024"
         ) from None
-    udp = UdpServer(udp_sock, handler, observe_batch=getattr(handler, "observe_batch", None))
-    tcp = TcpServer(tcp_sock, handler)
+    rrl = None
+    if settings.rrl_responses_per_second > 0:
+        rrl = RateLimiter(settings.rrl_responses_per_second, slip=settings.rrl_slip)
+        stats.flushers.append(lambda: _fold_rrl(rrl, stats))
+    udp = UdpServer(udp_sock, handler, observe_batch=handler.observe_batch, rrl=rrl)
+    limits = TcpLimits(  # a started message must also complete within the idle timeout
+        idle_seconds=settings.tcp_idle_seconds,
+        message_seconds=settings.tcp_idle_seconds,
+        max_connections=settings.tcp_max_connections,
+    )
+    tcp = TcpServer(tcp_sock, handler, limits=limits)
     udp.start()
     await tcp.start()
     dns_port = udp.port
@@ -338,6 +348,11 @@ def _start_kube(settings: Settings, index: Index, stats: Stats) -> Awaitable[Non
         pods_verified=settings.pods is PodMode.VERIFIED,
         stats=stats,
     )
+
+
+def _fold_rrl(rrl: RateLimiter | None, stats: Stats) -> None:
+    if rrl is not None:
+        stats.rrl = {"sent": rrl.sent, "slipped": rrl.slipped, "dropped": rrl.dropped}
 
 
 def _receive_stats(reader: Connection, peers: dict[int, Stats], worker: int) -> None:

@@ -241,6 +241,32 @@ def _build_parser() -> argparse.ArgumentParser:
         default="1000",
         metavar="N",
     )
+    flag(
+        "--rrl-responses-per-second",
+        "response-rate limit per client /24 or /56 over UDP; 0 = off (default 0)",
+        default="0",
+        metavar="N",
+    )
+    flag(
+        "--rrl-slip",
+        "with RRL: every Nth limited reply is sent truncated so clients retry "
+        "over TCP; 0 drops them (default 2)",
+        default="2",
+        metavar="N",
+    )
+    flag(
+        "--tcp-idle-timeout",
+        "seconds before an idle TCP connection is closed (RFC 7766) (default 10)",
+        default="10",
+        metavar="SECONDS",
+    )
+    flag(
+        "--tcp-max-connections",
+        "open TCP connections at most; the longest-idle one makes "
+        "room for a new client (default 1000)",
+        default="1000",
+        metavar="N",
+    )
     flag("--log-level", "debug, info, warning or error (default info)", default="info")
 
     manifests = sub.add_parser(
@@ -325,6 +351,12 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         workers=_int_in("--workers", 1, 64)(ns.workers),
         max_concurrent=_int_in("--max-concurrent", 1, 100_000)(ns.max_concurrent),
         log_level=_log_level(ns.log_level),
+        rrl_responses_per_second=_int_in("--rrl-responses-per-second", 0, 1_000_000)(
+            ns.rrl_responses_per_second
+        ),
+        rrl_slip=_int_in("--rrl-slip", 0, 10)(ns.rrl_slip),
+        tcp_idle_seconds=_seconds("--tcp-idle-timeout")(ns.tcp_idle_timeout),
+        tcp_max_connections=_int_in("--tcp-max-connections", 1, 1_000_000)(ns.tcp_max_connections),
         **_cidrs(ns),
     )
     return settings

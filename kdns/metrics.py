@@ -347,6 +347,15 @@ class KdnsCollector(Collector):
             "Packets dropped unanswered (responses, unparsable, over limits).",
             value=stats.dropped,
         )
+        if stats.rrl:
+            rrl = CounterMetricFamily(
+                "kdns_rrl_responses_total",
+                "UDP replies under response-rate limiting, by outcome (sent, slipped, dropped).",
+                labels=["outcome"],
+            )
+            for outcome, n in sorted(stats.rrl.items()):
+                rrl.add_metric([outcome], n)
+            yield rrl
 
 
 def build_registry(

@@ -85,6 +85,20 @@ class Settings:
     cache_max_ttl: int = 30
     """Cap on cached upstream TTLs, like kubeadm's `cache 30`."""
 
+    rrl_responses_per_second: int = 0
+    """Response-rate limit per client /24 (IPv4) or /56 (IPv6) over UDP; 0 = off, as in
+    CoreDNS (its `rrl` plugin is not in the default Corefile)."""
+
+    rrl_slip: int = 2
+    """With RRL on: every Nth limited reply goes out truncated so real clients retry over
+    TCP (BIND's `slip`); 0 drops them all."""
+
+    tcp_idle_seconds: float = 10.0
+    """RFC 7766 §6.2.3: idle TCP connections are closed after this."""
+
+    tcp_max_connections: int = 1000
+    """TCP connections at most; at the cap the longest-idle one is closed for a new one."""
+
     log_level: str = "info"
 
     extra: dict[str, str] = field(default_factory=dict)

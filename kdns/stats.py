@@ -93,6 +93,7 @@ class Stats:
     relists: dict[str, int] = field(default_factory=dict)
     last_sync_unix: dict[str, float] = field(default_factory=dict)  # kind -> time of last good sync
     api_up: int = 0  # 1 while every watch is connected
+    rrl: dict[str, int] = field(default_factory=dict)  # response-rate limiting: outcome -> n
     # Callables run before each scrape to fold fast-path counts into the fields above.
     flushers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -166,7 +167,7 @@ def merge_into(total: Stats, other: Stats) -> None:
     minimum and a kind's last sync time the oldest, so a lagging worker shows."""
     for name in (
         "requests", "responses", "do_requests", "cache_hits", "cache_entries",
-        "cache_evictions", "proxy_healthcheck_failures", "watch_restarts", "relists",
+        "cache_evictions", "proxy_healthcheck_failures", "watch_restarts", "relists", "rrl",
     ):  # fmt: skip
         _add(getattr(total, name), getattr(other, name))
     for name in ("request_sizes", "response_sizes", "durations", "proxy_durations", "programming"):

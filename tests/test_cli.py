@@ -111,3 +111,12 @@ def test_help_lists_every_flag_with_its_env_twin() -> None:
                  "--upstream", "--health-addr", "--ready-addr", "--metrics-addr"):  # fmt: skip
         assert flag in out
         assert "KDNS_" + flag[2:].replace("-", "_").upper() in out
+
+
+def test_hardening_flags() -> None:
+    flags = ["--rrl-responses-per-second", "100", "--rrl-slip", "0",
+             "--tcp-idle-timeout", "2.5", "--tcp-max-connections", "50"]  # fmt: skip
+    s = settings(["--manifests", str(SEED), *flags])
+    assert (s.rrl_responses_per_second, s.rrl_slip) == (100, 0)
+    assert (s.tcp_idle_seconds, s.tcp_max_connections) == (2.5, 50)
+    assert settings(["--manifests", str(SEED)]).rrl_responses_per_second == 0  # off by default

@@ -170,3 +170,47 @@ def test_workers_share_the_port_and_metrics_add_up(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert total == 30
         assert k.log().count("listening for DNS") == 2
+
+
+def test_rrl_limits_one_client_and_slips_truncated_replies(tmp_path: Path) -> None:
+    import socket
+
+    from dnslib import DNSRecord
+
+    args = ["--manifests", str(CLUSTER), "--upstream", "none", "--lameduck", "0",
+            "--rrl-responses-per-second", "5", "--rrl-slip", "2"]  # fmt: skip
+    with run_kdns(args, tmp_path=tmp_path) as k:
+        got, truncated = 0, 0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.2)
+            for i in range(40):  # one client, far over 5 replies/s
+                q = DNSRecord.question("web.testns.svc.cluster.local", "A")
+                q.header.id = i
+                sock.sendto(q.pack(), ("127.0.0.1", k.dns_port))
+            for _ in range(40):
+                try:
+                    reply = DNSRecord.parse(sock.recv(4096))
+                except TimeoutError:
+                    break
+                got += 1
+                truncated += reply.header.tc
+        assert 0 < got < 40  # limited, not silenced
+        assert truncated > 0  # slip: some limited replies tell the client to use TCP
+        assert dig(k.dns_port, "web.testns.svc.cluster.local", tcp=True).answer  # TCP unlimited
+        _, text = k.http(k.metrics_port, "/metrics")
+        assert _counter(text, "kdns_rrl_responses_total", outcome="slipped") > 0
+
+
+def test_idle_tcp_connections_are_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    import socket
+
+    args = ["--manifests", str(CLUSTER), "--upstream", "none", "--lameduck", "0",
+            "--tcp-idle-timeout", "1"]  # fmt: skip
+    with (
+        run_kdns(args, tmp_path=tmp_path) as k,
+        socket.create_connection(("127.0.0.1", k.dns_port), timeout=5) as conn,
+    ):
+        conn.sendall(b"\x00")  # half a length prefix, then silence
+        started = time.monotonic()
+        assert conn.recv(1) == b""  # the server closed it (RFC 7766 §6.2.3)
+        assert time.monotonic() - started < 4
