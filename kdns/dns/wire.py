@@ -217,7 +217,7 @@ def labels_to_text(labels: list[bytes]) -> str:
     return "".join(_label_text(label) + "." for label in labels)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=1024)
 def name_to_wire(name: str) -> bytes:
     """Wire form of an absolute or relative-to-root presentation name (escapes honoured)."""
     if name in (".", ""):
@@ -432,7 +432,7 @@ class _ReplyBuffer(dnslib.DNSBuffer):  # type: ignore[misc]
         self._remember(keys, labels, start, len(labels))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=512)
 def _question_names(lower: bytes) -> tuple[tuple[tuple[bytes, ...], int], ...]:
     """The compression table entries of a question name written at offset 12: each suffix
     of its lower-case labels and where it starts (RFC 1035 §4.1.4)."""
@@ -455,7 +455,7 @@ def _split(wire: bytes) -> tuple[bytes, ...]:
     return tuple(labels)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def _dns_name(name: str) -> Any:
     """A dnslib name from a presentation name, built from its labels: dnslib's own text
     parsing would apply IDNA and split escaped dots. Lower-case keys ride along."""
@@ -501,7 +501,7 @@ def _rdata(record: Record) -> Any:
     )
 
 
-@functools.lru_cache(maxsize=1024)  # ~1.2 KB each with its names: bounded at ~1.2 MB
+@functools.lru_cache(maxsize=512)  # ~1.2 KB each with its names: bounded at ~0.6 MB
 def _rr(record: Record) -> Any:
     """The dnslib record for a typed record (a few kept: the slow path re-encodes the same
     records after each cache invalidation; dnslib only reads the object when packing it)."""
