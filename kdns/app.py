@@ -211,6 +211,7 @@ async def serve(settings: Settings, *, workers: Workers | None = None) -> int:
         ttl=settings.ttl,
         pods=settings.pods,
         self_addresses=self_addresses(settings),
+        cluster_networks=(*settings.service_cidrs, *settings.pod_cidrs),
     )
     handler = Handler(
         index=index, config=config, stats=stats, upstream=upstream, static_zones=zones

@@ -14,8 +14,10 @@ Choices made here where the spec leaves room (documented for the lead):
 - An ExternalName that parses as an IP address is not answered: NXDOMAIN, as CoreDNS does
   (coredns#2324; kube-dns answered it).
 - A CNAME chain that loops or exceeds `MAX_CHAIN` CNAMEs stops: NOERROR with the CNAMEs.
-- Every NXDOMAIN inside a reverse tree sets `fallthrough` (CoreDNS `fallthrough
-  in-addr.arpa ip6.arpa`): kdns only knows cluster addresses.
+- An NXDOMAIN inside a reverse tree sets `fallthrough` (CoreDNS `fallthrough
+  in-addr.arpa ip6.arpa`) unless the address lies in the cluster's own ranges
+  (`AnswerConfig.cluster_networks`, the service and pod CIDRs): kdns is the authority for
+  those, and no upstream knows them.
 - `svc.<zone>` exists while any Service does, `<ns>.svc.<zone>` while the namespace has a
   Service (D3 read strictly; CoreDNS answers NODATA for any existing namespace).
 - `pod.<zone>` exists whenever pod records are enabled; `<ns>.pod.<zone>` exists when the
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 from kdns.dns.names import (
     IN_ADDR_ARPA,
@@ -103,6 +105,9 @@ class AnswerConfig:
     ttl: int  # the configured record TTL (N1)
     pods: PodMode
     self_addresses: tuple[IPAddress, ...] = ()  # NS glue when kube-system/kube-dns is absent
+    # The cluster's address ranges (service and pod CIDRs): kdns is the authority for their
+    # reverse names, so a miss there is a final NXDOMAIN, never sent upstream.
+    cluster_networks: tuple[IPv4Network | IPv6Network, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "zone", absolute(self.zone.lower()))
@@ -237,8 +242,21 @@ class _Lookup:
             rcode=rcode,
             answer=tuple(answers),
             authority=(self.soa(name.zone),),
-            fallthrough=rcode == Rcode.NXDOMAIN and reverse,
+            fallthrough=rcode == Rcode.NXDOMAIN and reverse and not self._in_cluster(name),
         )
+
+    def _in_cluster(self, name: Name) -> bool:
+        """The reverse name lies inside the cluster's own address ranges."""
+        nets = self.config.cluster_networks
+        match name:
+            case ReverseAddress(address=address):
+                return any(address in net for net in nets)
+            case ReversePrefix(network=network):
+                return any(
+                    network.version == net.version and network.subnet_of(net)  # type: ignore[arg-type]
+                    for net in nets
+                )
+        return False
 
     # ---- zone records ------------------------------------------------------------------
 

@@ -1088,3 +1088,39 @@ def test_empty_cluster_has_only_the_fixed_names() -> None:
     assert ask(view, "pod.cluster.local.", "A").rcode == Rcode.NOERROR
     assert ask(view, "in-addr.arpa.", "SOA").answer != ()
     assert ask(view, "10.in-addr.arpa.", "PTR").rcode == Rcode.NXDOMAIN
+
+
+@pytest.mark.parametrize(
+    ("qname", "fallthrough"),
+    [
+        ("99.99.96.10.in-addr.arpa.", False),  # inside the service CIDR: ours, final
+        ("7.7.244.10.in-addr.arpa.", False),  # inside the pod CIDR
+        ("9.9.9.9.in-addr.arpa.", True),  # elsewhere: an upstream may know it
+        ("99.96.10.in-addr.arpa.", False),  # a partial name (10.96.99.0/24) inside it
+        ("97.10.in-addr.arpa.", True),  # 10.97.0.0/16: outside
+        ("10.in-addr.arpa.", True),  # wider than the cluster's ranges
+        (nibbles("fd00:10:96::99"), False),
+        (nibbles("2001:db8::1"), True),
+    ],
+)
+def test_reverse_misses_inside_the_cluster_ranges_are_final(
+    view: ClusterView, qname: str, fallthrough: bool
+) -> None:
+    from ipaddress import ip_network
+
+    config = AnswerConfig(
+        zone=ZONE,
+        ttl=TTL,
+        pods=PodMode.INSECURE,
+        cluster_networks=(
+            ip_network("10.96.0.0/16"),
+            ip_network("10.244.0.0/16"),
+            ip_network("fd00:10:96::/112"),
+        ),
+    )
+    reply = ask(view, qname, "PTR", config)
+    if reply.rcode == Rcode.NXDOMAIN:  # partial names with addresses below are NODATA
+        assert reply.fallthrough == fallthrough
+        assert [r.rtype for r in reply.authority] == [RType.SOA]  # D2
+    else:
+        assert not reply.fallthrough

@@ -81,12 +81,20 @@ def test_external_names_resolve_through_the_upstream_and_are_cached(
     assert _upstream_queries(log, "upstream.example") == before  # served from the cache
 
 
-def test_reverse_lookups_of_unknown_addresses_come_from_the_upstream(kdns: Kdns) -> None:
+def test_reverse_lookups_of_unknown_addresses_come_from_the_upstream(
+    kdns: Kdns, dnsmasq: tuple[int, Path]
+) -> None:
     r = dig(kdns.dns_port, "7.2.0.192.in-addr.arpa", "PTR")
     assert [line.split()[-1] for line in r.answer] == ["upstream.example."]
+    inside = dig(kdns.dns_port, "99.99.96.10.in-addr.arpa", "PTR")  # the service CIDR: ours
+    assert (inside.status, [line.split()[0] for line in inside.authority]) == (
+        "NXDOMAIN",
+        ["in-addr.arpa."],
+    )
     known = dig(kdns.dns_port, "20.0.96.10.in-addr.arpa", "PTR")  # still ours (R14)
     assert [line.split()[-1] for line in known.answer] == ["web.testns.svc.cluster.local."]
     assert "aa" in known.flags
+    assert "99.99.96.10" not in dnsmasq[1].read_text()  # cluster ranges never leave kdns
 
 
 def test_cluster_misses_are_never_forwarded(kdns: Kdns, dnsmasq: tuple[int, Path]) -> None:
