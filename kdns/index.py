@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
 from kdns.dns.view import ReadyEndpoint, ReverseName
 from kdns.model import (
+    MIXED,
     ClusterObject,
     Delete,
     EndpointSlice,
@@ -26,10 +28,14 @@ from kdns.model import (
     Pod,
     Replace,
     Service,
+    ServicePort,
     Upsert,
+    address_from_raw,
+    raw_address,
 )
 
 Key = tuple[str, str]
+CHANGE_LOG = 4096  # changes a reply cache can catch up on before it must start over
 
 BULK_OBJECTS = 1000
 """A Replace of at least this many objects is a bulk load: afterwards its survivors are
@@ -44,6 +50,182 @@ def dashed_label(address: IPAddress) -> str:
         label = address.compressed.replace(":", "-")
         return label + "0" if label.endswith("-") else label
     return str(address).replace(".", "-")
+
+
+BUILT_ENDPOINTS = 8192
+"""How many `ReadyEndpoint` objects `endpoints()` keeps built, over all Services (the
+most recently used first). The index itself keeps endpoints packed (issue 5: at most 200
+bytes an endpoint) and builds the objects only when an answer asks."""
+
+_DASHED_CHARS = "0123456789abcdef-"
+_V6_BUCKET = 1 << 120  # marks an IPv6 bucket key (IPv6 >> 8 < 2**120; IPv4 >> 8 < 2**24)
+_DENSE = 32  # a reverse bucket holding this many addresses becomes a 256-slot list
+_SPARSE = 8  # and a list holding fewer goes back to a dict
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """The ready endpoints one slice gives a Service, in slice order, packed as the slice
+    packs them; hostnames by address (None: no address has one)."""
+
+    packed: bytes
+    width: int
+    hostnames: tuple[str | None, ...] | None
+    ports: tuple[ServicePort, ...]
+
+
+class _Ready:
+    """The ready endpoints of one Service merged over its slices, each (label, address)
+    once, in slice-name then slice order (what `endpoints()` returns, built lazily)."""
+
+    __slots__ = ("count", "key", "segments")
+
+    def __init__(self, key: Key, segments: tuple[_Segment, ...]) -> None:
+        self.key = key
+        self.segments = segments
+        self.count = sum(len(s.packed) // s.width for s in segments)
+
+    def raws(self) -> Iterator[bytes]:
+        """Every address as 4 or 16 raw bytes, in order (repeats when labels differ)."""
+        for seg in self.segments:
+            for i in range(len(seg.packed) // seg.width):
+                yield raw_address(seg.packed, seg.width, i)
+
+    def build(self) -> tuple[ReadyEndpoint, ...]:
+        built: list[ReadyEndpoint] = []
+        for seg in self.segments:
+            for i in range(len(seg.packed) // seg.width):
+                address = address_from_raw(raw_address(seg.packed, seg.width, i))
+                hostname = seg.hostnames[i] if seg.hostnames is not None else None
+                built.append(ReadyEndpoint(hostname or dashed_label(address), address, seg.ports))
+        return tuple(built)
+
+    def labels_of(self, raw: bytes) -> list[str]:
+        """The labels under which the address `raw` is a ready endpoint of this Service."""
+        labels: list[str] = []
+        dashed: str | None = None
+        for seg in self.segments:
+            width = seg.width
+            if width == MIXED:
+                needle = b"\x04" + raw + bytes(12) if len(raw) == 4 else b"\x06" + raw
+            elif width == len(raw):
+                needle = raw
+            else:
+                continue
+            at = seg.packed.find(needle)
+            while at >= 0:
+                if at % width == 0:  # a match across two addresses is not an address
+                    hostname = seg.hostnames[at // width] if seg.hostnames is not None else None
+                    if hostname is None:
+                        dashed = dashed or dashed_label(address_from_raw(raw))
+                    labels.append(hostname or dashed or "")
+                at = seg.packed.find(needle, at + 1)
+        return labels
+
+
+def _segment(es: EndpointSlice, seen: set[tuple[str | None, bytes]]) -> _Segment | None:
+    """The ready endpoints of `es` not already in `seen` (as (hostname, raw address); a
+    hostname equal to the dashed label counts as none, as the label is the same)."""
+    width, packed, hostnames, sizes = es.width, es.packed, es.hostnames, es.sizes
+    not_ready = es.not_ready
+    chunks: list[bytes] = []
+    hosts: list[str | None] = []
+    whole = True  # every address kept as the slice has it: share the slice's bytes
+    at = 0
+    for i in range(len(sizes) if sizes is not None else len(packed) // width):
+        n = sizes[i] if sizes is not None else 1
+        if i in not_ready:  # EndpointSlice: ready=None is stored as ready
+            at += n
+            whole = False
+            continue
+        hostname = hostnames[i] if hostnames is not None else None
+        for k in range(at, at + n):
+            chunk = packed[k * width : (k + 1) * width]
+            raw = raw_address(packed, width, k) if width == MIXED else chunk
+            host = hostname
+            if (
+                host is not None
+                and not host.strip(_DASHED_CHARS)
+                and host == dashed_label(address_from_raw(raw))
+            ):
+                host = None
+                whole = False
+            if (host, raw) in seen:
+                whole = False
+                continue
+            seen.add((host, raw))
+            chunks.append(chunk)
+            hosts.append(host)
+        at += n
+    if not chunks:
+        return None
+    if whole and (sizes is None or hostnames is None):
+        return _Segment(packed, width, hostnames, es.ports)
+    return _Segment(b"".join(chunks), width, tuple(hosts) if any(hosts) else None, es.ports)
+
+
+class _Bucket:
+    """Reverse owners of the addresses sharing all but their last byte: a dict by last
+    byte while few, a 256-slot list once dense (a list slot is 8 bytes; a dict entry ~40,
+    and small ints as keys are shared objects, so no per-address key object either)."""
+
+    __slots__ = ("count", "slots")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.slots: dict[int, _Ready | list[_Ready]] | list[_Ready | list[_Ready] | None] = {}
+
+    def get(self, low: int) -> _Ready | list[_Ready] | None:
+        slots = self.slots
+        return slots.get(low) if isinstance(slots, dict) else slots[low]
+
+    def _set(self, low: int, owners: _Ready | list[_Ready] | None) -> None:
+        slots = self.slots
+        if isinstance(slots, list):
+            slots[low] = owners
+        elif owners is None:
+            del slots[low]
+        else:
+            slots[low] = owners
+
+    def add(self, low: int, owner: _Ready) -> None:
+        owners = self.get(low)
+        if owners is None:
+            self._set(low, owner)
+            self.count += 1
+            if self.count >= _DENSE and isinstance(self.slots, dict):
+                dense: list[_Ready | list[_Ready] | None] = [None] * 256
+                for k, v in self.slots.items():
+                    dense[k] = v
+                self.slots = dense
+        elif isinstance(owners, list):
+            if all(o.key != owner.key for o in owners):
+                owners.append(owner)
+        elif owners.key != owner.key:
+            self._set(low, [owners, owner])
+
+    def remove(self, low: int, owner: _Ready) -> None:
+        owners = self.get(low)
+        if owners is None:
+            return
+        if isinstance(owners, list):
+            rest = [o for o in owners if o is not owner]
+            if len(rest) != len(owners):
+                self._set(low, rest[0] if len(rest) == 1 else rest)
+            return
+        if owners is not owner:
+            return
+        self._set(low, None)
+        self.count -= 1
+        if self.count < _SPARSE and isinstance(self.slots, list):
+            self.slots = {k: v for k, v in enumerate(self.slots) if v is not None}
+
+
+def _bucket_key(raw: bytes) -> tuple[int, int]:
+    """(bucket key, last byte) of a raw address."""
+    value = int.from_bytes(raw, "big")
+    high = value >> 8
+    return (high if len(raw) == 4 else high | _V6_BUCKET), value & 0xFF
 
 
 @dataclass(slots=True)
@@ -79,17 +261,22 @@ class Index:
         self.pods: dict[Key, Pod] = {}
         # Derived indexes, kept in step by apply().
         self._slices_of: dict[Key, tuple[Key, ...]] = {}  # (ns, service) -> slice keys, sorted
-        self._endpoints: dict[Key, tuple[ReadyEndpoint, ...]] = {}  # (ns, service) -> ready
+        self._ready: dict[Key, _Ready] = {}  # (ns, service) -> its ready endpoints, packed
+        self._built: dict[Key, tuple[ReadyEndpoint, ...]] = {}  # built lately, oldest first
+        self._built_count = 0  # endpoints held in _built
         self._services_in: dict[str, int] = {}  # ns -> number of Services
         self._objects_in: dict[str, int] = {}  # ns -> Services + slices + pods
         # One owner is stored as itself; a list only when several share the address (memory:
         # a one-element list per address costs ~90 bytes).
         self._cluster_ip: dict[IPAddress, Key | list[Key]] = {}
-        self._endpoint_ip: dict[IPAddress, ReverseName | list[ReverseName]] = {}
+        # Endpoint reverse owners by bucket (see _Bucket); labels are found when asked.
+        self._endpoint_ip: dict[int, _Bucket] = {}
         self._pod_ip: dict[tuple[str, IPAddress], int] = {}
         # (version, prefix length, prefix) -> how many owned addresses lie under it.
         self._prefixes: dict[tuple[int, int, int], int] = {}
         self._pending: list[Change] = []
+        # (generation, Services whose answers the change may alter; None = any), newest last.
+        self._changes: deque[tuple[int, frozenset[Key] | None]] = deque(maxlen=CHANGE_LOG)
         self.listeners: list[Callable[[], None]] = []
 
     # ---- ClusterView -------------------------------------------------------------------
@@ -114,17 +301,36 @@ class Index:
         return self.services.get((namespace, name))
 
     def endpoints(self, namespace: str, service: str) -> Sequence[ReadyEndpoint]:
-        return self._endpoints.get((namespace, service), ())
+        key = (namespace, service)
+        built = self._built.pop(key, None)
+        if built is None:
+            ready = self._ready.get(key)
+            if ready is None:
+                return ()
+            built = ready.build()
+            self._built_count += len(built)
+            while self._built and self._built_count > BUILT_ENDPOINTS:
+                self._built_count -= len(self._built.pop(next(iter(self._built))))
+        self._built[key] = built  # (re)inserted last: the most recently used
+        return built
 
     def reverse(self, address: IPAddress) -> Sequence[ReverseName]:
         owners = self._cluster_ip.get(address)
         if owners:
             ns, name = min(owners) if isinstance(owners, list) else owners
             return (ReverseName(ns, name),)
-        names = self._endpoint_ip.get(address)
-        if names is None:
+        raw = address.packed
+        bucket_key, low = _bucket_key(raw)
+        bucket = self._endpoint_ip.get(bucket_key)
+        found = bucket.get(low) if bucket is not None else None
+        if found is None:
             return ()
-        return tuple(names) if isinstance(names, list) else (names,)
+        names = {
+            ReverseName(r.key[0], r.key[1], label)
+            for r in (found if isinstance(found, list) else (found,))
+            for label in r.labels_of(raw)
+        }
+        return tuple(sorted(names, key=lambda n: (n.namespace, n.service, n.label or "")))
 
     def reverse_prefix_exists(self, network: IPv4Network | IPv6Network) -> bool:
         bits = network.max_prefixlen
@@ -149,7 +355,7 @@ class Index:
             "endpointslices": len(self.slices),
             "namespaces": len(self.namespaces),
             "pods": len(self.pods),
-            "endpoints": sum(len(e) for e in self._endpoints.values()),
+            "endpoints": sum(r.count for r in self._ready.values()),
         }
 
     def take_pending(self) -> list[Change]:
@@ -163,6 +369,7 @@ class Index:
         """Apply one event atomically. Returns True if the data changed."""
         if received_at is None:
             received_at = time.monotonic()
+        touched = self._touched(event)
         if isinstance(event, Replace):
             changed = self._replace(event)
             self._listed.add(event.kind)
@@ -180,6 +387,7 @@ class Index:
             kinds = "other"
         if changed:
             self.generation += 1
+            self._changes.append((self.generation, touched))
             # SOA serial = Unix time of the last change (CoreDNS); never goes backwards.
             self._serial = max(self._serial, int(self._clock()))
             self._pending.append(Change(received_at, kinds))
@@ -188,6 +396,49 @@ class Index:
             for listener in self.listeners:
                 listener()
         return changed
+
+    def changes_since(self, generation: int) -> set[Key] | None:
+        """The (namespace, service) keys whose answers may have changed after `generation`,
+        for reply caches; None means anything may have (a relist, a namespace or pod
+        change, or `generation` is older than the change log). Apart from these Services,
+        only structural answers and negative ones (through the SOA serial) can change."""
+        if generation == self.generation:
+            return set()
+        changes = self._changes
+        if not changes or changes[0][0] > generation + 1:
+            return None
+        out: set[Key] = set()
+        for gen, keys in reversed(changes):
+            if gen <= generation:
+                break
+            if keys is None:
+                return None
+            out |= keys
+        return out
+
+    def _touched(self, event: Event) -> frozenset[Key] | None:
+        """The Services an event can change the answers of, read before it is applied:
+        a Service itself, or the Services a slice belonged to and belongs to now."""
+        if isinstance(event, Upsert):
+            obj = event.obj
+            if isinstance(obj, Service):
+                return frozenset({(obj.namespace, obj.name)})
+            if isinstance(obj, EndpointSlice):
+                old = self.slices.get((obj.namespace, obj.name))
+                return frozenset(
+                    (s.namespace, s.service)
+                    for s in (old, obj)
+                    if s is not None and s.service is not None
+                )
+        elif isinstance(event, Delete):
+            if event.kind is Kind.SERVICE:
+                return frozenset({(event.namespace, event.name)})
+            if event.kind is Kind.ENDPOINT_SLICE:
+                old = self.slices.get((event.namespace, event.name))
+                if old is not None and old.service is not None:
+                    return frozenset({(old.namespace, old.service)})
+                return frozenset()
+        return None
 
     def _service_kind(self, obj: ClusterObject) -> str:
         if isinstance(obj, Service):
@@ -339,14 +590,16 @@ class Index:
                     self._pod_ip.pop(k, None)
 
     def _add_prefixes(self, address: IPAddress, delta: int) -> None:
-        """Count `address` under each reverse-tree prefix above it (octets for IPv4,
-        nibbles for IPv6)."""
-        bits = address.max_prefixlen
-        step = 8 if address.version == 4 else 4
-        value = int(address)
+        self._add_raw_prefixes(address.packed, delta)
+
+    def _add_raw_prefixes(self, raw: bytes, delta: int) -> None:
+        """Count the address `raw` under each reverse-tree prefix above it (octets for
+        IPv4, nibbles for IPv6)."""
+        version, bits, step = (4, 32, 8) if len(raw) == 4 else (6, 128, 4)
+        value = int.from_bytes(raw, "big")
         prefixes = self._prefixes
         for plen in range(step, bits, step):
-            key = (address.version, plen, value >> (bits - plen))
+            key = (version, plen, value >> (bits - plen))
             n = prefixes.get(key, 0) + delta
             if n > 0:
                 prefixes[key] = n
@@ -355,44 +608,36 @@ class Index:
 
     def _rebuild_endpoints(self, key: Key) -> None:
         """Re-merge the ready endpoints of one Service and update the reverse index."""
-        ns, svc = key
-        old = self._endpoints.pop(key, ())
-        for ep in old:
-            self._add_prefixes(ep.address, -1)
-            names = self._endpoint_ip.get(ep.address)
-            if names is None:
-                continue
-            if isinstance(names, list):
-                names[:] = [n for n in names if (n.namespace, n.service) != key]
-                if len(names) == 1:
-                    self._endpoint_ip[ep.address] = names[0]
-                elif not names:
-                    del self._endpoint_ip[ep.address]
-            elif (names.namespace, names.service) == key:
-                del self._endpoint_ip[ep.address]
-        merged: dict[tuple[str, IPAddress], ReadyEndpoint] = {}
+        old = self._ready.pop(key, None)
+        built = self._built.pop(key, None)
+        if built is not None:
+            self._built_count -= len(built)
+        if old is not None:
+            self._index_ready(old, -1)
+        seen: set[tuple[str | None, bytes]] = set()
+        segments: list[_Segment] = []
         for slice_key in self._slices_of.get(key, ()):
-            eps = self.slices[slice_key]
-            for endpoint in eps.endpoints:
-                if not endpoint.ready:  # EndpointSlice: ready=None is stored as True
-                    continue
-                for address in endpoint.addresses:
-                    label = endpoint.hostname or dashed_label(address)
-                    merged.setdefault((label, address), ReadyEndpoint(label, address, eps.ports))
-        if not merged:
-            return
-        ready = tuple(merged.values())
-        self._endpoints[key] = ready
-        for ep in ready:
-            self._add_prefixes(ep.address, 1)
-            name = ReverseName(ns, svc, ep.label)
-            names = self._endpoint_ip.get(ep.address)
-            if names is None:
-                self._endpoint_ip[ep.address] = name
-                continue
-            if not isinstance(names, list):
-                names = [names]
-                self._endpoint_ip[ep.address] = names
-            if name not in names:
-                names.append(name)
-                names.sort(key=lambda n: (n.namespace, n.service, n.label or ""))
+            segment = _segment(self.slices[slice_key], seen)
+            if segment is not None:
+                segments.append(segment)
+        if segments:
+            ready = _Ready(key, tuple(segments))
+            self._ready[key] = ready
+            self._index_ready(ready, 1)
+
+    def _index_ready(self, ready: _Ready, delta: int) -> None:
+        """Add (delta 1) or remove (-1) a Service's ready endpoints in the reverse index
+        and the prefix counts."""
+        buckets = self._endpoint_ip
+        for raw in ready.raws():
+            self._add_raw_prefixes(raw, delta)
+            bucket_key, low = _bucket_key(raw)
+            bucket = buckets.get(bucket_key)
+            if delta > 0:
+                if bucket is None:
+                    bucket = buckets[bucket_key] = _Bucket()
+                bucket.add(low, ready)
+            elif bucket is not None:
+                bucket.remove(low, ready)
+                if not bucket.count:
+                    del buckets[bucket_key]

@@ -8,6 +8,7 @@ lower-case (RFC 4343: DNS compares case-insensitively). No I/O here.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
@@ -54,27 +55,122 @@ class Service:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One endpoint of an EndpointSlice: its addresses share one hostname and readiness."""
+    """One endpoint of an EndpointSlice: its addresses share one hostname and readiness.
+
+    A value the sources build and `EndpointSlice` packs; slices do not keep these objects.
+    """
 
     addresses: tuple[IPAddress, ...]
     ready: bool = True  # EndpointSlice API: conditions.ready absent means unknown -> ready
     hostname: str | None = None  # lower-case; set by the controller for hostname+subdomain pods
-    pod_name: str | None = None  # targetRef name, when the target is a Pod
+    # targetRef name, when the target is a Pod. Not kept by EndpointSlice: no answer uses it
+    # (CoreDNS's `endpoint_pod_names` is not implemented), and it costs ~60 bytes an endpoint.
+    pod_name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+MIXED = 17
+"""Address width of a slice mixing IPv4 and IPv6: a version byte, then 16 bytes (IPv4
+zero-padded). Single-family slices store 4 (IPv4) or 16 (IPv6) bytes an address."""
+
+
+def raw_address(packed: bytes, width: int, i: int) -> bytes:
+    """The `i`th address of `packed` as its 4 (IPv4) or 16 (IPv6) network-order bytes."""
+    chunk = packed[i * width : (i + 1) * width]
+    if width == MIXED:
+        return chunk[1:5] if chunk[0] == 4 else chunk[1:]
+    return chunk
+
+
+def address_from_raw(raw: bytes) -> IPAddress:
+    """An address from its 4 or 16 network-order bytes (the length says the family)."""
+    return IPv4Address(raw) if len(raw) == 4 else IPv6Address(raw)
+
+
+_ALL_READY: frozenset[int] = frozenset()  # one shared object (an empty frozenset is 216 B)
+
+
+@dataclass(frozen=True, slots=True, init=False, repr=False)
 class EndpointSlice:
-    """A discovery.k8s.io/v1 EndpointSlice (or a converted v1 Endpoints subset)."""
+    """A discovery.k8s.io/v1 EndpointSlice (or a converted v1 Endpoints subset).
+
+    Built from `Endpoint` values but stored packed (issue 5: at most 200 bytes an
+    endpoint): every address in one `bytes` (`width` bytes each), hostnames only when some
+    endpoint has one, not-ready endpoints by index. Equality is "same DNS data": addresses,
+    readiness, hostnames, ports (not `Endpoint.pod_name`). `endpoints` rebuilds the values.
+    """
 
     namespace: str
     name: str
     service: str | None  # label kubernetes.io/service-name; None = belongs to no Service
-    endpoints: tuple[Endpoint, ...] = ()
-    ports: tuple[ServicePort, ...] = ()  # the endpoint ports (resolved targetPorts)
+    ports: tuple[ServicePort, ...]  # the endpoint ports (resolved targetPorts)
+    width: int  # bytes an address in `packed`: 4, 16 or MIXED
+    packed: bytes  # the addresses of every endpoint, in order
+    sizes: tuple[int, ...] | None  # addresses of each endpoint; None = one each
+    not_ready: frozenset[int]  # indexes of the endpoints that are not ready
+    hostnames: tuple[str | None, ...] | None  # by endpoint index; None = no hostname at all
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        service: str | None,
+        endpoints: Iterable[Endpoint] = (),
+        ports: tuple[ServicePort, ...] = (),
+    ) -> None:
+        eps = tuple(endpoints)
+        versions = {a.version for e in eps for a in e.addresses}
+        width = 16 if versions == {6} else MIXED if len(versions) > 1 else 4
+        if width == MIXED:
+            packed = b"".join(
+                (b"\x04" + a.packed + bytes(12)) if a.version == 4 else b"\x06" + a.packed
+                for e in eps
+                for a in e.addresses
+            )
+        else:
+            packed = b"".join(a.packed for e in eps for a in e.addresses)
+        sizes = tuple(len(e.addresses) for e in eps)
+        hostnames = tuple(e.hostname or None for e in eps)
+        setattr_ = object.__setattr__
+        setattr_(self, "namespace", namespace)
+        setattr_(self, "name", name)
+        setattr_(self, "service", service)
+        setattr_(self, "ports", tuple(ports))
+        setattr_(self, "width", width)
+        setattr_(self, "packed", packed)
+        setattr_(self, "sizes", None if all(n == 1 for n in sizes) else sizes)
+        not_ready = frozenset(i for i, e in enumerate(eps) if not e.ready)
+        setattr_(self, "not_ready", not_ready or _ALL_READY)
+        setattr_(self, "hostnames", hostnames if any(hostnames) else None)
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The endpoints as values (built on each call; `pod_name` is not kept)."""
+        result: list[Endpoint] = []
+        at = 0
+        for i in range(len(self.sizes) if self.sizes is not None else self.address_count):
+            n = self.sizes[i] if self.sizes is not None else 1
+            addresses = tuple(
+                address_from_raw(raw_address(self.packed, self.width, at + k)) for k in range(n)
+            )
+            at += n
+            hostname = self.hostnames[i] if self.hostnames is not None else None
+            result.append(Endpoint(addresses, ready=i not in self.not_ready, hostname=hostname))
+        return tuple(result)
+
+    @property
+    def address_count(self) -> int:
+        """How many addresses the endpoints have together."""
+        return len(self.packed) // self.width
 
     @property
     def kind(self) -> Kind:
         return Kind.ENDPOINT_SLICE
+
+    def __repr__(self) -> str:
+        return (
+            f"EndpointSlice(namespace={self.namespace!r}, name={self.name!r}, "
+            f"service={self.service!r}, endpoints={self.endpoints!r}, ports={self.ports!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
