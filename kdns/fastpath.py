@@ -25,7 +25,7 @@ are folded with the mean per-query time of those batches. No I/O, no logging her
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -59,11 +59,18 @@ class Entry:
     """One cached reply: header variants indexed by the query's RD bit, the tail after the
     question, and plain hit counts."""
 
-    __slots__ = ("headers", "hits_v4", "hits_v6", "meta", "need", "size", "tail")
+    __slots__ = ("dep", "headers", "hits_v4", "hits_v6", "meta", "need", "size", "tail")
 
     def __init__(
-        self, headers: tuple[bytes, bytes], tail: bytes, need: int, meta: EntryMeta, size: int
+        self,
+        headers: tuple[bytes, bytes],
+        tail: bytes,
+        need: int,
+        meta: EntryMeta,
+        size: int,
+        dep: Dep = None,
     ) -> None:
+        self.dep = dep  # the Service the reply depends on; None = on the zone's structure
         self.headers = headers
         self.tail = tail
         self.need = need  # smallest EDNS payload the reply fits in; 0 = any
@@ -73,9 +80,26 @@ class Entry:
         self.hits_v6 = 0
 
 
+# What a cached reply depends on: the (namespace, service) whose data it shows, or None
+# for replies that depend on the zone's structure (apex, `<ns>.svc`, pods, reverse names,
+# CNAME chases). A change to a Service drops its own entries and every structural one.
+Dep = tuple[str, str] | None
+OKey = tuple[bool, bytes]
+
+
 class GenerationSource(Protocol):
     @property
     def generation(self) -> int: ...
+
+
+class ChangeSource(GenerationSource, Protocol):
+    """The index, as the cache sees it: what changed since the cache last asked."""
+
+    @property
+    def serial(self) -> int: ...
+
+    def changes_since(self, generation: int) -> set[tuple[str, str]] | None:
+        """The (namespace, service) keys changed after `generation`; None = anything."""
 
 
 class ReplyCache:
@@ -97,8 +121,10 @@ class ReplyCache:
         self.plain: dict[bytes, Entry] = {}
         self.edns: dict[bytes, Entry] = {}
         # Insertion order over both tables: (edns variant?, key) -> None; negatives apart.
-        self._order: dict[tuple[bool, bytes], None] = {}
-        self._negative: dict[tuple[bool, bytes], None] = {}
+        self._order: dict[OKey, None] = {}
+        self._negative: dict[OKey, None] = {}
+        self._structural: dict[OKey, None] = {}
+        self._by_dep: dict[tuple[str, str], dict[OKey, None]] = {}
         self.bytes = 0
         # (meta, family) -> hits of entries already gone, waiting for the next fold.
         self._retired: dict[tuple[EntryMeta, str], int] = {}
@@ -115,6 +141,7 @@ class ReplyCache:
         question_len: int,
         need: int,
         meta: EntryMeta,
+        dep: Dep = None,
     ) -> None:
         """Remember `reply` (the full encoded reply to a query whose question section is
         `question_len` bytes). `need`: the smallest EDNS payload the reply fits (0 = any)."""
@@ -133,8 +160,13 @@ class ReplyCache:
             need,
             meta,
             size,
+            dep,
         )
         self._order[okey] = None
+        if dep is None:
+            self._structural[okey] = None
+        else:
+            self._by_dep.setdefault(dep, {})[okey] = None
         if meta.negative:
             self._negative[okey] = None
             while len(self._negative) > self.max_negative:
@@ -143,15 +175,36 @@ class ReplyCache:
         while len(self._order) > self.max_entries or self.bytes > self.max_bytes:
             self._drop(next(iter(self._order)))
 
-    def _drop(self, okey: tuple[bool, bytes]) -> None:
+    def _drop(self, okey: OKey) -> None:
         edns, key = okey
         table = self.edns if edns else self.plain
         entry = table.pop(key, None)
         self._order.pop(okey, None)
         self._negative.pop(okey, None)
         if entry is not None:
+            if entry.dep is None:
+                self._structural.pop(okey, None)
+            else:
+                deps = self._by_dep.get(entry.dep)
+                if deps is not None:
+                    deps.pop(okey, None)
+                    if not deps:
+                        del self._by_dep[entry.dep]
             self._retire(entry)
             self.bytes -= entry.size
+
+    def invalidate(self, services: Iterable[tuple[str, str]], *, negatives: bool) -> int:
+        """Forget what a data change may have altered: the replies about the changed
+        Services, every structural reply, and (when the SOA serial moved, since negative
+        replies carry the SOA) every negative reply. Returns how many were dropped."""
+        doomed: dict[OKey, None] = dict(self._structural)
+        for service in services:
+            doomed.update(self._by_dep.get(service, {}))
+        if negatives:
+            doomed.update(self._negative)
+        for okey in doomed:
+            self._drop(okey)
+        return len(doomed)
 
     def _retire(self, entry: Entry) -> None:
         for hits, family in ((entry.hits_v4, "1"), (entry.hits_v6, "2")):
@@ -168,6 +221,8 @@ class ReplyCache:
             table.clear()
         self._order.clear()
         self._negative.clear()
+        self._structural.clear()
+        self._by_dep.clear()
         self.bytes = 0
 
     def fold(self, stats: Stats, *, seconds_per_hit: float) -> None:
@@ -203,12 +258,13 @@ class FastPath:
 
     def __init__(
         self,
-        index: GenerationSource,
+        index: ChangeSource,
         static_zones: GenerationSource | None,
         *,
         cache: ReplyCache,
     ) -> None:
         self._index = index
+        self._serial = index.serial
         self._static = static_zones if static_zones is not None else _NoZones()
         self._generation = index.generation
         self._static_generation = self._static.generation
@@ -221,14 +277,20 @@ class FastPath:
     def _slow(self, data: bytes, tcp: bool, family: str) -> HandleResult:
         raise NotImplementedError
 
+    def _check_generation(self) -> None:
+        """Catch up with data changes (the handler also records programming latency)."""
+        if self.generation_moved():
+            self.reset_generation()
+
     def handle(self, data: bytes, *, tcp: bool, family: str) -> HandleResult:
         """Answer `data`: bytes now, None to drop, or an awaitable when forwarding."""
+        if tcp:
+            return self._slow(data, tcp, family)
         if (
-            tcp
-            or self._index.generation != self._generation
+            self._index.generation != self._generation
             or self._static.generation != self._static_generation
         ):
-            return self._slow(data, tcp, family)
+            self._check_generation()  # drop what the changes may alter, then carry on
         end = data.find(0, 12)
         counts = data[4:12]
         if counts == _PLAIN:
@@ -271,8 +333,14 @@ class FastPath:
         )
 
     def reset_generation(self) -> None:
-        """Empty the cache and adopt the current generations."""
-        self.cache.clear()
+        """Adopt the current generations, forgetting exactly what the changes since may
+        have altered (everything, when a static zone reloaded or the index cannot say)."""
+        changed = self._index.changes_since(self._generation)
+        if changed is None or self._static.generation != self._static_generation:
+            self.cache.clear()
+        else:
+            self.cache.invalidate(changed, negatives=self._index.serial != self._serial)
+        self._serial = self._index.serial
         self._generation = self._index.generation
         self._static_generation = self._static.generation
 

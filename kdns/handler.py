@@ -48,7 +48,7 @@ from kdns.dns.wire import (
     encode_truncated,
     rcode_name,
 )
-from kdns.fastpath import EntryMeta, FastPath, HandleResult, ReplyCache
+from kdns.fastpath import Dep, EntryMeta, FastPath, HandleResult, ReplyCache
 from kdns.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,8 @@ class IndexView(ClusterView, Protocol):
     def generation(self) -> int: ...
 
     def take_pending(self) -> Sequence[PendingChange]: ...
+
+    def changes_since(self, generation: int) -> set[tuple[str, str]] | None: ...
 
 
 def qtype_label(qtype: int) -> str:
@@ -254,7 +256,19 @@ class Handler(FastPath):
             question_len=len(query.question_wire),
             need=need,
             meta=meta,
+            dep=self._dependency(query.question.lname, zone, reply),
         )
+
+    def _dependency(self, lname: str, zone: str, reply: Reply) -> Dep:
+        """The Service a cached reply shows: `(ns, svc)` for `...<svc>.<ns>.svc.<zone>`
+        names, whose answers read only that Service and its slices; None (structural, dropped
+        on every change) for everything else, and for CNAME chases, which read two names."""
+        if zone != self.config.zone or any(r.rtype == RType.CNAME for r in reply.answer):
+            return None
+        labels = lname[: -len(zone)].rstrip(".").split(".")
+        if len(labels) >= 3 and labels[-1] == "svc":
+            return (labels[-2], labels[-3])
+        return None
 
     # ---- upstream ----------------------------------------------------------------------
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from kdns.fastpath import ReplyCache
 from kdns.handler import Handler
 from kdns.index import Index
-from kdns.model import Upsert
+from kdns.model import Delete, Kind, Upsert
 from kdns.stats import Stats
-from tests.builders import ep, eps, svc
+from tests.builders import ep, eps, replace_events, svc
 from tests.test_handler import CONFIG, default_index, make_handler, make_index
 from tests.test_wire import header, make_query, opt_rr
 
@@ -173,3 +176,152 @@ def test_hits_are_folded_into_coredns_metrics_on_flush() -> None:
     handler.cache.clear()
     stats.flush()
     assert stats.responses[("cluster.local.", "NOERROR")] == 7
+
+
+# ---- precise invalidation: a change drops exactly what it may alter ------------------------
+
+
+def slow_queries(stats: Stats) -> int:
+    """Queries that took the slow path (hits are only counted at the next fold)."""
+    return sum(stats.requests.values())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def clocked_index(clock: Clock) -> Index:
+    index = Index(clock=clock)
+    for event in replace_events(
+        [
+            svc("svc1", ips=["10.0.0.1"], ports=["http/tcp/80"]),
+            svc("svc2", ips=["10.0.0.2"], ports=["http/tcp/80"]),
+            svc("hdls", headless=True, ports=["http/tcp/80"]),
+            eps("hdls-1", "hdls", endpoints=[ep("10.1.0.1")], ports=["http/tcp/80"]),
+        ]
+    ):
+        index.apply(event)
+    return index
+
+
+def test_a_change_to_one_service_keeps_other_services_cached() -> None:
+    index = clocked_index(Clock())
+    handler, stats = make_handler(index)
+    q1 = make_query(SVC1)
+    ask(handler, q1)
+    before = slow_queries(stats)
+    index.apply(Upsert(svc("svc2", ips=["10.0.0.22"])))
+    assert ask(handler, q1) == fresh(q1, index)
+    assert slow_queries(stats) == before  # still a hit: svc1's answer cannot have changed
+    changed = ask(handler, make_query(SVC2))
+    assert changed.endswith(b"\x0a\x00\x00\x16")  # svc2's new ClusterIP, R8
+
+
+def test_a_slice_moving_between_services_refreshes_both() -> None:
+    index = clocked_index(Clock())
+    index.apply(Upsert(svc("other", headless=True, ports=["http/tcp/80"])))
+    handler, _ = make_handler(index)
+    hdls, other = (
+        make_query("hdls.testns.svc.cluster.local"),
+        make_query("other.testns.svc.cluster.local"),
+    )
+    assert header(ask(handler, hdls))[3] == 1
+    assert header(ask(handler, other))[1] & 0xF == 3  # R19: no ready endpoint
+    index.apply(Upsert(eps("hdls-1", "other", endpoints=[ep("10.1.0.1")], ports=["http/tcp/80"])))
+    assert header(ask(handler, hdls))[1] & 0xF == 3
+    assert header(ask(handler, other))[3] == 1
+
+
+def test_structural_replies_are_dropped_on_any_change() -> None:
+    index = clocked_index(Clock())
+    handler, stats = make_handler(index)
+    version = make_query("dns-version.cluster.local", 16)
+    ask(handler, version)
+    ask(handler, version)
+    before = slow_queries(stats)
+    index.apply(Upsert(svc("svc3", ips=["10.0.0.3"])))
+    ask(handler, version)
+    assert slow_queries(stats) == before + 1
+
+
+def test_negative_replies_follow_the_soa_serial() -> None:
+    clock = Clock()
+    index = clocked_index(clock)
+    handler, stats = make_handler(index)
+    missing = make_query("missing.testns.svc.cluster.local")
+    ask(handler, missing)
+    before = slow_queries(stats)
+    index.apply(Upsert(svc("svc3", ips=["10.0.0.3"])))  # same second: the serial stays
+    assert ask(handler, missing) == fresh(missing, index)
+    assert slow_queries(stats) == before
+    clock.now += 5
+    index.apply(Upsert(svc("svc4", ips=["10.0.0.4"])))  # the serial moves: D2's SOA changes
+    assert ask(handler, missing) == fresh(missing, index)
+    assert slow_queries(stats) == before + 1
+
+
+def test_a_handler_far_behind_the_change_log_starts_over() -> None:
+    from kdns.index import CHANGE_LOG
+
+    index = clocked_index(Clock())
+    handler, _ = make_handler(index)
+    q1 = make_query(SVC1)
+    ask(handler, q1)
+    for i in range(CHANGE_LOG + 1):
+        index.apply(Upsert(svc("churn", ips=[f"10.9.{i // 250}.{i % 250 + 1}"])))
+    index.apply(Upsert(svc("svc1", ips=["10.0.0.99"])))
+    assert ask(handler, q1).endswith(b"\x0a\x00\x00\x63")
+
+
+NAMES = [
+    ("svc0.testns.svc.cluster.local", 1),
+    ("svc1.testns.svc.cluster.local", 1),
+    ("svc1.testns.svc.cluster.local", 28),
+    ("_http._tcp.svc1.testns.svc.cluster.local", 33),
+    ("hdls.testns.svc.cluster.local", 1),
+    ("_http._tcp.hdls.testns.svc.cluster.local", 33),
+    ("10-1-0-1.hdls.testns.svc.cluster.local", 1),
+    ("alias.testns.svc.cluster.local", 1),
+    ("svc.cluster.local", 1),
+    ("testns.svc.cluster.local", 1),
+    ("cluster.local", 6),
+    ("1.0.1.10.in-addr.arpa", 12),
+    ("1.0.0.10.in-addr.arpa", 12),
+]
+
+EVENTS = st.one_of(
+    st.tuples(st.just("svc"), st.integers(0, 2), st.integers(1, 3)),
+    st.tuples(st.just("del"), st.integers(0, 2), st.just(0)),
+    st.tuples(st.just("eps"), st.sampled_from(["hdls", "svc1"]), st.integers(0, 3)),
+    st.tuples(st.just("alias"), st.integers(0, 2), st.just(0)),
+    st.tuples(st.just("tick"), st.just(0), st.just(0)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(EVENTS, max_size=12))
+def test_under_any_changes_every_reply_equals_a_fresh_handlers(events: list) -> None:  # type: ignore[type-arg]
+    clock = Clock()
+    index = clocked_index(clock)
+    handler, _ = make_handler(index)
+    queries = [make_query(name, qtype) for name, qtype in NAMES]
+    for q in queries:
+        ask(handler, q)
+    for kind, a, b in events:
+        if kind == "svc":
+            index.apply(Upsert(svc(f"svc{a}", ips=[f"10.0.0.{b}"], ports=["http/tcp/80"])))
+        elif kind == "del":
+            index.apply(Delete(Kind.SERVICE, "testns", f"svc{a}"))
+        elif kind == "eps":
+            endpoints = [ep(f"10.1.0.{i + 1}") for i in range(b)]
+            index.apply(Upsert(eps("hdls-1", a, endpoints=endpoints, ports=["http/tcp/80"])))
+        elif kind == "alias":
+            index.apply(Upsert(svc("alias", external=f"svc{a}.testns.svc.cluster.local")))
+        else:
+            clock.now += 1
+        for q in queries:
+            assert ask(handler, q) == fresh(q, index), q
