@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                     stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
             started = time.monotonic()
+            cpu_started = server.cpu()
             next_sample = started
             k = 0
             while load.poll() is None and time.monotonic() - started < args.seconds + 30:
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                     next_sample += 10
                 time.sleep(args.churn_interval)
             load.wait(timeout=60)
+            cpu_percent = 100 * (server.cpu() - cpu_started) / (time.monotonic() - started)
             perf = parse_dnsperf(out.read_text())
             time.sleep(0.5)  # the last events reach the index
             wrong = _check(server.port, wl, live, deleted_names=[f"soak-{i}" for i in range(k)])
@@ -108,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": created,
         "deleted": deleted,
         "dnsperf": perf,
+        "kdns_cpu_percent": round(cpu_percent, 1),
         "rss_mb": [(t, round(kb / 1024, 1)) for t, kb in rss],
         "rss_growth_mb": round((rss[-1][1] - first) / 1024, 1),
         "wrong_answers": wrong,
