@@ -8,7 +8,7 @@ from __future__ import annotations
 from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from kdns.dns.view import ReverseName
-from kdns.index import BULK_OBJECTS, Index
+from kdns.index import BUILT_ENDPOINTS, BULK_OBJECTS, Index, dashed_label
 from kdns.model import (
     Delete,
     Endpoint,
@@ -220,3 +220,163 @@ def test_a_bulk_replace_keeps_every_object_answerable() -> None:
     last = services[-1]
     assert index.service("default", last.name) is last
     assert index.reverse(last.cluster_ips[0]) == (ReverseName("default", last.name),)
+
+
+# ---- packed endpoints (issue 5): the lazily built answers equal a plain merge -----------
+
+
+def merged(slices: list[EndpointSlice], service: str) -> list[tuple[str, str, int]]:
+    """The view.py rule written out plainly: slices in name order, endpoints and addresses
+    in order, ready only, each (label, address) once; label = hostname else dashed (R7)."""
+    out: list[tuple[str, str, int]] = []
+    for sl in sorted(slices, key=lambda s: s.name):
+        if sl.service != service:
+            continue
+        for e in sl.endpoints:
+            if not e.ready:
+                continue
+            for a in e.addresses:
+                label = e.hostname or dashed_label(a)
+                if all((label, str(a)) != (x[0], x[1]) for x in out):
+                    out.append((label, str(a), sl.ports[0].port))
+    return out
+
+
+def built(index: Index, service: str) -> list[tuple[str, str, int]]:
+    return [(e.label, str(e.address), e.ports[0].port) for e in index.endpoints("default", service)]
+
+
+def test_packed_slices_give_the_endpoints_of_a_plain_merge_in_order() -> None:
+    p80, p81 = (ServicePort("http", "tcp", 80),), (ServicePort("http", "tcp", 81),)
+    slices = [
+        # Dual stack: one slice per family, as the EndpointSlice controller makes them.
+        EndpointSlice("default", "d-v6", "d", (ep("fd00::5"), ep("fd00::"), ep("fd00::6")), p81),
+        EndpointSlice("default", "d-v4", "d", (ep("10.1.0.5"), ep("10.1.0.6", ready=False)), p80),
+        # One slice mixing families, an endpoint with two addresses, a hostname equal to
+        # the dashed label (the same label: one endpoint), duplicates within the slice.
+        EndpointSlice(
+            "default",
+            "m-1",
+            "m",
+            (
+                Endpoint((ip_address("10.1.0.7"), ip_address("fd00::7")), hostname="web-0"),
+                ep("10.1.0.8", hostname="10-1-0-8"),
+                ep("10.1.0.8"),
+                ep("fd00::9", ready=False),
+                ep("fd00::7", hostname="web-0"),
+                ep("10.1.0.7"),
+            ),
+            p80,
+        ),
+        # A later slice repeating what an earlier one has, plus one more.
+        EndpointSlice("default", "m-2", "m", (ep("10.1.0.7"), ep("10.1.0.9")), p81),
+    ]
+    index = Index()
+    index.apply(Replace(Kind.ENDPOINT_SLICE, tuple(slices)))
+    assert (
+        built(index, "d")
+        == merged(slices, "d")
+        == [
+            ("10-1-0-5", "10.1.0.5", 80),
+            ("fd00--5", "fd00::5", 81),
+            ("fd00--0", "fd00::", 81),
+            ("fd00--6", "fd00::6", 81),
+        ]
+    )
+    assert (
+        built(index, "m")
+        == merged(slices, "m")
+        == [
+            ("web-0", "10.1.0.7", 80),
+            ("web-0", "fd00::7", 80),
+            ("10-1-0-8", "10.1.0.8", 80),
+            ("10-1-0-7", "10.1.0.7", 80),
+            ("10-1-0-9", "10.1.0.9", 81),
+        ]
+    )
+    assert index.counts()["endpoints"] == 9
+    # Reverse (R24/N7): each label the address has in the Service, sorted.
+    assert index.reverse(ip_address("10.1.0.7")) == (
+        ReverseName("default", "m", "10-1-0-7"),
+        ReverseName("default", "m", "web-0"),
+    )
+    assert index.reverse(ip_address("fd00::7")) == (ReverseName("default", "m", "web-0"),)
+    assert index.reverse(ip_address("fd00::9")) == ()  # not ready
+    assert index.reverse(ip_address("10.1.0.6")) == ()
+    # An IPv4-mapped IPv6 address is another address than the IPv4 one.
+    assert index.reverse(ip_address("::ffff:10.1.0.7")) == ()
+    assert index.reverse_prefix_exists(IPv6Network("fd00::/16"))
+
+
+def test_a_slice_equal_in_dns_data_is_equal_and_its_endpoints_come_back() -> None:
+    endpoints = (
+        Endpoint((ip_address("10.1.0.1"), ip_address("fd00::1")), hostname="a", pod_name="p"),
+        ep("10.1.0.2", ready=False),
+    )
+    sl = EndpointSlice("default", "s", "svc", endpoints, HTTP)
+    # The pod name is not DNS data (no answer uses it) and is not kept.
+    without_pod = Endpoint((ip_address("10.1.0.1"), ip_address("fd00::1")), hostname="a")
+    assert sl == EndpointSlice("default", "s", "svc", (without_pod, endpoints[1]), HTTP)
+    assert sl.endpoints == (
+        Endpoint((ip_address("10.1.0.1"), ip_address("fd00::1")), hostname="a"),
+        ep("10.1.0.2", ready=False),
+    )
+    assert sl != EndpointSlice("default", "s", "svc", (endpoints[0], ep("10.1.0.2")), HTTP)
+    assert sl != EndpointSlice("default", "s", "svc", (endpoints[0], ep("10.1.0.3")), HTTP)
+    v6 = EndpointSlice("default", "s", "svc", (ep("fd00::1"), ep("fd00::2")), HTTP)
+    assert v6.endpoints == (ep("fd00::1"), ep("fd00::2"))
+    assert EndpointSlice("default", "s", "svc").endpoints == ()
+
+
+def test_endpoints_built_lazily_follow_every_change() -> None:
+    index = Index()
+    index.apply(Upsert(eslice("h-1", "h", ep("10.244.0.1"))))
+    assert labels(index, "h") == [("10-244-0-1", "10.244.0.1")]
+    index.apply(Upsert(eslice("h-1", "h", ep("10.244.0.2", hostname="x"))))
+    assert labels(index, "h") == [("x", "10.244.0.2")]
+    index.apply(Upsert(eslice("h-0", "h", ep("10.244.0.2", hostname="x"), ep("10.244.0.3"))))
+    assert labels(index, "h") == [("10-244-0-3", "10.244.0.3"), ("x", "10.244.0.2")]
+    index.apply(Delete(Kind.ENDPOINT_SLICE, "default", "h-0"))
+    index.apply(Delete(Kind.ENDPOINT_SLICE, "default", "h-1"))
+    assert index.endpoints("default", "h") == ()
+
+
+def test_endpoints_stay_right_past_the_built_cache() -> None:
+    per = 100
+    services = BUILT_ENDPOINTS // per + 3
+    slices = tuple(
+        eslice(f"s{i}-1", f"s{i}", *(ep(f"10.{i}.{j // 256}.{j % 256}") for j in range(per)))
+        for i in range(services)
+    )
+    index = Index()
+    index.apply(Replace(Kind.ENDPOINT_SLICE, slices))
+    for _ in range(2):  # the second round finds the first services evicted
+        for i in range(services):
+            got = index.endpoints("default", f"s{i}")
+            assert len(got) == per
+            assert got[per - 1].address == ip_address(f"10.{i}.0.{per - 1}")
+
+
+def test_reverse_buckets_grow_dense_and_shrink_back() -> None:
+    # 200 addresses in one /24 (a dense bucket), shared by two Services, then removed
+    # down to a few (a sparse one again): every lookup stays right.
+    addresses = [f"10.244.7.{i}" for i in range(200)]
+    index = Index()
+    index.apply(Upsert(eslice("a-1", "a", *(ep(a) for a in addresses))))
+    index.apply(Upsert(eslice("b-1", "b", *(ep(a) for a in addresses[:50]))))
+    assert index.reverse(ip_address("10.244.7.10")) == (
+        ReverseName("default", "a", "10-244-7-10"),
+        ReverseName("default", "b", "10-244-7-10"),
+    )
+    assert index.reverse(ip_address("10.244.7.199")) == (
+        ReverseName("default", "a", "10-244-7-199"),
+    )
+    assert index.reverse(ip_address("10.244.7.200")) == ()
+    index.apply(Upsert(eslice("a-1", "a", *(ep(a) for a in addresses[:3]))))
+    index.apply(Delete(Kind.ENDPOINT_SLICE, "default", "b-1"))
+    assert index.reverse(ip_address("10.244.7.2")) == (ReverseName("default", "a", "10-244-7-2"),)
+    assert index.reverse(ip_address("10.244.7.10")) == ()
+    assert index.reverse_prefix_exists(IPv4Network("10.244.7.0/24"))
+    index.apply(Delete(Kind.ENDPOINT_SLICE, "default", "a-1"))
+    assert index.reverse(ip_address("10.244.7.2")) == ()
+    assert not index.reverse_prefix_exists(IPv4Network("10.0.0.0/8"))
