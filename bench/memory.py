@@ -5,6 +5,10 @@ generated source, time start -> `/ready` 200, then read RSS/PSS of its process t
 `--format json` writes the manifests as one JSON `List` instead of multi-document YAML.
 `--headless 10000x100`: N headless Services with M endpoints each, as explicit
 EndpointSlices in one JSON List, through the manifests source (per-endpoint memory).
+`--index NxM`: in this process, no server: N headless Services with M endpoints each
+(API JSON with hostnames and targetRef pod names, converted as a source does) and N
+ClusterIP Services, applied to a `kdns.index.Index`; report the bytes the Index keeps
+(tracemalloc) per endpoint and per Service.
 `--programming`: with kdns serving 1k Services under a steady dnsperf load, change one
 Service's ClusterIP and poll it with a tight query loop until the new address is
 answered; report p50/p99 of event -> visible answer. Both run for the manifests source
@@ -224,6 +228,96 @@ def memory_one(
     return row
 
 
+def index_memory(services: int, endpoints: int) -> dict[str, Any]:
+    """Bytes the Index keeps (tracemalloc, after the events are dropped) per endpoint for
+    `services` headless Services x `endpoints`, and per Service for `services` ClusterIP
+    Services."""
+    import gc
+    import tracemalloc
+
+    from kdns.index import Index
+    from kdns.model import Kind, Replace
+    from kdns.sources.convert import object_from_api
+
+    port = {"name": workload.PORT_NAME, "protocol": "TCP", "port": workload.PORT_NUMBER}
+
+    def objects(headless: bool) -> list[Any]:
+        out: list[Any] = []
+        next_ip = workload.ENDPOINT_BASE
+        for i in range(services):
+            name = f"svc-{i}"
+            meta = {"name": name, "namespace": workload.NAMESPACE}
+            cluster_ip = "None" if headless else str(ipaddress.IPv4Address(0x0A600000 + i + 1))
+            spec = {"clusterIP": cluster_ip, "ports": [port]}
+            out.append(object_from_api({"kind": "Service", "metadata": meta, "spec": spec}))
+            if not headless:
+                continue
+            eps = []
+            for j in range(endpoints):
+                eps.append(
+                    {
+                        "addresses": [str(ipaddress.IPv4Address(next_ip))],
+                        "hostname": f"ep-{j}",
+                        "conditions": {"ready": True},
+                        "targetRef": {"kind": "Pod", "name": f"{name}-7d9f8b-{j:05d}"},
+                    }
+                )
+                next_ip += 1
+            raw = {
+                "kind": "EndpointSlice",
+                "metadata": {
+                    **meta,
+                    "name": f"{name}-abc",
+                    "labels": {"kubernetes.io/service-name": name},
+                },
+                "addressType": "IPv4",
+                "ports": [port],
+                "endpoints": eps,
+            }
+            out.append(object_from_api(raw))
+        return out
+
+    def retained(headless: bool) -> tuple[int, float]:
+        gc.collect()
+        tracemalloc.start()
+        objs = objects(headless)
+        index = Index()
+        t0 = time.perf_counter()
+        for kind in (Kind.SERVICE, Kind.ENDPOINT_SLICE):
+            index.apply(Replace(kind, tuple(o for o in objs if o.kind is kind)))
+        took = time.perf_counter() - t0
+        del objs
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        del index
+        gc.unfreeze()
+        gc.collect()
+        return kept, took
+
+    kept_eps, took_eps = retained(True)
+    kept_svc, took_svc = retained(False)
+    total = services * endpoints
+    row = {
+        "services": services,
+        "endpoints": total,
+        "headless_index_mb": round(kept_eps / 1e6, 1),
+        "bytes_per_endpoint": round(kept_eps / total),
+        "headless_apply_s": round(took_eps, 2),
+        "clusterip_index_mb": round(kept_svc / 1e6, 1),
+        "bytes_per_service": round(kept_svc / services),
+        "clusterip_apply_s": round(took_svc, 2),
+    }
+    print(
+        f"  index {services} headless x {endpoints}: {row['headless_index_mb']} MB,"
+        f" {row['bytes_per_endpoint']} B/endpoint (apply {took_eps:.2f}s);"
+        f" {services} ClusterIP: {row['clusterip_index_mb']} MB,"
+        f" {row['bytes_per_service']} B/Service (apply {took_svc:.2f}s)",
+        flush=True,
+    )
+    return row
+
+
 def programming(
     source: str, args: argparse.Namespace, workdir: Path, fake: FakeApi | None
 ) -> dict[str, Any]:
@@ -321,12 +415,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sources", default=",".join(SOURCES))
     p.add_argument("--format", choices=("yaml", "json"), default="yaml", help="manifests file")
     p.add_argument("--headless", default="", help="NxM: N headless Services x M endpoints")
+    p.add_argument("--index", default="", help="NxM: Index bytes in-process (tracemalloc)")
     p.add_argument("--services", type=int, default=1000, help="for --programming")
     p.add_argument("--mutations", type=int, default=30)
     p.add_argument("--rate", type=int, default=5000, help="background dnsperf -Q")
     p.add_argument("--max-wait", type=float, default=20.0, help="per mutation, s")
     p.add_argument("--results", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
+    if args.index:
+        n, m = (int(x) for x in args.index.lower().split("x"))
+        row = index_memory(n, m)
+        args.results.mkdir(parents=True, exist_ok=True)
+        (args.results / "memory-index.json").write_text(json.dumps(row, indent=2) + "\n")
+        return 0
     if not (args.memory or args.programming):
         args.memory = args.programming = True
     if not servers.kdns_available():
