@@ -32,6 +32,7 @@ from kdns.model import (
     Upsert,
     address_from_raw,
     raw_address,
+    unpack_addresses,
 )
 
 Key = tuple[str, str]
@@ -94,10 +95,13 @@ class _Ready:
     def build(self) -> tuple[ReadyEndpoint, ...]:
         built: list[ReadyEndpoint] = []
         for seg in self.segments:
-            for i in range(len(seg.packed) // seg.width):
-                address = address_from_raw(raw_address(seg.packed, seg.width, i))
-                hostname = seg.hostnames[i] if seg.hostnames is not None else None
-                built.append(ReadyEndpoint(hostname or dashed_label(address), address, seg.ports))
+            addresses = unpack_addresses(seg.packed, seg.width)
+            hostnames = seg.hostnames or (None,) * len(addresses)
+            ports = seg.ports
+            built.extend(
+                ReadyEndpoint(hostname or dashed_label(address), address, ports)
+                for address, hostname in zip(addresses, hostnames, strict=True)
+            )
         return tuple(built)
 
     def labels_of(self, raw: bytes) -> list[str]:

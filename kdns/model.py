@@ -8,6 +8,7 @@ lower-case (RFC 4343: DNS compares case-insensitively). No I/O here.
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -81,6 +82,15 @@ def raw_address(packed: bytes, width: int, i: int) -> bytes:
     return chunk
 
 
+def unpack_addresses(packed: bytes, width: int) -> list[IPAddress]:
+    """Every address in `packed`, in order."""
+    if width == 4:  # from ints: twice as fast as from 4-byte slices
+        return list(map(IPv4Address, struct.unpack(f">{len(packed) // 4}I", packed)))
+    if width == 16:
+        return [IPv6Address(packed[i : i + 16]) for i in range(0, len(packed), 16)]
+    return [address_from_raw(raw_address(packed, width, i)) for i in range(len(packed) // width)]
+
+
 def address_from_raw(raw: bytes) -> IPAddress:
     """An address from its 4 or 16 network-order bytes (the length says the family)."""
     return IPv4Address(raw) if len(raw) == 4 else IPv6Address(raw)
@@ -145,17 +155,25 @@ class EndpointSlice:
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
         """The endpoints as values (built on each call; `pod_name` is not kept)."""
-        result: list[Endpoint] = []
-        at = 0
-        for i in range(len(self.sizes) if self.sizes is not None else self.address_count):
-            n = self.sizes[i] if self.sizes is not None else 1
-            addresses = tuple(
-                address_from_raw(raw_address(self.packed, self.width, at + k)) for k in range(n)
-            )
-            at += n
-            hostname = self.hostnames[i] if self.hostnames is not None else None
-            result.append(Endpoint(addresses, ready=i not in self.not_ready, hostname=hostname))
-        return tuple(result)
+        addresses = self.addresses()
+        groups: list[tuple[IPAddress, ...]]
+        if self.sizes is None:
+            groups = [(a,) for a in addresses]
+        else:
+            groups, at = [], 0
+            for n in self.sizes:
+                groups.append(tuple(addresses[at : at + n]))
+                at += n
+        hostnames = self.hostnames or (None,) * len(groups)
+        not_ready = self.not_ready
+        return tuple(
+            Endpoint(group, i not in not_ready, hostname)
+            for i, (group, hostname) in enumerate(zip(groups, hostnames, strict=True))
+        )
+
+    def addresses(self) -> list[IPAddress]:
+        """Every address of every endpoint, in order."""
+        return unpack_addresses(self.packed, self.width)
 
     @property
     def address_count(self) -> int:
