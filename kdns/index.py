@@ -3,7 +3,9 @@
 Every `apply()` runs to completion without awaiting, so a query never sees half of a
 change. A `Replace` (a list or relist) swaps one kind wholesale; objects equal to ones
 already held are reused, so a relist of an unchanged cluster does not double memory.
-No I/O here.
+Endpoints stay packed as the slices hold them (issue 5: at most 200 bytes an endpoint):
+`ReadyEndpoint` objects are built only when `endpoints()` is asked, reverse owners are
+found by address bucket and their labels computed per lookup. No I/O here.
 """
 
 from __future__ import annotations
