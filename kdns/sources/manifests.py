@@ -66,6 +66,7 @@ from typing import Any
 import yaml
 
 from kdns.model import (
+    MIXED,
     Endpoint,
     EndpointSlice,
     Event,
@@ -76,6 +77,7 @@ from kdns.model import (
     Replace,
     Service,
     ServicePort,
+    raw_address,
 )
 from kdns.sources.convert import (
     ConversionError,
@@ -199,17 +201,19 @@ class ManifestData:
 
     def summary_lines(self, *, max_services: int = 20) -> list[str]:
         """The start-up summary: counts, then the table of render_endpoints for the first
-        `max_services` Services (so a big folder does not flood the log)."""
-        ready = sum(1 for s in self.slices for e in s.endpoints if e.ready)
+        `max_services` Services (so a big folder does not flood the log). Only the rows
+        printed are rendered (issue 5: 1M endpoints took 3.4 s to print 20 rows); the
+        counts and the column widths still cover every Service."""
+        ready = sum(_endpoint_count(s) - len(s.not_ready) for s in self.slices)
         head = (
             f"manifests: {len(self.files)} files, {len(self.services)} services, "
             f"{len(self.slices)} endpointslices ({ready} ready endpoints), "
             f"{len(self.pods)} pods, {len(self.namespaces)} namespaces"
         )
-        table = render_endpoints(self).splitlines()
-        lines = [head, *table[: max_services + 1]]
-        if len(table) > max_services + 1:
-            lines.append(f"... and {len(table) - max_services - 1} more services")
+        table = _table_lines(self, limit=max_services)
+        lines = [head, *table]
+        if len(self.services) > max_services:
+            lines.append(f"... and {len(self.services) - max_services} more services")
         return lines
 
 
@@ -234,19 +238,22 @@ def manifest_files(paths: Sequence[Path]) -> list[Path]:
 def _read_documents(path: Path) -> Iterator[Any]:
     """The documents of one file, one at a time: a YAML stream is parsed lazily, so only
     one document's dicts are alive while it is converted (issue 5: peak memory of a big
-    load). A syntax error is raised when the parser reaches it."""
+    load); so is a JSON `List`'s `items` (see `_JsonList`). A syntax error is raised when
+    the parser reaches it."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: cannot read: {exc}; check the file") from None
     if path.suffix == ".json":
+        streamed = _json_list(path, text)
+        if streamed is not None:
+            del text  # the List's items hold their own reference while they are read
+            yield streamed
+            return
         try:
             document = json.loads(text) if text.strip() else None
         except json.JSONDecodeError as exc:
-            raise ManifestError(
-                f"{path}: line {exc.lineno} column {exc.colno}: JSON syntax error: {exc.msg}; "
-                "fix the JSON syntax"
-            ) from None
+            raise _json_error(path, exc) from None
         del text
         if document is not None:
             yield document
@@ -267,12 +274,180 @@ def _read_documents(path: Path) -> Iterator[Any]:
         raise ManifestError(f"{path}: YAML error: {one_line}; fix the YAML syntax") from None
 
 
+def _json_error(path: Path, exc: json.JSONDecodeError) -> ManifestError:
+    return ManifestError(
+        f"{path}: line {exc.lineno} column {exc.colno}: JSON syntax error: {exc.msg}; "
+        "fix the JSON syntax"
+    )
+
+
+# ---- reading a JSON List item by item ---------------------------------------------------
+#
+# `json.loads` of a 150 MB List (1M endpoints) peaks at ~600 MB of dicts; the objects that
+# outlive it are allocated into the holes, so pymalloc can return none of its arenas and
+# the process keeps ~650 MB RSS for ~25 MB of live data (issue 5, bench/results/memory.md).
+# Decoding one item at a time (`raw_decode` at an offset) and converting it before the
+# next keeps a single item's dicts alive. Only the plain shape is walked here: a top-level
+# object whose `kind` ends in "List" and whose `items` is an array. Anything else, and any
+# syntax error met while walking, goes to `json.loads` of the whole text, so the result
+# and the error text (line/column of RFC 8259 syntax errors) are those of `json.loads`.
+
+_JSON_SPACE = " \t\n\r"  # RFC 8259 section 2: insignificant whitespace
+_DECODER = json.JSONDecoder()
+
+
+class _JsonShapeError(Exception):
+    """The text is not the plain List shape (or not valid JSON): read it whole."""
+
+
+@dataclass(slots=True)
+class _JsonList:
+    """A JSON `List` document whose `items` are decoded one at a time as iterated."""
+
+    path: Path
+    kind: str
+    text: str | None
+    start: int  # offset of the `[` of items
+    keys: frozenset[str]  # top-level keys up to `items`; empty = the rest was checked
+
+    def items(self) -> Iterator[Any]:
+        """Each item, decoded when asked; the text is released once iterated. When the
+        rest of the object was not checked yet, it is checked after the last item."""
+        text, self.text = self.text, None
+        if text is None:
+            return
+        try:
+            end = self.start
+            for offset, item in _walk_array(text, self.start):
+                end = offset
+                if item is not _EMPTY:
+                    yield item
+            if self.keys:  # the keys after `items` were not read yet
+                _object_rest(text, end, keys=self.keys)
+        except (json.JSONDecodeError, _JsonShapeError):
+            # Items before the error were already used; json.loads names the error
+            # exactly as a whole-file read would have (only reached on broken files).
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise _json_error(self.path, exc) from None
+            raise ManifestError(
+                f"{self.path}: a top-level key of the {self.kind} appears twice or after "
+                "its items change its kind; write each key once"
+            ) from None
+
+
+_EMPTY = object()  # the "element" an empty array reports with its end offset
+
+
+def _space(text: str, i: int) -> int:
+    while i < len(text) and text[i] in _JSON_SPACE:
+        i += 1
+    return i
+
+
+def _walk_array(text: str, i: int) -> Iterator[tuple[int, Any]]:
+    """(offset after it, value) of each element of the array whose `[` is at `i`; the
+    last offset is just past the `]`. Raises json.JSONDecodeError or _JsonShapeError."""
+    i = _space(text, i + 1)
+    if text.startswith("]", i):
+        yield i + 1, _EMPTY
+        return
+    while True:
+        value, i = _DECODER.raw_decode(text, i)
+        i = _space(text, i)
+        if text.startswith("]", i):
+            yield i + 1, value
+            return
+        if not text.startswith(",", i):
+            raise _JsonShapeError
+        yield i, value
+        i = _space(text, i + 1)
+
+
+def _object_rest(text: str, i: int, *, keys: frozenset[str]) -> None:
+    """Check the rest of the top-level object after a value ending at `i`: well-formed,
+    no key of `keys` again (`json.loads` would keep the last one), nothing after it."""
+    while True:
+        i = _space(text, i)
+        if text.startswith("}", i):
+            break
+        if not text.startswith(",", i):
+            raise _JsonShapeError
+        key, i = _DECODER.raw_decode(text, _space(text, i + 1))
+        if not isinstance(key, str) or key in keys:
+            raise _JsonShapeError
+        i = _space(text, i)
+        if not text.startswith(":", i):
+            raise _JsonShapeError
+        _, i = _DECODER.raw_decode(text, _space(text, i + 1))
+    if _space(text, i + 1) != len(text):
+        raise _JsonShapeError
+
+
+def _json_list(path: Path, text: str) -> _JsonList | None:
+    """The List to stream when `text` is one object with a "...List" kind and an `items`
+    array (in either order); None for any other shape or on any syntax error."""
+    try:
+        i = _space(text, 0)
+        if not text.startswith("{", i):
+            return None
+        i = _space(text, i + 1)
+        kind: object = None
+        items_at = -1
+        keys: set[str] = set()
+        while not text.startswith("}", i):
+            if keys:
+                if not text.startswith(",", i):
+                    return None
+                i = _space(text, i + 1)
+            key, i = _DECODER.raw_decode(text, i)
+            if not isinstance(key, str) or key in keys:
+                return None  # duplicate keys: the last one wins in json.loads
+            keys.add(key)
+            i = _space(text, i)
+            if not text.startswith(":", i):
+                return None
+            i = _space(text, i + 1)
+            if key == "items" and text.startswith("[", i):
+                items_at = i
+                if isinstance(kind, str) and kind.endswith("List"):
+                    # Stream now; the keys after `items` are checked after the last item.
+                    return _JsonList(path, kind, text, items_at, frozenset(keys))
+                i = _skip_array(text, i)  # `kind` may still follow (kubectl sorts keys)
+            else:
+                value, i = _DECODER.raw_decode(text, i)
+                if key == "kind":
+                    kind = value
+            i = _space(text, i)
+        if _space(text, i + 1) != len(text) or items_at < 0:
+            return None
+        if not (isinstance(kind, str) and kind.endswith("List")):
+            return None
+        return _JsonList(path, kind, text, items_at, frozenset())
+    except (json.JSONDecodeError, _JsonShapeError):
+        return None
+
+
+def _skip_array(text: str, i: int) -> int:
+    """The offset just past the array whose `[` is at `i`, decoding (and dropping) each
+    element in turn."""
+    end = i
+    for offset, _ in _walk_array(text, i):
+        end = offset
+    return end
+
+
 def _objects(path: Path, documents: Iterable[Any]) -> Iterator[tuple[_Origin, Mapping[str, Any]]]:
     """Each object with where it came from; `List` documents are flattened, and each item
     is dropped from its list once handed out (a big JSON List is not held twice)."""
     for number, doc in enumerate(documents, start=1):
         if doc is None:
             continue  # an empty document (`---` at the end)
+        if isinstance(doc, _JsonList):
+            for i, item in enumerate(doc.items()):
+                yield _list_item(path, number, doc.kind, i, item)
+            continue
         if not isinstance(doc, Mapping):
             raise ManifestError(
                 f"{path}: document {number}: is a {type(doc).__name__}, not an object; "
@@ -288,16 +463,21 @@ def _objects(path: Path, documents: Iterable[Any]) -> Iterator[tuple[_Origin, Ma
                 )
             items.reverse()  # pop from the end: O(1) per item
             for i in range(len(items)):
-                item = items.pop()
-                origin = _Origin(path, number, f"items[{i}].", kind)
-                if not isinstance(item, Mapping):
-                    raise ManifestError(
-                        f"{path}: document {number} ({kind}): items[{i}]: is not an object; "
-                        "each item must be a Kubernetes object"
-                    )
-                yield _describe(origin, item), item
+                yield _list_item(path, number, kind, i, items.pop())
         else:
             yield _describe(_Origin(path, number, "", ""), doc), doc
+
+
+def _list_item(
+    path: Path, number: int, kind: str, i: int, item: Any
+) -> tuple[_Origin, Mapping[str, Any]]:
+    """Item `i` (0-based) of the List that is document `number` of `path`."""
+    if not isinstance(item, Mapping):
+        raise ManifestError(
+            f"{path}: document {number} ({kind}): items[{i}]: is not an object; "
+            "each item must be a Kubernetes object"
+        )
+    return _describe(_Origin(path, number, f"items[{i}].", kind), item), item
 
 
 def _describe(origin: _Origin, obj: Mapping[str, Any]) -> _Origin:
@@ -938,20 +1118,60 @@ def events(data: ManifestData) -> list[Replace]:
 # ---- the kubectl-like table -----------------------------------------------------------
 
 
-def _endpoints_column(svc: Service, slices: Iterable[EndpointSlice]) -> tuple[str, int, int]:
-    """(`kubectl get endpoints` ENDPOINTS text, ready count, not-ready count)."""
+def _endpoint_count(es: EndpointSlice) -> int:
+    """How many endpoints `es` has, without building them."""
+    return es.address_count if es.sizes is None else len(es.sizes)
+
+
+def _raw_addresses(es: EndpointSlice) -> list[bytes]:
+    """The addresses of `es` as 4 (IPv4) or 16 (IPv6) bytes each: equal bytes = equal
+    address, whatever the slice's packing."""
+    width, packed = es.width, es.packed
+    if width == MIXED:
+        return [raw_address(packed, width, i) for i in range(es.address_count)]
+    return [packed[i : i + width] for i in range(0, len(packed), width)]
+
+
+def _ready_counts(slices: Iterable[EndpointSlice]) -> tuple[int, int]:
+    """(distinct ready addresses, distinct addresses only ever not ready) of a Service's
+    slices: the READY column, counted on packed bytes (no `Endpoint` values)."""
+    ready: set[bytes] = set()
+    not_ready: set[bytes] = set()
+    for es in slices:
+        raws = _raw_addresses(es)
+        if not es.not_ready:
+            ready.update(raws)
+            continue
+        sizes = es.sizes if es.sizes is not None else (1,) * len(raws)
+        at = 0
+        for i, n in enumerate(sizes):
+            (not_ready if i in es.not_ready else ready).update(raws[at : at + n])
+            at += n
+    return len(ready), len(not_ready - ready)
+
+
+def _endpoints_text(slices: Iterable[EndpointSlice]) -> str:
+    """The `kubectl get endpoints` ENDPOINTS text: three address:port pairs (each slice's
+    ready addresses sorted, for each of its ports), then `+ N more...`."""
     listed: list[str] = []
     total = 0
-    ready_addresses: set[IPAddress] = set()
-    not_ready: set[IPAddress] = set()
     for es in slices:
+        ports = es.ports or (None,)
+        if len(listed) >= 3:  # only the count is needed: distinct ready addresses x ports
+            raws = _raw_addresses(es)
+            sizes = es.sizes if es.sizes is not None else (1,) * len(raws)
+            ready, at = set(), 0
+            for i, n in enumerate(sizes):
+                if i not in es.not_ready:
+                    ready.update(raws[at : at + n])
+                at += n
+            total += len(ready) * len(ports)
+            continue
         addresses = sorted(
             {a for e in es.endpoints if e.ready for a in e.addresses},
             key=lambda a: (a.version, int(a)),
         )
-        ready_addresses.update(addresses)
-        not_ready.update(a for e in es.endpoints if not e.ready for a in e.addresses)
-        for port in es.ports or [None]:
+        for port in ports:
             for address in addresses:
                 total += 1
                 if port is None:
@@ -963,36 +1183,46 @@ def _endpoints_column(svc: Service, slices: Iterable[EndpointSlice]) -> tuple[st
                 if len(listed) < 3:
                     listed.append(text)
     if not listed:
-        text = "<none>"
-    elif total > len(listed):
-        text = ",".join(listed) + f" + {total - len(listed)} more..."
-    else:
-        text = ",".join(listed)
-    return text, len(ready_addresses), len(not_ready - ready_addresses)
+        return "<none>"
+    if total > len(listed):
+        return ",".join(listed) + f" + {total - len(listed)} more..."
+    return ",".join(listed)
+
+
+def _table_lines(data: ManifestData, *, limit: int | None = None) -> list[str]:
+    """The lines of `render_endpoints`: the header, then one row per Service, the first
+    `limit` rows only when given. Column widths cover every Service either way (the last
+    column, ENDPOINTS, pads nothing: lines are right-stripped)."""
+    by_service: dict[tuple[str, str], list[EndpointSlice]] = {}
+    for es in data.slices:
+        if es.service is not None:
+            by_service.setdefault((es.namespace, es.service), []).append(es)
+    header = ("NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "READY", "ENDPOINTS")
+    rows: list[tuple[str, ...]] = [header]
+    for n, svc in enumerate(data.services):
+        key = (svc.namespace, svc.name)
+        stype = data.service_types.get(key, "ClusterIP")
+        shown_row = limit is None or n < limit
+        if svc.external_name is not None:
+            rows.append((*key, stype, "<none>", "-", f"CNAME {svc.external_name}"))
+            continue
+        ip = "None" if svc.headless else ",".join(map(str, svc.cluster_ips)) or "<pending>"
+        slices = by_service.get(key, [])
+        ready, not_ready = _ready_counts(slices)
+        text = _endpoints_text(slices) if shown_row else ""
+        rows.append((*key, stype, ip, f"{ready}/{ready + not_ready}", text))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    shown_rows = rows if limit is None else rows[: limit + 1]
+    return [
+        "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in shown_rows
+    ]
 
 
 def render_endpoints(data: ManifestData) -> str:
     """A table of every Service: type, ClusterIP(s), ready/total endpoints, and ENDPOINTS as
     `kubectl get endpoints` shows them (three, then `+ N more...`)."""
-    by_service: dict[tuple[str, str], list[EndpointSlice]] = {}
-    for es in data.slices:
-        if es.service is not None:
-            by_service.setdefault((es.namespace, es.service), []).append(es)
-    rows = [("NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "READY", "ENDPOINTS")]
-    for svc in data.services:
-        key = (svc.namespace, svc.name)
-        stype = data.service_types.get(key, "ClusterIP")
-        if svc.external_name is not None:
-            rows.append((*key, stype, "<none>", "-", f"CNAME {svc.external_name}"))
-            continue
-        ip = "None" if svc.headless else ",".join(map(str, svc.cluster_ips)) or "<pending>"
-        text, ready, not_ready = _endpoints_column(svc, by_service.get(key, []))
-        rows.append((*key, stype, ip, f"{ready}/{ready + not_ready}", text))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    return "\n".join(_table_lines(data))
 
 
 # ---- watching --------------------------------------------------------------------------

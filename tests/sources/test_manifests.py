@@ -650,3 +650,148 @@ def test_summary_counts_and_caps_the_table(tmp_path: Path) -> None:
     assert lines[1].split()[:2] == ["NAMESPACE", "NAME"]
     assert len(lines) == 1 + 1 + 5 + 1
     assert lines[-1] == "... and 26 more services"
+
+
+# ---- big JSON Lists are read item by item (issue 5) --------------------------------------
+
+
+def _list_objects(services: int, endpoints: int) -> list[dict[str, object]]:
+    """Headless Services, each with an EndpointSlice of `endpoints` endpoints; in every
+    slice the endpoint at index 1 is not ready."""
+    items: list[dict[str, object]] = []
+    for i in range(services):
+        name = f"svc-{i:03d}"
+        meta = {"name": name, "namespace": "big"}
+        port = {"name": "http", "protocol": "TCP", "port": 80}
+        items.append(
+            {"kind": "Service", "metadata": meta, "spec": {"clusterIP": "None", "ports": [port]}}
+        )
+        eps = [
+            {"addresses": [f"10.{i // 256}.{i % 256}.{j + 1}"], "conditions": {"ready": j != 1}}
+            for j in range(endpoints)
+        ]
+        items.append(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{name}-abcde",
+                    "namespace": "big",
+                    "labels": {"kubernetes.io/service-name": name},
+                },
+                "addressType": "IPv4",
+                "ports": [port],
+                "endpoints": eps,
+            }
+        )
+    return items
+
+
+def _same(a: ManifestData, b: ManifestData) -> None:
+    assert a.services == b.services
+    assert a.slices == b.slices
+    assert a.namespaces == b.namespaces
+    assert a.pods == b.pods
+
+
+def test_a_json_list_is_read_item_by_item_with_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import yaml
+
+    objs = _list_objects(30, 5)
+    (tmp_path / "yaml").mkdir()
+    write(tmp_path / "yaml", "all.yaml", yaml.safe_dump_all(objs))
+    reference = load(tmp_path / "yaml")  # multi-document YAML: no JSON involved
+    kind_first = {"apiVersion": "v1", "kind": "List", "items": objs, "metadata": {}}
+    # kubectl get -o json sorts keys: items comes before kind.
+    kubectl = {"apiVersion": "v1", "items": objs, "kind": "List", "metadata": {"x": [1]}}
+
+    def no_whole_parse(*args: object, **kwargs: object) -> object:
+        raise AssertionError("json.loads of the whole List")
+
+    for n, doc in enumerate([kind_first, kubectl]):
+        folder = tmp_path / f"json{n}"
+        folder.mkdir()
+        write(folder, "list.json", json.dumps(doc, indent=n or None))
+        with monkeypatch.context() as m:
+            m.setattr(json, "loads", no_whole_parse)
+            _same(load(folder), reference)
+        assert len(reference.slices) == 30
+
+
+def test_json_shapes_that_are_not_a_plain_list_are_read_whole(tmp_path: Path) -> None:
+    import json
+
+    objs = _list_objects(2, 2)
+    reference = load(write(tmp_path, "ref.json", json.dumps({"kind": "List", "items": objs})))
+    # A top-level array is not a Kubernetes document (as before): an error naming it.
+    write(tmp_path, "array.json", json.dumps(objs))
+    with pytest.raises(ManifestError, match=r"document 1: is a list, not an object"):
+        load(tmp_path / "array.json")
+    # Duplicate keys: the last one wins, as in any JSON reader (RFC 8259 section 4).
+    dup = '{"kind": "Service", "items": [], "kind": "List", "items": ' + json.dumps(objs) + "}"
+    _same(load(write(tmp_path, "dup.json", dup)), reference)
+    # A kind that is not a List keeps `items` as an ordinary field.
+    odd = '{"kind": "Namespace", "metadata": {"name": "odd"}, "items": [1, 2]}'
+    assert "odd" in {n.name for n in load(write(tmp_path, "odd.json", odd)).namespaces}
+
+
+LIST_ERRORS = [
+    (  # a missing comma between two items: at the start of the third one
+        '{"kind": "List", "items": [\n'
+        '{"kind": "Namespace", "metadata": {"name": "a"}},\n'
+        '{"kind": "Namespace", "metadata": {"name": "b"}}\n'
+        '{"kind": "Namespace", "metadata": {"name": "c"}}\n]}\n',
+        "line 4 column 1: JSON syntax error: Expecting ',' delimiter",
+    ),
+    (  # inside the second item: `}` (column 48) where a property name must be
+        '{"kind": "List", "items": [\n'
+        '{"kind": "Namespace", "metadata": {"name": "a"}},\n'
+        '{"kind": "Namespace", "metadata": {"name": "b",}}\n]}\n',
+        "line 3 column 48: JSON syntax error: Expecting property name enclosed in double quotes",
+    ),
+    (  # after the items: the object is never closed
+        '{"kind": "List", "items": [\n{"kind": "Namespace", "metadata": {"name": "a"}}\n],\n',
+        "line 4 column 1: JSON syntax error: Expecting property name enclosed in double quotes",
+    ),
+    (  # the second item is not an object
+        '{"kind": "List", "items": [{"kind": "Namespace", "metadata": {"name": "a"}}, 7]}',
+        "document 1 (List): items[1]: is not an object; each item must be a Kubernetes object",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), LIST_ERRORS)
+def test_errors_in_a_streamed_json_list_name_the_place(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = write(tmp_path, "list.json", text)
+    with pytest.raises(ManifestError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}: {expected}")
+
+
+def test_summary_renders_only_the_printed_rows_with_exact_totals(tmp_path: Path) -> None:
+    import json
+
+    objs = _list_objects(60, 40)  # 60 Services x 40 endpoints, one not ready per slice
+    long_name = "a-service-name-longer-than-any-other-one"
+    objs.append({"kind": "Service", "metadata": {"name": long_name, "namespace": "zz"}})
+    write(tmp_path, "list.json", json.dumps({"kind": "List", "items": objs}))
+    data = load(tmp_path)
+    lines = data.summary_lines(max_services=5)
+    assert lines[0].startswith(
+        f"manifests: 1 files, {60 + 2} services, 60 endpointslices ({60 * 39} ready endpoints)"
+    )
+    assert len(lines) == 1 + 1 + 5 + 1
+    assert lines[-1] == f"... and {62 - 5} more services"
+    # The rows printed are those of the full table, padded for every Service (the long
+    # name beyond the cut widens the NAME column).
+    assert lines[1:7] == render_endpoints(data).splitlines()[:6]
+    first = lines[2].split()
+    assert first[:5] == ["big", "svc-000", "ClusterIP", "None", "39/40"]
+    assert first[5:] == ["10.0.0.1:80,10.0.0.3:80,10.0.0.4:80", "+", "36", "more..."]
+    assert lines[2].index("ClusterIP") == lines[1].index("TYPE") > len(long_name)
