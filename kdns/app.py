@@ -46,7 +46,6 @@ class AppState:
     stats: Stats
     lameduck: bool = False
     source_name: str = "manifests"
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def ready(self) -> tuple[bool, str]:
         if self.lameduck:

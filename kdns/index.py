@@ -283,7 +283,6 @@ class Index:
         self._pending: list[Change] = []
         # (generation, Services whose answers the change may alter; None = any), newest last.
         self._changes: deque[tuple[int, frozenset[Key] | None]] = deque(maxlen=CHANGE_LOG)
-        self.listeners: list[Callable[[], None]] = []
 
     # ---- ClusterView -------------------------------------------------------------------
 
@@ -351,10 +350,6 @@ class Index:
 
     # ---- state -------------------------------------------------------------------------
 
-    def mark_listed(self, kind: Kind) -> None:
-        """Record that `kind` has had its first complete list (also done by Replace)."""
-        self._listed.add(kind)
-
     def counts(self) -> dict[str, int]:
         return {
             "services": len(self.services),
@@ -399,8 +394,6 @@ class Index:
             self._pending.append(Change(received_at, kinds))
             if len(self._pending) > 10_000:
                 del self._pending[:-10_000]
-            for listener in self.listeners:
-                listener()
         return changed
 
     def changes_since(self, generation: int) -> set[Key] | None:

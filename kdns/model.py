@@ -249,8 +249,3 @@ class Replace:
 
 
 Event = Upsert | Delete | Replace
-
-
-def object_key(obj: ClusterObject) -> tuple[str, str]:
-    """The (namespace, name) key of an object; namespaces have namespace ""."""
-    return (obj.namespace, obj.name)

@@ -6,7 +6,7 @@ No I/O here.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
@@ -100,5 +100,3 @@ class Settings:
     """TCP connections at most; at the cap the longest-idle one is closed for a new one."""
 
     log_level: str = "info"
-
-    extra: dict[str, str] = field(default_factory=dict)

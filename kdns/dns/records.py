@@ -37,14 +37,6 @@ class Rcode(enum.IntEnum):
     REFUSED = 5
 
 
-def rtype_name(qtype: int) -> str:
-    """The mnemonic of a type, or RFC 3597's TYPEnnn for unknown ones."""
-    try:
-        return RType(qtype).name
-    except ValueError:
-        return f"TYPE{qtype}"
-
-
 @dataclass(frozen=True, slots=True)
 class Question:
     """A question, its name absolute (trailing dot) and as the client spelled it."""

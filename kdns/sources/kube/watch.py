@@ -1,6 +1,6 @@
 """One reflector per kind: list, replace the kind in the index, watch from the list's RV.
 
-kopf's three levels (style.md): `run_reflector` reconnects forever with backoff;
+kopf's three levels (style.md): `Reflector.run` reconnects forever with backoff;
 `list_and_replace` is one complete (paginated) list turned into a `Replace`;
 `watch_once` is one watch stream turned into `Upsert`/`Delete` events. Faults follow
 client-go's Reflector (kube-api.md §A): clean end -> re-watch from the last RV; 410 ->
@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 from kdns.model import ClusterObject, Delete, Event, Kind, Replace, Upsert
 from kdns.sources.convert import ConversionError, metadata_names, object_from_api
@@ -309,31 +309,3 @@ class Reflector:
             )
             log.warning("%s %s %s: skipped, cannot convert: %s", what, self.kind, where, exc)
             raise _SkippedError from exc
-
-
-async def run_reflector(
-    kind: Kind,
-    *,
-    api: KubeApi,
-    apply: Apply,
-    stats: Stats,
-    health: Health,
-    backoff: Backoff | None = None,
-    sleep: Sleep = asyncio.sleep,
-    clock: Callable[[], float] = time.monotonic,
-    rng: random.Random | None = None,
-) -> NoReturn:
-    """List then watch `kind` forever, feeding `apply`."""
-    reflector = Reflector(
-        kind,
-        api,
-        apply,
-        stats,
-        health,
-        backoff=backoff or Backoff(),
-        sleep=sleep,
-        clock=clock,
-        rng=rng or random.Random(),
-    )
-    await reflector.run()
-    raise AssertionError("unreachable: run() without iterations never returns")
