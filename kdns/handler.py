@@ -193,9 +193,8 @@ class Handler(FastPath):
             out = encode_badvers(query, ra=self._ra)  # RFC 6891 §6.1.3
             return self._done(out, zone, proto, "BADVERS", started)
         if query.qclass != CLASS_IN or question.qtype in (RType.AXFR, RType.IXFR):
-            # Only class IN data here; zone transfers are not offered (D8). Never cached:
-            # the reply cache is keyed by name and type, so it must hold class IN only.
-            reply = Reply(rcode=Rcode.REFUSED, authoritative=False, cacheable=False)
+            # Only class IN data here; zone transfers are not offered (D8).
+            reply = Reply(rcode=Rcode.REFUSED, authoritative=False)
         elif szone is not None:
             assert self.static_zones is not None
             reply = self.static_zones.answer(question)
