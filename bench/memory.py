@@ -7,7 +7,7 @@ generated source, time start -> `/ready` 200, then read RSS/PSS of its process t
 EndpointSlices in one JSON List, through the manifests source (per-endpoint memory).
 `--index NxM`: in this process, no server: N headless Services with M endpoints each
 (API JSON with hostnames and targetRef pod names, converted as a source does) and N
-ClusterIP Services, applied to a `kdns.index.Index`; report the bytes the Index keeps
+ClusterIP Services, applied to a `kdns.cluster.index.Index`; report the bytes the Index keeps
 (tracemalloc) per endpoint and per Service.
 `--programming`: with kdns serving 1k Services under a steady dnsperf load, change one
 Service's ClusterIP and poll it with a tight query loop until the new address is
@@ -235,8 +235,8 @@ def index_memory(services: int, endpoints: int) -> dict[str, Any]:
     import gc
     import tracemalloc
 
-    from kdns.index import Index
-    from kdns.model import Kind, Replace
+    from kdns.cluster.index import Index
+    from kdns.cluster.model import Kind, Replace
     from kdns.sources.convert import object_from_api
 
     port = {"name": workload.PORT_NAME, "protocol": "TCP", "port": workload.PORT_NUMBER}

@@ -15,13 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from kdns.cluster.index import Index
+from kdns.cluster.model import Kind, Replace, Service, ServicePort
+from kdns.config.settings import PodMode
 from kdns.dns.answer import AnswerConfig
-from kdns.fastpath import ReplyCache
 from kdns.handler import Handler
-from kdns.index import Index
-from kdns.model import Kind, Replace, Service, ServicePort
-from kdns.settings import PodMode
-from kdns.stats import Stats
+from kdns.observe.stats import Stats
+from kdns.serve.fastpath import ReplyCache
 
 
 def query(name: str, qtype: int = 1, *, edns: bool = False) -> bytes:

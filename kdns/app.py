@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 
+from kdns.cluster.index import Index
+from kdns.cluster.model import Event, Kind
+from kdns.config.settings import HostPort, PodMode, Settings
 from kdns.dns.answer import AnswerConfig
 from kdns.handler import Handler
-from kdns.http import HttpServers
-from kdns.index import Index
-from kdns.metrics import HEALTH_BUCKETS, build_registry, server_label
-from kdns.model import Event, Kind
-from kdns.rrl import RateLimiter
-from kdns.settings import HostPort, PodMode, Settings
-from kdns.stats import Histogram, Stats, snapshot
-from kdns.transport import TcpLimits, TcpServer, UdpServer, bind_tcp, bind_udp
+from kdns.observe.http import HttpServers
+from kdns.observe.metrics import HEALTH_BUCKETS, build_registry, server_label
+from kdns.observe.stats import Histogram, Stats, snapshot
+from kdns.serve.rrl import RateLimiter
+from kdns.serve.transport import TcpLimits, TcpServer, UdpServer, bind_tcp, bind_udp
 
 log = logging.getLogger("kdns")
 
@@ -173,7 +173,7 @@ async def serve(settings: Settings, *, workers: Workers | None = None) -> int:
 
     zones = None
     if settings.zone_files:
-        from kdns.zonefile import ZoneError, ZoneSet, run_reload
+        from kdns.zones.zonefile import ZoneError, ZoneSet, run_reload
 
         try:
             zones = ZoneSet.load(settings.zone_files)
@@ -184,13 +184,13 @@ async def serve(settings: Settings, *, workers: Workers | None = None) -> int:
     upstream = None
     upstreams = settings.upstreams
     if upstreams is None:
-        from kdns.forward import upstreams_from_resolv_conf
+        from kdns.upstream.forward import upstreams_from_resolv_conf
 
         upstreams = tuple(upstreams_from_resolv_conf("/etc/resolv.conf"))
         if not upstreams:
             log.warning("no nameserver in /etc/resolv.conf: names outside the zones get REFUSED")
     if upstreams:
-        from kdns.forward import Forwarder, LoopError, check_static_loop
+        from kdns.upstream.forward import Forwarder, LoopError, check_static_loop
 
         try:
             check_static_loop(upstreams, listen=settings.dns_addr)
@@ -247,7 +247,7 @@ async def serve(settings: Settings, *, workers: Workers | None = None) -> int:
     )
 
     if upstream is not None and upstreams:
-        from kdns.forward import LoopError, detect_loop
+        from kdns.upstream.forward import LoopError, detect_loop
 
         try:
             await detect_loop(

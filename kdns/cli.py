@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from kdns import __version__
-from kdns.settings import HostPort, PodMode, Settings
+from kdns.config.settings import HostPort, PodMode, Settings
 
 PROG = "kdns"
 

@@ -48,8 +48,8 @@ from kdns.dns.wire import (
     encode_truncated,
     rcode_name,
 )
-from kdns.fastpath import Dep, EntryMeta, FastPath, HandleResult, ReplyCache
-from kdns.stats import Stats
+from kdns.observe.stats import Stats
+from kdns.serve.fastpath import Dep, EntryMeta, FastPath, HandleResult, ReplyCache
 
 log = logging.getLogger(__name__)
 

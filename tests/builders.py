@@ -2,7 +2,7 @@
 
 `StaticView` is a deliberately simple, linear-scan implementation of
 `kdns.dns.view.ClusterView` built from the same model objects a source would feed into
-`kdns.index.Index`, so one fixture can drive both and the two can be compared.
+`kdns.cluster.index.Index`, so one fixture can drive both and the two can be compared.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Network, IPv6Network, ip_address
 
-from kdns.dns.view import ReadyEndpoint, ReverseName
-from kdns.index import dashed_label
-from kdns.model import (
+from kdns.cluster.index import dashed_label
+from kdns.cluster.model import (
     ClusterObject,
     Endpoint,
     EndpointSlice,
@@ -24,6 +23,7 @@ from kdns.model import (
     Service,
     ServicePort,
 )
+from kdns.dns.view import ReadyEndpoint, ReverseName
 
 
 def ip(text: str) -> IPAddress:

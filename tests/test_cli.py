@@ -17,7 +17,7 @@ from kdns.cli import (
     parse_hostport,
     settings_from_args,
 )
-from kdns.settings import HostPort, PodMode, Settings
+from kdns.config.settings import HostPort, PodMode, Settings
 
 SEED = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "seed"
 

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kdns.cluster.index import Index
+from kdns.config.settings import PodMode
 from kdns.dns.answer import AnswerConfig
 from kdns.dns.records import Question, Rcode, Reply
 from kdns.handler import Handler
-from kdns.index import Index
-from kdns.settings import PodMode
-from kdns.stats import Stats
+from kdns.observe.stats import Stats
 from tests.builders import ep, eps, replace_events, svc
-from tests.test_wire import header, make_query, opt_rr, upstream_reply, wire_name
+from tests.dns.test_wire import header, make_query, opt_rr, upstream_reply, wire_name
 
 CONFIG = AnswerConfig(zone="cluster.local", ttl=5, pods=PodMode.INSECURE)
 HOSTILE = Path(__file__).parent / "data" / "hostile" / "packets.txt"

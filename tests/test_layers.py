@@ -7,7 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-PURE = ["kdns.dns.answer", "kdns.dns.names", "kdns.dns.records", "kdns.dns.view", "kdns.index"]
+PURE = [
+    "kdns.dns.answer",
+    "kdns.dns.names",
+    "kdns.dns.records",
+    "kdns.dns.view",
+    "kdns.cluster.index",
+]
 FORBIDDEN = ["asyncio", "socket", "dnslib", "aiohttp", "kubernetes", "cachetools", "yaml"]
 
 

@@ -35,6 +35,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
+from kdns.cluster.model import IPAddress, Service, ServicePort
+from kdns.config.settings import PodMode
 from kdns.dns.names import (
     IN_ADDR_ARPA,
     IP6_ARPA,
@@ -75,8 +77,6 @@ from kdns.dns.records import (
     RType,
 )
 from kdns.dns.view import ClusterView, ReadyEndpoint
-from kdns.model import IPAddress, Service, ServicePort
-from kdns.settings import PodMode
 
 SCHEMA_VERSION = "1.1.0"  # R2
 DNS_VERSION_TTL = 28800  # R2's example TTL, CoreDNS's fixed value

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from kdns.model import IPAddress
+from kdns.cluster.model import IPAddress
 
 IN_ADDR_ARPA = "in-addr.arpa."
 IP6_ARPA = "ip6.arpa."

@@ -1,6 +1,6 @@
 """The narrow read interface the answer logic uses: what it may ask of the cluster data.
 
-`kdns.index.Index` implements it from watched objects; tests implement it over plain data.
+`kdns.cluster.index.Index` implements it from watched objects; tests implement it over plain data.
 No I/O here.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
 
-from kdns.model import IPAddress, Service, ServicePort
+from kdns.cluster.model import IPAddress, Service, ServicePort
 
 
 @dataclass(frozen=True, slots=True)

@@ -617,7 +617,7 @@ def encode_error(data: bytes, rcode: Rcode, *, ra: bool = False) -> bytes | None
     return _HEADER.pack(qid, out_flags, 1 if question else 0, 0, 0, 0) + question
 
 
-# ---- upstream replies (for kdns.forward and the ExternalName chase) -------------------------
+# ---- upstream replies (for kdns.upstream.forward and the ExternalName chase) ---
 
 # dnslib's rdata parsers for the types records.py knows; other types are skipped unparsed.
 _RDATA_PARSERS: dict[int, Any] = {
@@ -765,7 +765,7 @@ def reply_ttl(reply: bytes) -> tuple[int, int, bool]:
     return rcode, 0, False
 
 
-# ---- relaying upstream replies as bytes (kdns.forward) -----------------------------------
+# ---- relaying upstream replies as bytes (kdns.upstream.forward) ---
 
 
 def _question_key(data: bytes) -> tuple[int, int, bytes, int, int] | None:

@@ -1,4 +1,4 @@
-"""Kubernetes API JSON -> slim `kdns.model` objects: the boundary both sources share.
+"""Kubernetes API JSON -> slim `kdns.cluster.model` objects: the boundary both sources share.
 
 Keeps only what DNS needs (style.md "convert at the boundary", as CoreDNS's
 `plugin/kubernetes/object/`): names lower-cased (RFC 4343), IPs parsed into `ipaddress`
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from ipaddress import ip_address
 from typing import Any
 
-from kdns.model import (
+from kdns.cluster.model import (
     ClusterObject,
     Endpoint,
     EndpointSlice,

@@ -2,7 +2,7 @@
 
 Owns reading manifests, turning workloads into Pods, allocating stable ClusterIPs and pod
 IPs, computing EndpointSlices as the EndpointSlice controller would, and watching the
-files for edits. Produces the same `kdns.model` events as the Kubernetes API source; must
+files for edits. Produces the same `kdns.cluster.model` events as the Kubernetes API source; must
 not import that source, the DNS side or the `kubernetes` package.
 
 What is read (kinds): Namespace, Service, EndpointSlice (discovery.k8s.io), Endpoints,
@@ -65,7 +65,7 @@ from typing import Any
 
 import yaml
 
-from kdns.model import (
+from kdns.cluster.model import (
     MIXED,
     Endpoint,
     EndpointSlice,

@@ -2,7 +2,7 @@
 
 Every case's id starts with the spec ids it checks. Expected records are zone-file lines
 written from the spec and RFCs. The table runs twice: against `StaticView` and against a
-real `kdns.index.Index` fed the same objects, so the two views must agree.
+real `kdns.cluster.index.Index` fed the same objects, so the two views must agree.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kdns.cluster.index import Index
+from kdns.cluster.model import ClusterObject, Kind, Namespace, Replace
+from kdns.config.settings import PodMode
 from kdns.dns.answer import AnswerConfig, answer, served_zone
 from kdns.dns.records import Question, Rcode, Reply, RType
 from kdns.dns.view import ClusterView
-from kdns.index import Index
-from kdns.model import ClusterObject, Kind, Namespace, Replace
-from kdns.settings import PodMode
 from tests.builders import StaticView, ep, eps, pod, replace_events, svc
 
 ZONE = "cluster.local."
@@ -959,7 +959,7 @@ def test_long_cname_chains_are_cut() -> None:
 
 def test_index_changes_are_seen_by_the_next_answer() -> None:
     """The Index and answer() agree across updates: a Service appears, then its endpoints."""
-    from kdns.model import Delete, Upsert
+    from kdns.cluster.model import Delete, Upsert
 
     index = index_view([Namespace("testns")])
     assert ask(index, f"late.{S}", "A").rcode == Rcode.NXDOMAIN

@@ -18,7 +18,7 @@ from typing import Any
 
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 
-from kdns.settings import HostPort
+from kdns.config.settings import HostPort
 
 DEFAULT_SOA = "test. 60 IN SOA ns.test. hostmaster.test. 1 7200 1800 86400 10"
 

@@ -37,16 +37,16 @@ if str(ROOT) not in sys.path:
 atheris: Any = importlib.import_module("atheris")  # no type stubs; imported untyped
 
 with atheris.instrument_imports(include=["kdns"]):
+    from kdns.cluster.index import Index
+    from kdns.config.settings import PodMode
     from kdns.dns.answer import AnswerConfig
     from kdns.dns.wire import QueryError, decode_query
     from kdns.handler import Handler
-    from kdns.index import Index
-    from kdns.settings import PodMode
-    from kdns.stats import Stats
+    from kdns.observe.stats import Stats
 
 import dnslib  # noqa: E402  (after the instrumented imports: not fuzzed)
 
-from kdns.model import ClusterObject  # noqa: E402
+from kdns.cluster.model import ClusterObject  # noqa: E402
 from tests.builders import ep, eps, replace_events, svc  # noqa: E402
 
 HOSTILE = ROOT / "tests" / "data" / "hostile" / "packets.txt"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kdns.model import Endpoint, EndpointSlice, Namespace, Pod, Service, ServicePort
+from kdns.cluster.model import Endpoint, EndpointSlice, Namespace, Pod, Service, ServicePort
 from kdns.sources.convert import (
     ConversionError,
     endpointslice_from_api,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kdns.index import Index
-from kdns.model import Event, Kind, Replace, Service, ServicePort
+from kdns.cluster.index import Index
+from kdns.cluster.model import Event, Kind, Replace, Service, ServicePort
 from kdns.sources.manifests import (
     ManifestData,
     ManifestError,

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from kdns.model import Kind
+from kdns.cluster.model import Kind
 from kdns.sources.kube.auth import Credentials
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from kdns.model import Kind
+from kdns.cluster.model import Kind
+from kdns.observe.stats import Stats
 from kdns.sources.kube.api import PAGE_SIZE, KubeApi
 from kdns.sources.kube.auth import Credentials
 from kdns.sources.kube.watch import Apply, Backoff, Health, Reflector, Sleep
-from kdns.stats import Stats
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kdns.model import ClusterObject, Delete, Event, Kind, Replace, Upsert
+from kdns.cluster.model import ClusterObject, Delete, Event, Kind, Replace, Upsert
+from kdns.observe.stats import Stats
 from kdns.sources.convert import ConversionError, metadata_names, object_from_api
 from kdns.sources.kube.api import (
     PAGE_SIZE,
@@ -33,7 +34,6 @@ from kdns.sources.kube.api import (
     UnreachableError,
     error_for,
 )
-from kdns.stats import Stats
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kdns.model import Kind
+from kdns.cluster.model import Kind
 from kdns.sources.kube.api import KubeApi, UnauthorizedError, UnreachableError
 from kdns.sources.kube.auth import CredentialsError, load_credentials
 from tests.fakes.kubeapi import FakeKubeApi, make_tls, service

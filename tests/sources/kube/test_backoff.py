@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from kdns.model import Kind
+from kdns.cluster.model import Kind
+from kdns.observe.stats import Stats
 from kdns.sources.kube.api import (
     ExpiredError,
     ForbiddenError,
@@ -17,7 +18,6 @@ from kdns.sources.kube.api import (
     error_for,
 )
 from kdns.sources.kube.watch import Backoff, Health, Reflector
-from kdns.stats import Stats
 
 
 class ZeroRandom(random.Random):

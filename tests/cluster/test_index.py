@@ -1,4 +1,4 @@
-"""kdns.index: the semantics of Index that compaction must keep (model.py and view.py rules:
+"""kdns.cluster.index: the semantics of Index that compaction must keep (model.py and view.py rules:
 Replace is a complete list, ready endpoints are merged over slices with each (label, address)
 once, reverse owners, reverse-tree prefixes per RFC 8020, synced = every required kind listed).
 """
@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network, ip_address
 
-from kdns.dns.view import ReverseName
-from kdns.index import BUILT_ENDPOINTS, BULK_OBJECTS, Index, dashed_label
-from kdns.model import (
+from kdns.cluster.index import BUILT_ENDPOINTS, BULK_OBJECTS, Index, dashed_label
+from kdns.cluster.model import (
     Delete,
     Endpoint,
     EndpointSlice,
@@ -21,6 +20,7 @@ from kdns.model import (
     ServicePort,
     Upsert,
 )
+from kdns.dns.view import ReverseName
 
 HTTP = (ServicePort("http", "tcp", 80),)
 

@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, RR, A, DNSRecord
 
+from kdns.config.settings import HostPort
 from kdns.dns.records import Question
-from kdns.forward import (
+from kdns.observe.stats import Stats
+from kdns.upstream.forward import (
     Forwarder,
     LoopDetector,
     LoopError,
     check_self_forwarding,
     detect_loop,
 )
-from kdns.resolvconf import parse_resolv_conf, upstreams_from_resolv_conf
-from kdns.settings import HostPort
-from kdns.stats import Stats
+from kdns.upstream.resolvconf import parse_resolv_conf, upstreams_from_resolv_conf
 from tests.fakes.upstream import Answer, FakeUpstream, with_id
 
 TIMEOUT = 0.3  # per-try upstream timeout in these tests

@@ -1,6 +1,6 @@
 """The Kubernetes source against the fake API: sync, changes, and every fault of issue 3.
 
-Assertions are on a real `kdns.index.Index`. Expected behaviour comes from kube-api.md §A
+Assertions are on a real `kdns.cluster.index.Index`. Expected behaviour comes from kube-api.md §A
 (the list/watch contract, client-go's Reflector) and coredns-behaviour.md §4.
 """
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from kdns.model import Kind, Replace, Upsert
+from kdns.cluster.model import Kind, Replace, Upsert
 from tests.fakes.kubeapi import FakeKubeApi, endpoint_slice, namespace, service
-from tests.kube.harness import eventually, ip, run_source, watching
+from tests.sources.kube.harness import eventually, ip, run_source, watching
 
 
 def _requests(fake: FakeKubeApi, path: str, *, watch: bool) -> list[str]:

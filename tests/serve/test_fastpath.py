@@ -5,14 +5,14 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdns.fastpath import ReplyCache
+from kdns.cluster.index import Index
+from kdns.cluster.model import Delete, Kind, Upsert
 from kdns.handler import Handler
-from kdns.index import Index
-from kdns.model import Delete, Kind, Upsert
-from kdns.stats import Stats
+from kdns.observe.stats import Stats
+from kdns.serve.fastpath import ReplyCache
 from tests.builders import ep, eps, replace_events, svc
+from tests.dns.test_wire import header, make_query, opt_rr
 from tests.test_handler import CONFIG, default_index, make_handler, make_index
-from tests.test_wire import header, make_query, opt_rr
 
 SVC1 = "svc1.testns.svc.cluster.local"
 SVC2 = "svc2.testns.svc.cluster.local"
@@ -265,7 +265,7 @@ def test_negative_replies_follow_the_soa_serial() -> None:
 
 
 def test_a_handler_far_behind_the_change_log_starts_over() -> None:
-    from kdns.index import CHANGE_LOG
+    from kdns.cluster.index import CHANGE_LOG
 
     index = clocked_index(Clock())
     handler, _ = make_handler(index)

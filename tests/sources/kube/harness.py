@@ -12,11 +12,11 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from kdns.index import Index
-from kdns.model import Event, Kind
+from kdns.cluster.index import Index
+from kdns.cluster.model import Event, Kind
+from kdns.observe.stats import Stats
 from kdns.sources.kube.auth import load_credentials
 from kdns.sources.kube.source import required_kinds, run_kube_source
-from kdns.stats import Stats
 from tests.fakes.kubeapi import FakeKubeApi, kubeconfig_for
 
 

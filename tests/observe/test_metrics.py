@@ -1,4 +1,4 @@
-"""kdns.metrics: Stats folded into CoreDNS's metric names and labels (coredns-behaviour.md §5),
+"""Stats folded into CoreDNS's metric names and labels (coredns-behaviour.md §5),
 scraped as Prometheus text and read back with prometheus_client's own parser."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from kdns.metrics import build_registry, render, server_label
-from kdns.settings import HostPort
-from kdns.stats import DURATION_BUCKETS, PROGRAMMING_BUCKETS, SIZE_BUCKETS, Histogram, Stats
+from kdns.config.settings import HostPort
+from kdns.observe.metrics import build_registry, render, server_label
+from kdns.observe.stats import DURATION_BUCKETS, PROGRAMMING_BUCKETS, SIZE_BUCKETS, Histogram, Stats
 
 SERVER = "dns://:53"
 ZONE = "cluster.local."
@@ -316,7 +316,7 @@ def test_health_histogram_is_the_one_passed_in() -> None:
 
 
 def test_worker_snapshots_add_up_and_gauges_take_the_laggard() -> None:
-    from kdns.stats import Histogram, Stats, combined, snapshot
+    from kdns.observe.stats import Histogram, Stats, combined, snapshot
 
     a, b = Stats(), Stats()
     for s, n in ((a, 3), (b, 4)):

@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
-from kdns.dns.view import ReadyEndpoint, ReverseName
-from kdns.model import (
+from kdns.cluster.model import (
     MIXED,
     ClusterObject,
     Delete,
@@ -36,6 +35,7 @@ from kdns.model import (
     raw_address,
     unpack_addresses,
 )
+from kdns.dns.view import ReadyEndpoint, ReverseName
 
 Key = tuple[str, str]
 CHANGE_LOG = 4096  # changes a reply cache can catch up on before it must start over

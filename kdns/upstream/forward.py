@@ -41,11 +41,11 @@ from typing import Final
 
 from cachetools import TLRUCache
 
+from kdns.config.settings import HostPort
 from kdns.dns import wire
 from kdns.dns.records import Question, Rcode, Reply, RType
-from kdns.resolvconf import upstreams_from_resolv_conf as upstreams_from_resolv_conf
-from kdns.settings import HostPort
-from kdns.stats import PROXY_BUCKETS, Histogram, Stats
+from kdns.observe.stats import PROXY_BUCKETS, Histogram, Stats
+from kdns.upstream.resolvconf import upstreams_from_resolv_conf as upstreams_from_resolv_conf
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from kdns.settings import HostPort
-from kdns.stats import Histogram
+from kdns.config.settings import HostPort
+from kdns.observe.stats import Histogram
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class HttpServers:
     ) -> None:
         """`health`, `ready`, `metrics`: where each path is served. `is_ready`: called on each
         GET /ready. `health_times`: where the self-check observes /health round trips (the
-        histogram given to `kdns.metrics.build_registry(health=...)`); None = no self-check."""
+        histogram given to `build_registry(health=...)`); None = no self-check."""
         self._ready = is_ready
         self._registry = registry
         self._health = health_times

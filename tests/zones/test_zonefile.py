@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from kdns.dns.records import TXT, Question, Rcode, RType
-from kdns.zonefile import ZoneError, ZoneSet, answer_zone, parse_zone, run_reload
+from kdns.zones.zonefile import ZoneError, ZoneSet, answer_zone, parse_zone, run_reload
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "zones" / "example.internal.zone"
+EXAMPLE = Path(__file__).resolve().parents[2] / "zones" / "example.internal.zone"
 SOA_NEG = (
     "example.internal. 60 IN SOA ns1.example.internal. hostmaster.example.internal. "
     "2024010101 7200 1800 1209600 60"

@@ -9,7 +9,7 @@ active idle connection (no query in flight) to make room, falling back to the le
 recently active one only when every connection is busy. Memory per connection is bounded:
 reading pauses while `max_pending` queries are in flight or the unsent replies exceed
 `max_write_buffer`, and buffered queries wait unparsed until it resumes. Knows nothing of
-DNS beyond framing (the optional response-rate limiter, `kdns.rrl`, owns its own bytes).
+DNS beyond framing (the optional response-rate limiter, `kdns.serve.rrl`, owns its own bytes).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from kdns.rrl import RateLimiter
+from kdns.serve.rrl import RateLimiter
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Plain counters the DNS hot path bumps; `kdns.metrics` folds them into Prometheus on scrape.
+"""Plain counters the hot path bumps; `kdns.observe.metrics` folds them into Prometheus on scrape.
 
 The hot path never touches a Prometheus object: it adds to ints in dicts (or to its own
 per-cache-entry counts, folded in here by a flusher before each scrape), so counting costs

@@ -10,7 +10,7 @@ import ipaddress
 import logging
 from pathlib import Path
 
-from kdns.settings import HostPort
+from kdns.config.settings import HostPort
 
 logger = logging.getLogger(__name__)
 

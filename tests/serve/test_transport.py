@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdns.rrl import RateLimiter, slip_reply, subnet_key
-from kdns.transport import (
+from kdns.serve.rrl import RateLimiter, slip_reply, subnet_key
+from kdns.serve.transport import (
     HandleResult,
     TcpLimits,
     TcpServer,

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from kdns.stats import DURATION_BUCKETS, SIZE_BUCKETS, Histogram, Stats
+from kdns.observe.stats import DURATION_BUCKETS, SIZE_BUCKETS, Histogram, Stats
 
 HandleResult = bytes | None | Awaitable[bytes | None]
 

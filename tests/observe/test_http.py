@@ -1,4 +1,4 @@
-"""kdns.http: /health, /ready and /metrics on real loopback sockets (CoreDNS `health`, `ready`
+"""/health, /ready and /metrics on real loopback sockets (CoreDNS `health`, `ready`
 and `prometheus` behaviour, coredns-behaviour.md §1 and §4)."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import kdns.http as kdns_http
-from kdns.http import HttpServers, ReadyResult, not_ready_reasons
-from kdns.metrics import HEALTH_BUCKETS, build_registry
-from kdns.settings import HostPort
-from kdns.stats import Histogram, Stats
+import kdns.observe.http as kdns_http
+from kdns.config.settings import HostPort
+from kdns.observe.http import HttpServers, ReadyResult, not_ready_reasons
+from kdns.observe.metrics import HEALTH_BUCKETS, build_registry
+from kdns.observe.stats import Histogram, Stats
 
 ANY = HostPort("127.0.0.1", 0)
 TIMEOUT = aiohttp.ClientTimeout(total=5)

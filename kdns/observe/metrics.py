@@ -1,4 +1,4 @@
-"""Prometheus exposition: folds the plain counters of `kdns.stats.Stats` into CoreDNS's metric
+"""Prometheus exposition: folds the plain counters of `Stats` into CoreDNS's metric
 names and labels at scrape time, so existing dashboards and alerts work unchanged.
 
 Owns the metric names, label sets and the scrape-time conversion. Must not be called from the
@@ -31,8 +31,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 import kdns
-from kdns.settings import HostPort
-from kdns.stats import Histogram, Stats, combined
+from kdns.config.settings import HostPort
+from kdns.observe.stats import Histogram, Stats, combined
 
 # CoreDNS plugin.SlimTimeBuckets = ExponentialBuckets(0.00025, 10, 5): the health self-check.
 HEALTH_BUCKETS: tuple[float, ...] = tuple(0.00025 * 10**i for i in range(5))
@@ -373,7 +373,7 @@ def build_registry(
     """Return a registry of its own (not the global one) with kdns's collector, plus the
     process (`process_*`) and platform (`python_info`) collectors when `process` is set.
 
-    `health` is the histogram `kdns.http` observes /health durations into (CoreDNS's
+    `health` is the histogram `kdns.observe.http` observes /health durations into (CoreDNS's
     coredns_health_request_duration_seconds); pass the same object to both.
     """
     registry = CollectorRegistry(auto_describe=False)

@@ -12,7 +12,7 @@ default is 2). This bounds what a spoofed-source flood can reflect at a victim.
 Owns: the buckets (bounded in number), the subnet key of an address, and the truncated
 "slip" form of a reply (header + question + a bare OPT when the reply ends with one).
 Does not: decide what to answer, look at queries, log per packet, or touch sockets; TCP
-replies are never limited. Called by `kdns.transport.UdpServer` only when configured.
+replies are never limited. Called by `kdns.serve.transport.UdpServer` only when configured.
 """
 
 from __future__ import annotations
