@@ -1,0 +1,295 @@
+"""The one configuration model that serving is built from.
+
+Two front ends produce it: the Corefile (`kdns.config.corefile`) and the command-line flags
+(`kdns.config.flags`, a shorthand that builds the same thing). `kdns.serve.chain` turns it
+into plugin chains. A `Config` is plain frozen data: no I/O, no sockets, nothing running.
+
+Names are stored lower-case and fully qualified ("cluster.local.", "." for the root), so a
+zone match is a suffix test. Durations are seconds as floats. `Origin` records where a
+directive was written, so every later error can still say `FILE:LINE`.
+
+The execution order of plugins is fixed by kind (`PLUGIN_ORDER`, as CoreDNS's plugin.cfg
+does), never by the order of the directives in the Corefile.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+
+from kdns.config.settings import HostPort, PodMode
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a directive came from: a Corefile and line, or a flag ("--ttl", line 0)."""
+
+    source: str
+    line: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}" if self.line else self.source
+
+
+FLAGS = Origin("command line")
+
+
+# ---- plugins ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Consolidate:
+    """`errors { consolidate DURATION REGEXP [LEVEL] }`: errors matching `pattern` are
+    counted for `interval` seconds and logged once with the count."""
+
+    interval: float
+    pattern: str
+    level: str = "error"  # warning, error, info, debug
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorsConfig:
+    consolidate: tuple[Consolidate, ...] = ()
+    origin: Origin = FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    addr: HostPort = HostPort("", 8080)
+    lameduck: float = 0.0  # CoreDNS: 0 unless `lameduck DUR` is given
+    origin: Origin = FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyConfig:
+    addr: HostPort = HostPort("", 8181)
+    origin: Origin = FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusConfig:
+    addr: HostPort = HostPort("127.0.0.1", 9153)  # CoreDNS's default is localhost:9153
+    origin: Origin = FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadConfig:
+    interval: float = 30.0
+    jitter: float = 15.0
+    origin: Origin = FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class LoadbalanceConfig:
+    policy: str = "round_robin"
+    origin: Origin = FLAGS
+
+
+class LogClass(enum.StrEnum):
+    """`log { class ... }`: which responses are logged."""
+
+    ALL = "all"
+    DENIAL = "denial"  # NXDOMAIN, or NOERROR without answers (NODATA)
+    ERROR = "error"  # SERVFAIL, NOTIMP, REFUSED, ...
+    SUCCESS = "success"  # NOERROR with answers
+
+
+COMMON_LOG_FORMAT = (
+    '{remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" '
+    "{rcode} {>rflags} {rsize} {duration}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LogRule:
+    """One `log [NAMES...] [FORMAT]` line: queries under `names` are logged in `format`."""
+
+    names: tuple[str, ...] = (".",)
+    format: str = COMMON_LOG_FORMAT
+    classes: frozenset[LogClass] = frozenset({LogClass.ALL})
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    rules: tuple[LogRule, ...] = (LogRule(),)
+    origin: Origin = FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """`cache [TTL] [ZONES...] { disable success|denial [ZONES...] }` and its capacities.
+
+    `max_ttl` caps both success and denial TTLs (CoreDNS: 3600 success, 1800 denial unless
+    TTL is given); `min_ttl` floors them (5 s). A `disable` with no zones disables that
+    kind of caching for every zone of the plugin."""
+
+    zones: tuple[str, ...] = (".",)
+    success_capacity: int = 9984
+    success_ttl: int = 3600
+    success_min_ttl: int = 5
+    denial_capacity: int = 9984
+    denial_ttl: int = 1800
+    denial_min_ttl: int = 5
+    servfail_ttl: int = 5
+    disable_success: tuple[str, ...] | None = None  # None = caching success everywhere
+    disable_denial: tuple[str, ...] | None = None
+    origin: Origin = FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesConfig:
+    """`kubernetes [ZONES...] { ... }`. `zones` includes any reverse zones it serves
+    (e.g. "in-addr.arpa."); the first forward zone is the cluster domain."""
+
+    zones: tuple[str, ...] = ("cluster.local.", "in-addr.arpa.", "ip6.arpa.")
+    pods: PodMode = PodMode.DISABLED  # CoreDNS's default
+    ttl: int = 5
+    # None: no fallthrough; (): fall through for every zone; else only for these zones.
+    fallthrough: tuple[str, ...] | None = None
+    kubeconfig: Path | None = None
+    context: str | None = None
+    endpoint: str | None = None
+    # Reverse misses inside these networks are final NXDOMAIN, never passed on (the flags
+    # front end sets the service and pod CIDRs; a Corefile passes every miss on, as
+    # CoreDNS does with `fallthrough in-addr.arpa ip6.arpa`).
+    final_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    origin: Origin = FLAGS
+
+    @property
+    def cluster_zone(self) -> str:
+        for zone in self.zones:
+            if not zone.endswith(("in-addr.arpa.", "ip6.arpa.")):
+                return zone
+        return "cluster.local."
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One `forward` destination: an address and port (53 unless given)."""
+
+    addr: HostPort
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardConfig:
+    """`forward FROM TO... { max_concurrent N }`. `to` is resolved (a resolv.conf path
+    becomes its nameservers at load time); `to_text` keeps what was written."""
+
+    from_zone: str = "."
+    to: tuple[Upstream, ...] = ()
+    to_text: tuple[str, ...] = ()
+    max_concurrent: int = 0  # 0 = no limit (CoreDNS's default)
+    origin: Origin = FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class LoopConfig:
+    origin: Origin = FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class FileConfig:
+    """`file DBFILE [ZONES...]` (and `--zone-file`): zone files served authoritatively."""
+
+    paths: tuple[Path, ...] = ()
+    zones: tuple[str, ...] = ()  # () = the zones the files declare
+    origin: Origin = FLAGS
+
+
+PluginConfig = (
+    ErrorsConfig
+    | HealthConfig
+    | ReadyConfig
+    | PrometheusConfig
+    | ReloadConfig
+    | LoadbalanceConfig
+    | LogConfig
+    | CacheConfig
+    | KubernetesConfig
+    | FileConfig
+    | LoopConfig
+    | ForwardConfig
+)
+
+# Execution order, as CoreDNS's plugin.cfg fixes it (only the plugins kdns implements).
+# Plugins that take no part in answering queries (reload, health, ready, prometheus) are
+# listed for `kdns corefile`'s output and for `coredns_plugin_enabled`.
+PLUGIN_ORDER: tuple[str, ...] = (
+    "reload",
+    "bind",
+    "ready",
+    "health",
+    "prometheus",
+    "errors",
+    "log",
+    "loadbalance",
+    "cache",
+    "kubernetes",
+    "file",
+    "loop",
+    "forward",
+)
+
+
+# ---- server blocks ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerBlock:
+    """One server block: the zones it serves on one port, where it listens, its plugins."""
+
+    zones: tuple[str, ...]
+    port: int
+    bind: tuple[str, ...] = ()  # () = every address ("" in HostPort terms)
+    plugins: dict[str, PluginConfig] = field(default_factory=dict)
+    origin: Origin = FLAGS
+
+    def chain_names(self) -> list[str]:
+        """The plugins of this block in execution order."""
+        return [
+            name for name in PLUGIN_ORDER if name in self.plugins or name == "bind" and self.bind
+        ]
+
+    def listen(self) -> tuple[HostPort, ...]:
+        return tuple(HostPort(host, self.port) for host in (self.bind or ("",)))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything that serving is built from."""
+
+    blocks: tuple[ServerBlock, ...]
+    corefile: Path | None = None  # where it was read from (for reload); None = flags
+    digest: str = ""  # SHA-512 of the Corefile text as read (CoreDNS reload compares it)
+
+    def plugin(self, name: str) -> list[tuple[ServerBlock, PluginConfig]]:
+        return [(b, b.plugins[name]) for b in self.blocks if name in b.plugins]
+
+
+__all__ = [
+    "COMMON_LOG_FORMAT",
+    "FLAGS",
+    "PLUGIN_ORDER",
+    "CacheConfig",
+    "Config",
+    "Consolidate",
+    "ErrorsConfig",
+    "FileConfig",
+    "ForwardConfig",
+    "HealthConfig",
+    "KubernetesConfig",
+    "LoadbalanceConfig",
+    "LogClass",
+    "LogConfig",
+    "LogRule",
+    "LoopConfig",
+    "Origin",
+    "PluginConfig",
+    "PrometheusConfig",
+    "ReadyConfig",
+    "ReloadConfig",
+    "ServerBlock",
+    "Upstream",
+]

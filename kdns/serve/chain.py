@@ -1,0 +1,184 @@
+"""The plugin chain: one `Request` passes through plugins in a fixed order until one answers.
+
+Each plugin does one of three things with a request (as in CoreDNS):
+- answers it, returning a `Response`;
+- passes it on with `self.next.serve(request)`;
+- wraps the rest of the chain: passes it on and works on the response that comes back
+  (cache, loadbalance, log, errors), using `then()` because the rest may be asynchronous.
+
+A plugin returns a `Response` when it can answer from local data, and an awaitable only
+when it has to wait (an upstream). Nothing here encodes bytes: a `Response` carries either
+a structured `Reply` (encoded once, by the server, for the client's size limit) or a wire
+reply relayed as it came (from an upstream).
+
+The pre-encoded fast path (`kdns.serve.fastpath`) sits in front of the chain. A response
+says whether the fast path may keep it (`cacheable`) and what it depends on (`dep`); any
+plugin on the way back that makes the reply depend on something else (the client, time,
+a log line per query) clears `cacheable`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
+
+from kdns.dns.records import Question, Rcode, Reply
+from kdns.dns.wire import Query
+
+# What a cached reply depends on: the (namespace, service) whose data it shows, or None
+# for everything else (structure, other plugins' data). See `kdns.serve.fastpath`.
+Dep = tuple[str, str] | None
+
+
+class Request:
+    """One query on its way through a chain. Plugins may read everything; only plugins
+    that rewrite the question (`rewrite`) replace `question`."""
+
+    __slots__ = (
+        "client",
+        "data",
+        "family",
+        "max_size",
+        "query",
+        "question",
+        "server",
+        "tcp",
+        "zone",
+    )
+
+    def __init__(
+        self,
+        *,
+        data: bytes,
+        query: Query,
+        tcp: bool,
+        family: str,
+        max_size: int,
+        zone: str,
+        server: str = "",
+        client: tuple[str, int] | None = None,
+    ) -> None:
+        self.data = data  # the query as received
+        self.query = query
+        self.question: Question = query.question
+        self.tcp = tcp
+        self.family = family  # "1" IPv4, "2" IPv6 (CoreDNS's label values)
+        self.max_size = max_size  # the largest reply the client accepts
+        self.zone = zone  # the server block zone the query matched ("." for the root)
+        self.server = server  # the metrics label of the listener, e.g. "dns://:53"
+        self.client = client  # (address, port), when the transport knows it
+
+    @property
+    def lname(self) -> str:
+        return self.question.lname
+
+    @property
+    def qtype(self) -> int:
+        return self.question.qtype
+
+    @property
+    def do(self) -> bool:
+        return self.query.edns is not None and self.query.edns.do
+
+
+@dataclass(slots=True)
+class Response:
+    """A plugin's answer. Exactly one of `reply` and `wire` is set."""
+
+    reply: Reply | None = None
+    wire: bytes | None = None  # a complete DNS message, its ID already the client's
+    plugin: str = ""  # the plugin that answered (the `plugin` label of the metrics)
+    cacheable: bool = False  # the fast path may keep the encoded reply
+    dep: Dep = None
+    rotate: bool = False  # A/AAAA/MX order rotates per query (loadbalance)
+
+    @property
+    def rcode(self) -> int:
+        if self.reply is not None:
+            return int(self.reply.rcode)
+        assert self.wire is not None
+        return self.wire[3] & 0x0F
+
+    @property
+    def answered(self) -> bool:
+        """NOERROR with at least one answer record."""
+        if self.reply is not None:
+            return self.reply.rcode == Rcode.NOERROR and bool(self.reply.answer)
+        assert self.wire is not None
+        return self.wire[3] & 0x0F == 0 and self.wire[6:8] != b"\x00\x00"
+
+
+Result = Response | Awaitable[Response]
+T = TypeVar("T")
+
+
+def then(result: Result, fn: Callable[[Response], Response]) -> Result:
+    """Apply `fn` to a response now, or when it arrives."""
+    if isinstance(result, Response):
+        return fn(result)
+    return _then(result, fn)
+
+
+async def _then(pending: Awaitable[Response], fn: Callable[[Response], Response]) -> Response:
+    return fn(await pending)
+
+
+def is_pending(result: Result) -> bool:
+    return not isinstance(result, Response) and inspect.isawaitable(result)
+
+
+class Plugin:
+    """Base of every plugin in a chain. `next` is set when the chain is built."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self.next: Plugin = END
+
+    def serve(self, request: Request) -> Result:
+        return self.next.serve(request)
+
+    def close(self) -> Awaitable[None] | None:
+        """Release what the plugin holds (sockets, tasks) when its chain is retired."""
+        return None
+
+
+class _End(Plugin):
+    """Past the last plugin: nothing answered. CoreDNS answers SERVFAIL ("no next plugin
+    found"), and so does kdns."""
+
+    name = ""
+
+    def __init__(self) -> None:
+        pass
+
+    def serve(self, request: Request) -> Result:
+        return Response(Reply(rcode=Rcode.SERVFAIL, authoritative=False), plugin="")
+
+
+END: Plugin = _End()
+
+
+def link(plugins: list[Plugin]) -> Plugin:
+    """Chain `plugins` in the order given; returns the first (END when there are none)."""
+    for current, following in zip(plugins, plugins[1:], strict=False):
+        current.next = following
+    if plugins:
+        plugins[-1].next = END
+        return plugins[0]
+    return END
+
+
+__all__ = [
+    "END",
+    "Dep",
+    "Plugin",
+    "Request",
+    "Response",
+    "Result",
+    "is_pending",
+    "link",
+    "then",
+]
