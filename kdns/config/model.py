@@ -35,6 +35,11 @@ class Origin:
 
 FLAGS = Origin("command line")
 
+# CoreDNS's default addresses of `health`, `ready` and `prometheus` (localhost:9153).
+HEALTH_ADDR = HostPort("", 8080)
+READY_ADDR = HostPort("", 8181)
+PROMETHEUS_ADDR = HostPort("127.0.0.1", 9153)
+
 
 # ---- plugins ----------------------------------------------------------------------------
 
@@ -57,20 +62,20 @@ class ErrorsConfig:
 
 @dataclass(frozen=True, slots=True)
 class HealthConfig:
-    addr: HostPort = HostPort("", 8080)
+    addr: HostPort = HEALTH_ADDR
     lameduck: float = 0.0  # CoreDNS: 0 unless `lameduck DUR` is given
     origin: Origin = FLAGS
 
 
 @dataclass(frozen=True, slots=True)
 class ReadyConfig:
-    addr: HostPort = HostPort("", 8181)
+    addr: HostPort = READY_ADDR
     origin: Origin = FLAGS
 
 
 @dataclass(frozen=True, slots=True)
 class PrometheusConfig:
-    addr: HostPort = HostPort("127.0.0.1", 9153)  # CoreDNS's default is localhost:9153
+    addr: HostPort = PROMETHEUS_ADDR
     origin: Origin = FLAGS
 
 
@@ -249,7 +254,7 @@ class ServerBlock:
     def chain_names(self) -> list[str]:
         """The plugins of this block in execution order."""
         return [
-            name for name in PLUGIN_ORDER if name in self.plugins or name == "bind" and self.bind
+            name for name in PLUGIN_ORDER if name in self.plugins or (name == "bind" and self.bind)
         ]
 
     def listen(self) -> tuple[HostPort, ...]:

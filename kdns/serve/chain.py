@@ -20,6 +20,7 @@ a log line per query) clears `cacheable`.
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
@@ -163,7 +164,7 @@ END: Plugin = _End()
 
 def link(plugins: list[Plugin]) -> Plugin:
     """Chain `plugins` in the order given; returns the first (END when there are none)."""
-    for current, following in zip(plugins, plugins[1:], strict=False):
+    for current, following in itertools.pairwise(plugins):
         current.next = following
     if plugins:
         plugins[-1].next = END
