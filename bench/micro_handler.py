@@ -1,4 +1,4 @@
-"""Micro-benchmark of `Handler.handle()`: ns per query for hits and slow-path misses.
+"""Micro-benchmark of `DnsServer.handle()`: ns per query for hits and slow-path misses.
 
 Run: `.venv/bin/python bench/micro_handler.py [--services 1000] [--number 200000]`.
 No sockets: it calls the handler directly with hand-built query bytes.
@@ -17,10 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kdns.cluster.index import Index
 from kdns.cluster.model import Kind, Replace, Service, ServicePort
-from kdns.config.settings import PodMode
-from kdns.dns.answer import AnswerConfig
-from kdns.handler import Handler
+from kdns.config.flags import config_from_settings
+from kdns.config.settings import PodMode, Settings
 from kdns.observe.stats import Stats
+from kdns.serve.build import standalone
 from kdns.serve.fastpath import ReplyCache
 
 
@@ -53,9 +53,11 @@ def main() -> None:
     parser.add_argument("--number", type=int, default=200_000)
     args = parser.parse_args()
     index = build_index(args.services)
-    config = AnswerConfig(zone="cluster.local", ttl=5, pods=PodMode.INSECURE)
-    hot = Handler(index, config, stats=Stats())
-    cold = Handler(index, config, stats=Stats(), cache=ReplyCache(max_entries=0))
+    config = config_from_settings(Settings(pods=PodMode.INSECURE, upstreams=()))
+    hot = standalone(config, index=index, view=index, stats=Stats())
+    cold = standalone(
+        config, index=index, view=index, stats=Stats(), cache=ReplyCache(max_entries=0)
+    )
     cases = {
         "hit A": query("svc-7.default.svc.cluster.local"),
         "hit A mixed case": query("SVC-7.Default.svc.cluster.local"),

@@ -1,8 +1,21 @@
-"""The only wiring: data source -> index -> handler -> UDP/TCP servers, plus HTTP and signals.
+"""The process: configuration -> data source -> index -> chains -> listeners, then a lifetime.
 
-Start-up order: load or connect the data source, bind the DNS sockets (a Kubernetes source
-answers SERVFAIL for misses until synced), start HTTP, then wait for SIGTERM/SIGINT:
-lameduck (/ready 503 at once, DNS keeps answering for --lameduck seconds), then exit.
+A run has four phases, as uvicorn's server and kopf's operator have:
+
+1. start: read the configuration (Corefile or flags), load or connect the data source,
+   build the chains, bind the DNS sockets, start HTTP. Everything opened is registered on
+   one exit stack, so a failure at any step (a port in use, a bad zone file) closes what
+   was opened before and leaves nothing half-started; the error is one line.
+2. serve: every background job (the source, plugin reloads, the loop probe, the Corefile
+   watcher, worker stats) runs under one task group. A source that dies is restarted with
+   backoff; one that cannot come back makes /health fail, so the kubelet restarts the pod.
+3. lameduck: after SIGTERM/SIGINT, /ready answers 503 at once and DNS keeps answering for
+   `health { lameduck }` seconds.
+4. stop: the task group is cancelled and the exit stack closes sockets and plugins.
+
+SIGHUP and SIGUSR1 reload the Corefile (as `reload` does when the file changes): the new
+configuration is parsed and built beside the running one and swapped in only if all of it
+works; listeners that stay keep their sockets, so no query is lost during the swap.
 """
 
 from __future__ import annotations
@@ -12,6 +25,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import random
 import signal
 import sys
 import time
@@ -19,40 +33,41 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TypeVar
 
 from kdns.cluster.index import Index
-from kdns.cluster.model import Event, Kind
+from kdns.cluster.model import Event, IPAddress, Kind
+from kdns.config.model import (
+    Config,
+    ForwardConfig,
+    HealthConfig,
+    KubernetesConfig,
+    PrometheusConfig,
+    ReadyConfig,
+    ReloadConfig,
+)
 from kdns.config.settings import HostPort, PodMode, Settings
-from kdns.dns.answer import AnswerConfig
-from kdns.handler import Handler
 from kdns.observe.http import HttpServers
 from kdns.observe.metrics import HEALTH_BUCKETS, build_registry, server_label
 from kdns.observe.stats import Histogram, Stats, snapshot
+from kdns.plugins.cache import CacheGauge
+from kdns.serve.build import BuildError, Built, Context, build
+from kdns.serve.chain import Generation, Plugin
 from kdns.serve.rrl import RateLimiter
+from kdns.serve.server import Block, DnsServer
 from kdns.serve.transport import TcpLimits, TcpServer, UdpServer, bind_tcp, bind_udp
+from kdns.upstream.forward import LoopError, check_self_forwarding
 
 log = logging.getLogger("kdns")
 
+SOURCE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+SOURCE_GIVE_UP = 6  # restarts in a row without a healthy minute: /health fails
+SOURCE_HEALTHY_SECONDS = 60.0
+
 
 class StartupError(Exception):
-    """Start-up cannot go on; the message is one line saying what and how to fix it."""
-
-
-@dataclass(slots=True)
-class AppState:
-    """What /ready and the metrics read about the running process."""
-
-    index: Index
-    stats: Stats
-    lameduck: bool = False
-    source_name: str = "manifests"
-
-    def ready(self) -> tuple[bool, str]:
-        if self.lameduck:
-            return False, "lameduck: shutting down"
-        if not self.index.synced:
-            return False, f"{self.source_name}: not synced"
-        return True, "OK"
+    """Start-up cannot go on; the message says what and how to fix it (one line each)."""
 
 
 def configure_logging(level: str) -> None:
@@ -63,13 +78,11 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
     )
     logging.Formatter.converter = time.gmtime
-    for noisy in ("aiohttp.access",):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @dataclass(slots=True)
 class Workers:
-    """This process's place among `--workers` processes sharing the DNS port.
+    """This process's place among `--workers` processes sharing the DNS ports.
 
     Worker 0 serves HTTP and reads the others' stats snapshots from `readers`; every other
     worker ships its snapshot once a second through `writer`. Each worker runs its own data
@@ -94,9 +107,11 @@ def run(settings: Settings) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run  # type: ignore[assignment]
     try:
-        return runner(serve(settings, workers=workers))
+        return runner(App(settings, workers).run())
     except StartupError as exc:
-        print(f"kdns: {exc}", file=sys.stderr)
+        if workers.number == 0:  # one report, not one per worker
+            for line in str(exc).splitlines():
+                print(f"kdns: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
@@ -124,16 +139,15 @@ def _fork_workers(n: int) -> Workers:
     return Workers(number=0, readers=[r for r, _ in pipes], children=children)
 
 
-def self_addresses(settings: Settings) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+def self_addresses(settings: Settings) -> tuple[IPAddress, ...]:
     """Addresses for `ns.dns.<zone>` when no kube-system/kube-dns Service names them."""
-    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    found: list[IPAddress] = []
     for text in os.environ.get("POD_IPS", os.environ.get("POD_IP", "")).split(","):
         with contextlib.suppress(ValueError):
             found.append(ipaddress.ip_address(text.strip()))
     if not found:
-        host = settings.dns_addr.host
         with contextlib.suppress(ValueError):
-            addr = ipaddress.ip_address(host)
+            addr = ipaddress.ip_address(settings.dns_addr.host)
             if not addr.is_unspecified:
                 found.append(addr)
     if not found:
@@ -141,218 +155,571 @@ def self_addresses(settings: Settings) -> tuple[ipaddress.IPv4Address | ipaddres
     return tuple(found)
 
 
-def _required_kinds(settings: Settings) -> tuple[Kind, ...]:
+def load_config(settings: Settings) -> Config:
+    """The configuration to serve: the Corefile, or what the flags say."""
+    if settings.corefile is not None:
+        from kdns.config.corefile import CorefileError, load_corefile
+
+        try:
+            config: Config = load_corefile(settings.corefile, dns_port=settings.dns_addr.port)
+            return config
+        except CorefileError as exc:
+            raise StartupError(str(exc)) from None
+        except OSError as exc:
+            raise StartupError(f"--corefile {settings.corefile}: {exc.strerror}") from None
+    from kdns.config.flags import config_from_settings
+    from kdns.zones.zonefile import ZoneError
+
+    try:
+        return config_from_settings(_with_upstreams(settings))
+    except ZoneError as exc:
+        raise StartupError(f"--zone-file: {exc}") from None
+
+
+def _with_upstreams(settings: Settings) -> Settings:
+    if settings.upstreams is not None:
+        return settings
+    from dataclasses import replace
+
+    from kdns.upstream.resolvconf import upstreams_from_resolv_conf
+
+    found = tuple(upstreams_from_resolv_conf("/etc/resolv.conf"))
+    if not found:
+        log.warning("no nameserver in /etc/resolv.conf: names outside the zones get REFUSED")
+    return replace(settings, upstreams=found)
+
+
+T = TypeVar("T")
+
+
+def _first(config: Config, name: str, kind: type[T]) -> T | None:
+    for _block, plugin in config.plugin(name):
+        if isinstance(plugin, kind):
+            return plugin
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePlan:
+    """What feeds the index: which kinds, from where. Derived from the flags and the
+    `kubernetes` plugin; a reload that would change it needs a restart."""
+
+    kind: str  # "manifests", "kubernetes" or "none"
+    kinds: tuple[Kind, ...]
+    kubeconfig: Path | None = None
+    context: str | None = None
+    endpoint: str | None = None
+
+
+def source_plan(settings: Settings, config: Config) -> SourcePlan:
+    kube = _first(config, "kubernetes", KubernetesConfig)
+    if kube is None:
+        return SourcePlan("none", ())
     if settings.manifests:
-        return (Kind.SERVICE, Kind.ENDPOINT_SLICE, Kind.NAMESPACE, Kind.POD)
+        return SourcePlan(
+            "manifests", (Kind.SERVICE, Kind.ENDPOINT_SLICE, Kind.NAMESPACE, Kind.POD)
+        )
     kinds = [Kind.SERVICE, Kind.ENDPOINT_SLICE, Kind.NAMESPACE]
-    if settings.pods is PodMode.VERIFIED:
+    if any(
+        isinstance(p, KubernetesConfig) and p.pods is PodMode.VERIFIED
+        for _, p in config.plugin("kubernetes")
+    ):
         kinds.append(Kind.POD)
-    return tuple(kinds)
-
-
-async def serve(settings: Settings, *, workers: Workers | None = None) -> int:
-    workers = workers or Workers()
-    worker = workers.number
-    loop = asyncio.get_running_loop()
-    stats = Stats()
-    index = Index(required=_required_kinds(settings))
-    state = AppState(index=index, stats=stats)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-    def apply(event: Event) -> object:
-        return index.apply(event)
-
-    background: list[Awaitable[None]] = []
-    if settings.manifests:
-        background.append(await _start_manifests(settings, apply, quiet=worker > 0))
-    else:
-        state.source_name = "kubernetes"
-        background.append(_start_kube(settings, index, stats))
-
-    zones = None
-    if settings.zone_files:
-        from kdns.zones.zonefile import ZoneError, ZoneSet, run_reload
-
-        try:
-            zones = ZoneSet.load(settings.zone_files)
-        except ZoneError as exc:
-            raise StartupError(str(exc)) from None
-        background.append(run_reload(zones))
-
-    upstream = None
-    upstreams = settings.upstreams
-    if upstreams is None:
-        from kdns.upstream.forward import upstreams_from_resolv_conf
-
-        upstreams = tuple(upstreams_from_resolv_conf("/etc/resolv.conf"))
-        if not upstreams:
-            log.warning("no nameserver in /etc/resolv.conf: names outside the zones get REFUSED")
-    if upstreams:
-        from kdns.upstream.forward import Forwarder, LoopError, check_static_loop
-
-        try:
-            check_static_loop(upstreams, listen=settings.dns_addr)
-        except LoopError as exc:
-            raise StartupError(str(exc)) from None
-        upstream = Forwarder(
-            upstreams,
-            stats=stats,
-            max_concurrent=settings.max_concurrent,
-            cache_size=settings.cache_size,
-            cache_max_ttl=settings.cache_max_ttl,
-        )
-        await upstream.start()
-
-    config = AnswerConfig(
-        zone=settings.zone,
-        ttl=settings.ttl,
-        pods=settings.pods,
-        self_addresses=self_addresses(settings),
-        cluster_networks=(*settings.service_cidrs, *settings.pod_cidrs),
-    )
-    handler = Handler(
-        index=index, config=config, stats=stats, upstream=upstream, static_zones=zones
-    )
-    reuse = settings.workers > 1
-    try:
-        udp_sock = bind_udp(settings.dns_addr.host, settings.dns_addr.port, reuse_port=reuse)
-        tcp_sock = bind_tcp(settings.dns_addr.host, udp_sock.getsockname()[1], reuse_port=reuse)
-    except OSError as exc:
-        raise StartupError(
-            f"--dns-addr {settings.dns_addr}: cannot listen ({exc.strerror}); pick a free "
-            "port, or run with CAP_NET_BIND_SERVICE for ports below 1024"
-        ) from None
-    rrl = None
-    if settings.rrl_responses_per_second > 0:
-        rrl = RateLimiter(settings.rrl_responses_per_second, slip=settings.rrl_slip)
-        stats.flushers.append(lambda: _fold_rrl(rrl, stats))
-    udp = UdpServer(udp_sock, handler, observe_batch=handler.observe_batch, rrl=rrl)
-    limits = TcpLimits(  # a started message must also complete within the idle timeout
-        idle_seconds=settings.tcp_idle_seconds,
-        message_seconds=settings.tcp_idle_seconds,
-        max_connections=settings.tcp_max_connections,
-    )
-    tcp = TcpServer(tcp_sock, handler, limits=limits)
-    udp.start()
-    await tcp.start()
-    dns_port = udp.port
-    log.info(
-        "listening for DNS on %s (udp+tcp), zone %s, worker %d, pid %d",
-        HostPort(settings.dns_addr.host, dns_port),
-        settings.zone,
-        worker,
-        os.getpid(),
+    return SourcePlan(
+        "kubernetes",
+        tuple(kinds),
+        kubeconfig=settings.kubeconfig or kube.kubeconfig,
+        context=kube.context,
+        endpoint=kube.endpoint,
     )
 
-    if upstream is not None and upstreams:
-        from kdns.upstream.forward import LoopError, detect_loop
 
-        try:
-            await detect_loop(
-                upstream,
-                listen=HostPort(settings.dns_addr.host, dns_port),
-                handler=handler,
-                zone=settings.zone,
+@dataclass(slots=True)
+class Listener:
+    addr: HostPort
+    server: DnsServer
+    udp: UdpServer
+    tcp: TcpServer
+
+    async def close(self) -> None:
+        self.udp.close()
+        await self.tcp.close()
+
+
+class App:
+    """One process's kdns: see the module docstring for its phases."""
+
+    def __init__(self, settings: Settings, workers: Workers | None = None) -> None:
+        self.settings = settings
+        self.workers = workers or Workers()
+        self.stats = Stats()
+        self.gauge = CacheGauge(self.stats)
+        self.generation = Generation()
+        self.index = Index(required=())
+        self.config: Config | None = None
+        self.plan = SourcePlan("none", ())
+        self.built: Built | None = None
+        self.listeners: dict[HostPort, Listener] = {}
+        self.http: HttpServers | None = None
+        self.health_times = Histogram(HEALTH_BUCKETS)
+        self.lameduck = False
+        self.source_failed: str | None = None
+        self.fatal: str | None = None
+        self.reload_failures = 0
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._plugin_tasks: dict[int, list[asyncio.Task[None]]] = {}
+        self._rrl: RateLimiter | None = None
+        self._source_job: Callable[[], Awaitable[None]] | None = None
+        self._peers: dict[int, Stats] = {}
+
+    # ---- phases ------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        async with contextlib.AsyncExitStack() as stack:
+            await self.start(stack)
+            await self.serve()
+        if self.fatal is not None:
+            log.error("%s", self.fatal)
+            return 1
+        return 0
+
+    async def start(self, stack: contextlib.AsyncExitStack) -> None:
+        settings = self.settings
+        config = self.config = load_config(settings)
+        self.plan = source_plan(settings, config)
+        self.index = Index(required=self.plan.kinds)
+        self._source_job = self._start_source(self.plan)
+        self._check_static_loops(config)
+        self.built = self._build(config)
+        stack.push_async_callback(self._close_plugins, self.built.plugins)
+        stack.push_async_callback(self._close_listeners)
+        if settings.rrl_responses_per_second > 0:
+            self._rrl = RateLimiter(settings.rrl_responses_per_second, slip=settings.rrl_slip)
+            self.stats.flushers.append(self._fold_rrl)
+        for addr, blocks in self.built.listeners.items():
+            self.listeners[addr] = await self._listen(addr, blocks)
+        for listener in self.listeners.values():
+            log.info(
+                "listening for DNS on %s (udp+tcp), zones %s, worker %d, pid %d",
+                HostPort(listener.addr.host, listener.udp.port),
+                " ".join(z for b in listener.server.blocks for z in b.zones),
+                self.workers.number,
+                os.getpid(),
             )
-        except LoopError as exc:
+        if self.workers.number == 0:
+            loop = asyncio.get_running_loop()
+            for i, reader in enumerate(self.workers.readers, start=1):
+                loop.add_reader(reader.fileno(), _receive_stats, reader, self._peers, i)
+            self.http = await self._start_http(config)
+            stack.push_async_callback(self._stop_http)
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        for sig in (signal.SIGHUP, signal.SIGUSR1):
+            loop.add_signal_handler(sig, self._on_reload_signal)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                if self._source_job is not None:
+                    tasks.create_task(self._supervise_source(self._source_job), name="source")
+                assert self.built is not None
+                self._start_plugins(self.built)
+                tasks.create_task(self._reloads(), name="reload")
+                if self.workers.writer is not None:
+                    tasks.create_task(self._ship_stats(self.workers.writer), name="stats")
+                await self._stop.wait()
+                if self.fatal is None:
+                    await self._lameduck()
+                raise _StopRequestedError
+        except* _StopRequestedError:
+            pass
+        finally:
+            self._tasks = None
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                loop.remove_signal_handler(sig)
+
+    async def _lameduck(self) -> None:
+        for pid in self.workers.children:  # the workers lameduck alongside
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        self.lameduck = True
+        assert self.config is not None
+        health = _first(self.config, "health", HealthConfig)
+        seconds = health.lameduck if health is not None else 0.0
+        log.info("SIGTERM: lameduck for %.1f s (/ready is 503, DNS still answers)", seconds)
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+        log.info("shutting down")
+
+    # ---- start-up pieces ---------------------------------------------------------------
+
+    def _context(self) -> Context:
+        return Context(
+            view=self.index,
+            stats=self.stats,
+            gauge=self.gauge,
+            generation=self.generation,
+            self_addresses=self_addresses(self.settings),
+            on_loop=self._on_loop,
+        )
+
+    def _build(self, config: Config) -> Built:
+        try:
+            return build(config, self._context())
+        except BuildError as exc:
             raise StartupError(str(exc)) from None
 
-    http: HttpServers | None = None
-    peers: dict[int, Stats] = {}
-    if worker == 0:
-        for i, reader in enumerate(workers.readers, start=1):
-            loop.add_reader(reader.fileno(), _receive_stats, reader, peers, i)
-        http = await _start_http(settings, state, dns_port=dns_port, peers=peers)
-    elif workers.writer is not None:
-        background.append(_ship_stats(workers.writer, stats, stop))
+    def _check_static_loops(self, config: Config) -> None:
+        for block, plugin in config.plugin("forward"):
+            if not isinstance(plugin, ForwardConfig):
+                continue
+            for addr in block.listen():
+                try:
+                    check_self_forwarding([u.addr for u in plugin.to], addr)
+                except LoopError as exc:
+                    raise StartupError(f"{plugin.origin}: {exc}") from None
 
-    tasks = [asyncio.ensure_future(b) for b in background]
-    for task in tasks:
-        task.add_done_callback(_log_task_end)
-    await stop.wait()
-    for pid in workers.children:  # the workers lameduck alongside
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    state.lameduck = True
-    log.info(
-        "SIGTERM: lameduck for %.1f s (/ready is 503, DNS still answers)", settings.lameduck_seconds
-    )
-    if settings.lameduck_seconds > 0:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.sleep(settings.lameduck_seconds)
-    log.info("shutting down")
-    udp.close()
-    await tcp.close()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    if upstream is not None:
-        await upstream.close()
-    if http is not None:
-        await http.stop()
-    return 0
-
-
-def _log_task_end(task: asyncio.Future[None]) -> None:
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        log.error("background task stopped: %s", exc, exc_info=exc)
-
-
-async def _start_manifests(
-    settings: Settings, apply: Callable[[Event], object], *, quiet: bool = False
-) -> Awaitable[None]:
-    from kdns.sources.manifests import ManifestError, events, load_manifests, run_manifests
-
-    try:
-        data = load_manifests(
-            settings.manifests,
-            service_cidrs=settings.service_cidrs,
-            pod_cidrs=settings.pod_cidrs,
+    async def _listen(self, addr: HostPort, blocks: list[Block]) -> Listener:
+        reuse = self.settings.workers > 1
+        try:
+            udp_sock = bind_udp(addr.host, addr.port, reuse_port=reuse)
+        except OSError as exc:
+            raise StartupError(_bind_error(addr, exc)) from None
+        try:
+            tcp_sock = bind_tcp(addr.host, udp_sock.getsockname()[1], reuse_port=reuse)
+        except OSError as exc:
+            udp_sock.close()
+            raise StartupError(_bind_error(addr, exc)) from None
+        server = DnsServer(
+            blocks,
+            index=self.index,
+            stats=self.stats,
+            generation=self.generation,
+            server=server_label(HostPort(addr.host, udp_sock.getsockname()[1])),
         )
-    except ManifestError as exc:
-        raise StartupError(str(exc)) from None
-    for event in events(data):
-        apply(event)
-    for line in [] if quiet else data.summary_lines():
-        log.info("%s", line)
-    return run_manifests(
-        settings.manifests,
-        apply=apply,
-        service_cidrs=settings.service_cidrs,
-        pod_cidrs=settings.pod_cidrs,
-        initial=data,
-    )
-
-
-def _start_kube(settings: Settings, index: Index, stats: Stats) -> Awaitable[None]:
-    """Load credentials now (a bad kubeconfig stops start-up); the API itself may be away:
-    the reflectors retry with backoff while misses are SERVFAIL and /ready is 503."""
-    from kdns.sources.kube.auth import CredentialsError, load_credentials
-    from kdns.sources.kube.source import run_kube_source
-
-    try:
-        credentials = load_credentials(
-            kubeconfig=settings.kubeconfig, in_cluster=settings.in_cluster
+        udp = UdpServer(udp_sock, server, observe_batch=server.observe_batch, rrl=self._rrl)
+        limits = TcpLimits(  # a started message must also complete within the idle timeout
+            idle_seconds=self.settings.tcp_idle_seconds,
+            message_seconds=self.settings.tcp_idle_seconds,
+            max_connections=self.settings.tcp_max_connections,
         )
-    except CredentialsError as exc:
-        raise StartupError(str(exc)) from None
-    log.info("data source: Kubernetes API at %s", credentials.host)
-    return run_kube_source(
-        credentials=credentials,
-        apply=index.apply,
-        pods_verified=settings.pods is PodMode.VERIFIED,
-        stats=stats,
+        tcp = TcpServer(tcp_sock, server, limits=limits)
+        udp.start()
+        await tcp.start()
+        return Listener(addr, server, udp, tcp)
+
+    async def _close_listeners(self) -> None:
+        listeners, self.listeners = self.listeners, {}
+        for listener in listeners.values():
+            await listener.close()
+
+    async def _close_plugins(self, plugins: list[Plugin]) -> None:
+        for plugin in plugins:
+            for task in self._plugin_tasks.pop(id(plugin), []):
+                task.cancel()
+            pending = plugin.close()
+            if pending is not None:
+                await pending
+
+    def _start_plugins(self, built: Built) -> None:
+        assert self._tasks is not None
+        for plugin in built.plugins:
+            jobs: list[asyncio.Task[None]] = [
+                self._tasks.create_task(job(), name=plugin.name) for job in plugin.background()
+            ]
+            self._plugin_tasks[id(plugin)] = jobs
+        for loop_plugin, addr in built.loops:
+            listener = self.listeners.get(addr)
+            if listener is not None:
+                bound = HostPort(addr.host, listener.udp.port)
+                self._tasks.create_task(loop_plugin.probe(bound), name="loop-probe")
+
+    def _on_loop(self, why: str) -> None:
+        self.fatal = why
+        self._stop.set()
+
+    # ---- the data source ---------------------------------------------------------------
+
+    def _start_source(self, plan: SourcePlan) -> Callable[[], Awaitable[None]] | None:
+        """Load or connect the data source now (a bad manifest or kubeconfig stops
+        start-up); return the job that keeps it current."""
+        if plan.kind == "manifests":
+            return self._start_manifests()
+        if plan.kind == "kubernetes":
+            return self._start_kube(plan)
+        return None
+
+    def _apply(self, event: Event) -> object:
+        return self.index.apply(event)
+
+    def _start_manifests(self) -> Callable[[], Awaitable[None]]:
+        from kdns.sources.manifests import ManifestError, events, load_manifests, run_manifests
+
+        settings = self.settings
+        try:
+            data = load_manifests(
+                settings.manifests,
+                service_cidrs=settings.service_cidrs,
+                pod_cidrs=settings.pod_cidrs,
+            )
+        except ManifestError as exc:
+            raise StartupError(str(exc)) from None
+        for event in events(data):
+            self._apply(event)
+        if self.workers.number == 0:
+            for line in data.summary_lines():
+                log.info("%s", line)
+        initial: list[object] = [data]
+
+        async def job() -> None:
+            first = initial.pop() if initial else None
+            await run_manifests(
+                settings.manifests,
+                apply=self._apply,
+                service_cidrs=settings.service_cidrs,
+                pod_cidrs=settings.pod_cidrs,
+                initial=first,  # type: ignore[arg-type]
+            )
+
+        return job
+
+    def _start_kube(self, plan: SourcePlan) -> Callable[[], Awaitable[None]]:
+        """Load credentials now; the API itself may be away: the reflectors retry with
+        backoff while misses are SERVFAIL and /ready is 503."""
+        from kdns.sources.kube.auth import CredentialsError, load_credentials
+        from kdns.sources.kube.source import run_kube_source
+
+        try:
+            credentials = load_credentials(
+                kubeconfig=plan.kubeconfig,
+                context=plan.context,
+                in_cluster=plan.kubeconfig is None and self.settings.in_cluster,
+            )
+        except CredentialsError as exc:
+            raise StartupError(str(exc)) from None
+        log.info("data source: Kubernetes API at %s", credentials.host)
+
+        async def job() -> None:
+            await run_kube_source(
+                credentials=credentials,
+                apply=self.index.apply,
+                pods_verified=Kind.POD in plan.kinds,
+                stats=self.stats,
+            )
+
+        return job
+
+    async def _supervise_source(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Keep the source running: restart it with backoff after an unexpected error; after
+        SOURCE_GIVE_UP restarts without a healthy minute, /health fails (the data would
+        stay frozen) while it keeps trying."""
+        failures = 0
+        while True:
+            started = time.monotonic()
+            try:
+                await job()
+                return
+            except Exception as exc:
+                if time.monotonic() - started > SOURCE_HEALTHY_SECONDS:
+                    failures = 0
+                failures += 1
+                delay = SOURCE_BACKOFF[min(failures, len(SOURCE_BACKOFF)) - 1]
+                delay *= 1 + random.uniform(-0.2, 0.2)
+                log.error(
+                    "%s source stopped (%s: %s); restart %d in %.1f s",
+                    self.plan.kind,
+                    type(exc).__name__,
+                    exc,
+                    failures,
+                    delay,
+                )
+                if failures >= SOURCE_GIVE_UP:
+                    self.source_failed = (
+                        f"{self.plan.kind} source failed {failures} times in a row: {exc}"
+                    )
+                await asyncio.sleep(delay)
+
+    # ---- HTTP --------------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        if self.lameduck:
+            return False, "lameduck: shutting down"
+        if not self.index.synced:
+            return False, f"{self.plan.kind}: not synced"
+        return True, "OK"
+
+    def healthy(self) -> str | None:
+        return self.source_failed
+
+    async def _start_http(self, config: Config) -> HttpServers | None:
+        health = _first(config, "health", HealthConfig)
+        ready = _first(config, "ready", ReadyConfig)
+        prometheus = _first(config, "prometheus", PrometheusConfig)
+        if health is None and ready is None and prometheus is None:
+            return None
+        first = next(iter(self.listeners.values()), None)
+        server = server_label(first.addr if first is not None else HostPort("", 53))
+        registry = build_registry(
+            stats=self.stats,
+            server=server,
+            objects=self.index.counts,
+            ready=lambda: self.ready()[0],
+            health=self.health_times,
+            peers=lambda: list(self._peers.values()),
+            plugins=sorted({name for b in config.blocks for name in b.plugins}),
+        )
+        http = HttpServers(
+            health=health.addr if health is not None else None,
+            ready=ready.addr if ready is not None else None,
+            metrics=prometheus.addr if prometheus is not None else None,
+            is_ready=self.ready,
+            is_healthy=self.healthy,
+            registry=registry,
+            health_times=self.health_times,
+        )
+        try:
+            await http.start()
+        except OSError as exc:
+            raise StartupError(
+                f"HTTP listener: {exc.strerror}; pick free addresses for health, ready and "
+                "prometheus (--health-addr, --ready-addr, --metrics-addr)"
+            ) from None
+        return http
+
+    async def _stop_http(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+
+    # ---- reload ------------------------------------------------------------------------
+
+    def _on_reload_signal(self) -> None:
+        if self.settings.corefile is None:
+            log.info("reload signal: no Corefile in use (flags), nothing to reload")
+            return
+        for pid in self.workers.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+        self._reload.set()
+
+    async def _reloads(self) -> None:
+        """Reload on a signal, and when `reload` is configured, when the file changes."""
+        while True:
+            reload_config = (
+                _first(self.config, "reload", ReloadConfig) if self.config is not None else None
+            )
+            wait = None
+            if reload_config is not None and self.settings.corefile is not None:
+                wait = reload_config.interval + random.uniform(
+                    -reload_config.jitter, reload_config.jitter
+                )
+                wait = max(1.0, wait)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._reload.wait()
+            self._reload.clear()
+            if self.settings.corefile is not None:
+                await self.reload()
+
+    async def reload(self) -> bool:
+        """Read the Corefile again and swap it in if it changed and works; True if swapped."""
+        from kdns.config.corefile import CorefileError, load_corefile
+
+        path = self.settings.corefile
+        assert path is not None
+        assert self.config is not None
+        try:
+            config = load_corefile(path, dns_port=self.settings.dns_addr.port)
+        except (CorefileError, OSError) as exc:
+            return self._reload_failed(str(exc))
+        if config.digest == self.config.digest:
+            return False
+        if source_plan(self.settings, config) != self.plan:
+            return self._reload_failed(
+                f"{path}: the kubernetes data source changed (kubeconfig, endpoint or pods "
+                "verified); restart kdns to apply it"
+            )
+        try:
+            self._check_static_loops(config)
+            built = build(config, self._context())
+        except (StartupError, BuildError) as exc:
+            return self._reload_failed(str(exc))
+        try:
+            await self._swap(config, built)
+        except StartupError as exc:
+            await self._close_plugins(built.plugins)
+            return self._reload_failed(str(exc))
+        log.info("reload: %s is in service (sha512 %s...)", path, config.digest[:16])
+        return True
+
+    def _reload_failed(self, why: str) -> bool:
+        self.reload_failures += 1
+        self.stats.reload_failed += 1
+        for line in why.splitlines():
+            log.error("reload failed, keeping the running configuration: %s", line)
+        return False
+
+    async def _swap(self, config: Config, built: Built) -> None:
+        opened: dict[HostPort, Listener] = {}
+        try:
+            for addr, blocks in built.listeners.items():
+                if addr not in self.listeners:
+                    opened[addr] = await self._listen(addr, blocks)
+        except StartupError:
+            for listener in opened.values():
+                await listener.close()
+            raise
+        old_built, old_listeners = self.built, self.listeners
+        self.listeners = {}
+        for addr, blocks in built.listeners.items():
+            listener = old_listeners.get(addr) or opened[addr]
+            listener.server.set_blocks(blocks)
+            self.listeners[addr] = listener
+        self.config, self.built = config, built
+        if self._tasks is not None:
+            self._start_plugins(built)
+        for addr, listener in old_listeners.items():
+            if addr not in self.listeners:
+                await listener.close()
+        if old_built is not None:
+            await self._close_plugins(old_built.plugins)
+        if self.workers.number == 0:
+            await self._stop_http()
+            self.http = await self._start_http(config)
+
+    # ---- workers and metrics -----------------------------------------------------------
+
+    def _fold_rrl(self) -> None:
+        rrl = self._rrl
+        if rrl is not None:
+            self.stats.rrl = {"sent": rrl.sent, "slipped": rrl.slipped, "dropped": rrl.dropped}
+
+    async def _ship_stats(self, writer: Connection) -> None:
+        """A worker's counts reach /metrics through worker 0, once a second."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.stats.flush()
+            try:
+                writer.send(snapshot(self.stats))
+            except (BrokenPipeError, OSError):
+                log.warning("worker 0 is gone; stopping this worker")
+                self._stop.set()
+                return
+
+
+class _StopRequestedError(Exception):
+    """Raised inside the task group to end it (cancels every job)."""
+
+
+def _bind_error(addr: HostPort, exc: OSError) -> str:
+    return (
+        f"DNS listener {addr}: cannot listen ({exc.strerror}); pick a free port, or run "
+        "with CAP_NET_BIND_SERVICE for ports below 1024"
     )
-
-
-def _fold_rrl(rrl: RateLimiter | None, stats: Stats) -> None:
-    if rrl is not None:
-        stats.rrl = {"sent": rrl.sent, "slipped": rrl.slipped, "dropped": rrl.dropped}
 
 
 def _receive_stats(reader: Connection, peers: dict[int, Stats], worker: int) -> None:
@@ -365,44 +732,4 @@ def _receive_stats(reader: Connection, peers: dict[int, Stats], worker: int) -> 
         peers[worker] = snap
 
 
-async def _ship_stats(writer: Connection, stats: Stats, stop: asyncio.Event) -> None:
-    """A worker's counts reach /metrics through worker 0, once a second."""
-    while True:
-        await asyncio.sleep(1.0)
-        stats.flush()
-        try:
-            writer.send(snapshot(stats))
-        except (BrokenPipeError, OSError):
-            log.warning("worker 0 is gone; stopping this worker")
-            stop.set()
-            return
-
-
-async def _start_http(
-    settings: Settings, state: AppState, *, dns_port: int, peers: dict[int, Stats]
-) -> HttpServers:
-    health_times = Histogram(HEALTH_BUCKETS)
-    registry = build_registry(
-        stats=state.stats,
-        server=server_label(HostPort(settings.dns_addr.host, dns_port)),
-        objects=state.index.counts,
-        ready=lambda: state.ready()[0],
-        health=health_times,
-        peers=lambda: list(peers.values()),
-    )
-    http = HttpServers(
-        health=settings.health_addr,
-        ready=settings.ready_addr,
-        metrics=settings.metrics_addr,
-        is_ready=state.ready,
-        registry=registry,
-        health_times=health_times,
-    )
-    try:
-        await http.start()
-    except OSError as exc:
-        raise StartupError(
-            f"HTTP listener: {exc.strerror}; pick free ports with --health-addr, "
-            "--ready-addr and --metrics-addr"
-        ) from None
-    return http
+__all__ = ["App", "StartupError", "Workers", "run"]

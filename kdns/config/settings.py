@@ -43,6 +43,9 @@ class Settings:
     pods: PodMode = PodMode.INSECURE
     """Pod records; `insecure` is what kubeadm's Corefile sets and the e2e tests need."""
 
+    corefile: Path | None = None
+    """A CoreDNS Corefile to serve; None = the flags describe the one server block."""
+
     manifests: tuple[Path, ...] = ()
     """YAML/JSON files or folders: the data source when there is no cluster."""
 

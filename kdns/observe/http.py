@@ -66,7 +66,7 @@ sequence of strings = not ready, naming what (e.g. "kubernetes: not synced", "la
 
 ReadyCheck = Callable[[], ReadyResult]
 
-Handler = Callable[[Mapping[str, str]], tuple[int, str, bytes]]
+Route = Callable[[Mapping[str, str]], tuple[int, str, bytes]]
 """Request headers (lower-case names) -> (status, content type, body)."""
 
 
@@ -92,17 +92,21 @@ class HttpServers:
     def __init__(
         self,
         *,
-        health: HostPort,
-        ready: HostPort,
-        metrics: HostPort,
+        health: HostPort | None,
+        ready: HostPort | None,
+        metrics: HostPort | None,
         is_ready: ReadyCheck,
         registry: CollectorRegistry,
         health_times: Histogram | None = None,
+        is_healthy: Callable[[], str | None] = lambda: None,
     ) -> None:
-        """`health`, `ready`, `metrics`: where each path is served. `is_ready`: called on each
-        GET /ready. `health_times`: where the self-check observes /health round trips (the
-        histogram given to `build_registry(health=...)`); None = no self-check."""
+        """`health`, `ready`, `metrics`: where each path is served (None: not served, as
+        when the Corefile has no such plugin). `is_ready`: called on each GET /ready.
+        `is_healthy`: None while alive, else why not (/health answers 503 with it).
+        `health_times`: where the self-check observes /health round trips (the histogram
+        given to `build_registry(health=...)`); None = no self-check."""
         self._ready = is_ready
+        self._healthy = is_healthy
         self._registry = registry
         self._health = health_times
         # One server per distinct address. Port 0 asks for a free port per path, so it is never
@@ -114,6 +118,8 @@ class HttpServers:
             (ready, READY_PATH),
             (metrics, METRICS_PATH),
         ):
+            if addr is None:
+                continue
             if addr.port and addr in shared:
                 shared[addr].append(path)
                 continue
@@ -138,7 +144,7 @@ class HttpServers:
         except BaseException:
             await self.stop()
             raise
-        if self._health is not None:
+        if self._health is not None and HEALTH_PATH in self._bound:
             self._self_check = asyncio.create_task(
                 self._run_self_check(self._health), name="kdns-health-self-check"
             )
@@ -156,7 +162,7 @@ class HttpServers:
         self._bound.clear()
 
     async def _start_one(self, addr: HostPort, paths: Sequence[str]) -> None:
-        handlers: dict[str, Handler] = {
+        handlers: dict[str, Route] = {
             HEALTH_PATH: self._handle_health,
             READY_PATH: self._handle_ready,
             METRICS_PATH: self._handle_metrics,
@@ -187,6 +193,9 @@ class HttpServers:
             await asyncio.sleep(SELF_CHECK_SECONDS)
 
     def _handle_health(self, headers: Mapping[str, str]) -> tuple[int, str, bytes]:
+        why = self._healthy()
+        if why:
+            return 503, TEXT_PLAIN, (why + "\n").encode()
         return 200, TEXT_PLAIN, b"OK"
 
     def _handle_ready(self, headers: Mapping[str, str]) -> tuple[int, str, bytes]:
@@ -207,7 +216,7 @@ class HttpServers:
 class _Listener:
     """One listening address: HTTP/1.1 GET/HEAD over asyncio streams (RFC 9112)."""
 
-    def __init__(self, routes: Mapping[str, Handler]) -> None:
+    def __init__(self, routes: Mapping[str, Route]) -> None:
         self._routes = routes
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()

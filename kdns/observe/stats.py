@@ -94,6 +94,7 @@ class Stats:
     last_sync_unix: dict[str, float] = field(default_factory=dict)  # kind -> time of last good sync
     api_up: int = 0  # 1 while every watch is connected
     rrl: dict[str, int] = field(default_factory=dict)  # response-rate limiting: outcome -> n
+    reload_failed: int = 0  # Corefile reloads refused (coredns_reload_failed_total)
     # Callables run before each scrape to fold fast-path counts into the fields above.
     flushers: list[Callable[[], None]] = field(default_factory=list)
 

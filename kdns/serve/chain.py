@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from kdns.dns.records import Question, Rcode, Reply
 from kdns.dns.wire import Query
@@ -38,6 +38,7 @@ class Request:
     that rewrite the question (`rewrite`) replace `question`."""
 
     __slots__ = (
+        "after",
         "client",
         "data",
         "family",
@@ -70,6 +71,9 @@ class Request:
         self.zone = zone  # the server block zone the query matched ("." for the root)
         self.server = server  # the metrics label of the listener, e.g. "dns://:53"
         self.client = client  # (address, port), when the transport knows it
+        # Called with the encoded reply once the server has it (e.g. `log`'s line needs the
+        # reply's size); a plugin that needs one replaces the empty tuple with a list.
+        self.after: tuple[()] | list[Callable[[bytes], None]] = ()
 
     @property
     def lname(self) -> str:
@@ -94,6 +98,7 @@ class Response:
     cacheable: bool = False  # the fast path may keep the encoded reply
     dep: Dep = None
     rotate: bool = False  # A/AAAA/MX order rotates per query (loadbalance)
+    error: str | None = None  # why a SERVFAIL was answered, for the `errors` plugin
 
     @property
     def rcode(self) -> int:
@@ -141,9 +146,24 @@ class Plugin:
     def serve(self, request: Request) -> Result:
         return self.next.serve(request)
 
+    def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        """Work to run beside serving (reloads, flushes), started by the app under its task
+        group while the chain is in service and cancelled when it is retired."""
+        return []
+
     def close(self) -> Awaitable[None] | None:
         """Release what the plugin holds (sockets, tasks) when its chain is retired."""
         return None
+
+
+class Generation:
+    """A counter that plugins with data of their own (zone files) bump when it changes; the
+    fast path compares it on every hit, so it is a plain attribute."""
+
+    __slots__ = ("generation",)
+
+    def __init__(self) -> None:
+        self.generation = 0
 
 
 class _End(Plugin):
@@ -175,6 +195,7 @@ def link(plugins: list[Plugin]) -> Plugin:
 __all__ = [
     "END",
     "Dep",
+    "Generation",
     "Plugin",
     "Request",
     "Response",

@@ -59,7 +59,18 @@ class Entry:
     """One cached reply: header variants indexed by the query's RD bit, the tail after the
     question, and plain hit counts."""
 
-    __slots__ = ("dep", "headers", "hits_v4", "hits_v6", "meta", "need", "size", "tail")
+    __slots__ = (
+        "dep",
+        "headers",
+        "hits_v4",
+        "hits_v6",
+        "meta",
+        "need",
+        "size",
+        "tail",
+        "tails",
+        "turn",
+    )
 
     def __init__(
         self,
@@ -78,6 +89,8 @@ class Entry:
         self.size = size  # bytes charged against the cache bound
         self.hits_v4 = 0
         self.hits_v6 = 0
+        self.tails: tuple[bytes, ...] | None = None  # rotations served in turn (loadbalance)
+        self.turn = 0
 
 
 # What a cached reply depends on: the (namespace, service) whose data it shows, or None
@@ -142,19 +155,22 @@ class ReplyCache:
         need: int,
         meta: EntryMeta,
         dep: Dep = None,
+        rotations: tuple[bytes, ...] = (),
     ) -> None:
         """Remember `reply` (the full encoded reply to a query whose question section is
-        `question_len` bytes). `need`: the smallest EDNS payload the reply fits (0 = any)."""
+        `question_len` bytes). `need`: the smallest EDNS payload the reply fits (0 = any).
+        `rotations`: further encodings of the same reply with its records in another
+        order (same header and size), served in turn after `reply`."""
         table = self.edns if edns else self.plain
         okey = (edns, key)
         if key in table:
             self._drop(okey)
         flags0 = reply[2] & 0xFE
         rest = reply[3:12]
-        size = len(reply) + len(key) + 200  # rough overhead of the entry and dict slots
+        size = (len(reply) - question_len) * (1 + len(rotations)) + len(key) + 200  # + overhead
         if size > self.max_bytes:
             return
-        table[key] = Entry(
+        entry = table[key] = Entry(
             (bytes((flags0,)) + rest, bytes((flags0 | 0x01,)) + rest),
             reply[12 + question_len :],
             need,
@@ -162,6 +178,8 @@ class ReplyCache:
             size,
             dep,
         )
+        if rotations:
+            entry.tails = (entry.tail, *(r[12 + question_len :] for r in rotations))
         self._order[okey] = None
         if dep is None:
             self._structural[okey] = None
@@ -274,7 +292,9 @@ class FastPath:
         self._batch_seconds = 0.0
         self._batch_queries = 0
 
-    def _slow(self, data: bytes, tcp: bool, family: str) -> HandleResult:
+    def _slow(
+        self, data: bytes, tcp: bool, family: str, client: tuple[str, int] | None
+    ) -> HandleResult:
         raise NotImplementedError
 
     def _check_generation(self) -> None:
@@ -282,10 +302,12 @@ class FastPath:
         if self.generation_moved():
             self.reset_generation()
 
-    def handle(self, data: bytes, *, tcp: bool, family: str) -> HandleResult:
+    def handle(
+        self, data: bytes, tcp: bool, family: str, client: tuple[str, int] | None = None
+    ) -> HandleResult:
         """Answer `data`: bytes now, None to drop, or an awaitable when forwarding."""
         if tcp:
-            return self._slow(data, tcp, family)
+            return self._slow(data, tcp, family, client)
         if (
             self._index.generation != self._generation
             or self._static.generation != self._static_generation
@@ -295,7 +317,7 @@ class FastPath:
         counts = data[4:12]
         if counts == _PLAIN:
             if len(data) != end + 5:
-                return self._slow(data, tcp, family)
+                return self._slow(data, tcp, family, client)
             table = self._plain
         elif (
             counts == _WITH_OPT
@@ -305,21 +327,25 @@ class FastPath:
         ):
             table = self._edns
         else:
-            return self._slow(data, tcp, family)
+            return self._slow(data, tcp, family, client)
         # byte 2: QR, opcode, AA, TC must be 0 (RD free); byte 3: only AD may be set.
         if data[2] > 1 or data[3] & 0xDF or data[end + 3 : end + 5] != _CLASS_IN:
-            return self._slow(data, tcp, family)
+            return self._slow(data, tcp, family, client)
         # bytes.lower() is safe on wire names: label lengths (<= 63) are below "A".
         entry = table.get(data[12 : end + 3].lower())
         if entry is None:
-            return self._slow(data, tcp, family)
+            return self._slow(data, tcp, family, client)
         if entry.need and int.from_bytes(data[end + 8 : end + 10], "big") < entry.need:
-            return self._slow(data, tcp, family)
+            return self._slow(data, tcp, family, client)
         if family == "1":
             entry.hits_v4 += 1
         else:
             entry.hits_v6 += 1
-        return data[:2] + entry.headers[data[2]] + data[12 : end + 5] + entry.tail
+        tail = entry.tail
+        if entry.tails is not None:  # loadbalance: the next rotation is served next time
+            entry.turn = turn = (entry.turn + 1) % len(entry.tails)
+            entry.tail = entry.tails[turn]
+        return data[:2] + entry.headers[data[2]] + data[12 : end + 5] + tail
 
     def observe_batch(self, queries: int, seconds: float) -> None:
         """Called by the UDP transport after each drained batch (for hit durations)."""

@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 HandleResult = bytes | None | Awaitable[bytes | None]
 
 
-class Handler(Protocol):
-    def handle(self, data: bytes, *, tcp: bool, family: str) -> HandleResult: ...
+class QueryHandler(Protocol):
+    def handle(
+        self, data: bytes, tcp: bool, family: str, client: tuple[str, int] | None = None
+    ) -> HandleResult:
+        """Reply bytes now, None to drop, or an awaitable of either (an upstream is asked).
+        Called positionally on the hot path."""
 
 
 BatchObserver = Callable[[int, float], None]
@@ -100,7 +104,7 @@ class UdpServer:
     def __init__(
         self,
         sock: socket.socket,
-        handler: Handler,
+        handler: QueryHandler,
         *,
         observe_batch: BatchObserver | None = None,
         max_query_bytes: int = 4096,
@@ -113,7 +117,7 @@ class UdpServer:
         self._family = _family_label(sock.family)
         self._max = max_query_bytes
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[bytes | None]] = set()
 
     @property
     def port(self) -> int:
@@ -150,7 +154,7 @@ class UdpServer:
                 log.debug("udp recv error on %s: %s", self.sock.getsockname(), exc)
                 break
             n += 1
-            result = handle(data, tcp=False, family=family)
+            result = handle(data, False, family, addr)
             if result is None:
                 continue
             if type(result) is bytes:
@@ -185,7 +189,7 @@ class UdpServer:
                 log.debug("udp recv error on %s: %s", self.sock.getsockname(), exc)
                 break
             n += 1
-            result = handle(data, tcp=False, family=family)
+            result = handle(data, False, family, addr)
             if result is None:
                 continue
             if type(result) is bytes:
@@ -204,19 +208,24 @@ class UdpServer:
             self._observe(n, time.perf_counter() - started)
 
     def _spawn(self, pending: Awaitable[bytes | None], addr: tuple[str, int]) -> None:
-        task = asyncio.ensure_future(self._finish(pending, addr))
+        # The awaitable itself becomes the task (no wrapper coroutine), so a task cancelled
+        # before it ran still closes it: nothing is left un-awaited at shutdown.
+        task = asyncio.ensure_future(pending)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._finish(done, addr))
 
-    async def _finish(self, pending: Awaitable[bytes | None], addr: tuple[str, int]) -> None:
-        try:
-            reply = await pending
-        except Exception:  # the handler answers SERVFAIL itself; this is a last guard
-            log.exception("udp: answering a query from %s failed", addr)
+    def _finish(self, task: asyncio.Future[bytes | None], addr: tuple[str, int]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
             return
+        exc = task.exception()
+        if exc is not None:  # the handler answers SERVFAIL itself; this is a last guard
+            log.error("udp: answering a query from %s failed: %r", addr, exc)
+            return
+        reply = task.result()
         if reply is not None and self._rrl is not None:
             reply = self._rrl.limit(addr[0], reply)
-        if reply is not None:
+        if reply is not None and self._loop is not None:
             try:
                 self.sock.sendto(reply, addr)
             except OSError as exc:
@@ -255,6 +264,7 @@ class _TcpConnection(asyncio.Protocol):
         self._message_started: float | None = None
         self.last_active = time.monotonic()
         self.family = "1"
+        self.peer: tuple[str, int] | None = None
 
     @property
     def busy(self) -> bool:
@@ -265,6 +275,9 @@ class _TcpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
         self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = (str(peer[0]), int(peer[1]))
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self.family = _family_label(sock.family)
@@ -335,28 +348,31 @@ class _TcpConnection(asyncio.Protocol):
         self._maybe_finish()
 
     def _dispatch(self, message: bytes) -> None:
-        result = self._server.handler.handle(message, tcp=True, family=self.family)
+        result = self._server.handler.handle(message, True, self.family, self.peer)
         if result is None:
             return
         if type(result) is bytes:
             self._write(result)
             return
         self._pending += 1
-        task = asyncio.ensure_future(self._finish(result))  # type: ignore[arg-type]
+        task = asyncio.ensure_future(result)  # type: ignore[arg-type]
         self._server.tasks.add(task)
-        task.add_done_callback(self._server.tasks.discard)
+        task.add_done_callback(self._finish)
 
-    async def _finish(self, pending: Awaitable[bytes | None]) -> None:
-        try:
-            reply = await pending
-        except Exception:
-            log.exception("tcp: answering a query failed")
-            reply = None
-        finally:
-            self._pending -= 1
-        if reply is not None:
+    def _finish(self, task: asyncio.Future[bytes | None]) -> None:
+        self._server.tasks.discard(task)
+        self._pending -= 1
+        reply = None
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                log.error("tcp: answering a query failed: %r", exc)
+            else:
+                reply = task.result()
+        if reply is not None and self._transport is not None:
             self._write(reply)
-        self._process()
+        if self._transport is not None:
+            self._process()
 
     def _write(self, reply: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
@@ -415,12 +431,12 @@ class TcpServer:
     """RFC 7766 DNS over TCP on one listening socket."""
 
     def __init__(
-        self, sock: socket.socket, handler: Handler, *, limits: TcpLimits | None = None
+        self, sock: socket.socket, handler: QueryHandler, *, limits: TcpLimits | None = None
     ) -> None:
         self.sock = sock
         self.handler = handler
         self.limits = limits or TcpLimits()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Future[bytes | None]] = set()
         # Least recently active first: the one to close when the cap is reached.
         self._conns: collections.OrderedDict[_TcpConnection, None] = collections.OrderedDict()
         self._server: asyncio.AbstractServer | None = None

@@ -1,13 +1,10 @@
-"""Forwarding of names outside the served zones to upstream resolvers (CoreDNS `forward`
-+ `cache` + `loop`).
+"""The client side of forwarding: exchanges with upstream resolvers (for `forward`).
 
-Owns: the UDP/TCP exchange with upstreams, failover and in-band health, the bounded cache
-of upstream answers (RFC 2308 negative caching, TTL cap and floor), `max_concurrent`, and
-the startup loop check. It relays upstream replies as bytes. Every byte-level step goes
-through `kdns.dns.wire`: `decode_query` for the client's query, `reply_matches` (RFC 5452),
-`decode_reply` for the cache decision (rcode, TC, TTLs, the SOA of a denial), `ttl_offsets`
-and `rewrite_ttls` so a cache hit costs a copy and a few TTL writes, `with_question` for
-the client's ID and 0x20 spelling, `truncate_for` for UDP limits, `build_query` for probes.
+Owns the UDP/TCP exchange with upstreams, failover, in-band health and `max_concurrent`.
+It relays upstream replies as bytes; every byte-level step goes through `kdns.dns.wire`
+(`reply_matches` for RFC 5452 checks, `with_id`, `truncate_for`, `build_query` for health
+probes). Caching is the `cache` plugin's (`kdns.plugins.cache`), loop detection the `loop`
+plugin's (`kdns.plugins.loop`); the static self-forwarding check stays here.
 
 Choices, against CoreDNS:
 - Policy `random` (CoreDNS's default for `forward`); upstreams marked down are skipped,
@@ -18,8 +15,6 @@ Choices, against CoreDNS:
   so a fresh source port; UDP replies whose ID or question differ are ignored and the wait
   goes on until the per-try timeout (RFC 5452 §9); over TCP the connection carries only
   our query, so such a reply fails the try at once.
-- Two caches like CoreDNS's (success, denial) of `cache_size` entries each; TTLs capped at
-  `cache_max_ttl` and floored at `cache_min_ttl`; SERVFAIL kept `servfail_ttl` seconds.
 
 Must not: answer cluster names, parse or build DNS bytes itself, import dnslib or the
 answer logic, or send anywhere but the configured upstreams.
@@ -39,11 +34,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from cachetools import TLRUCache
-
 from kdns.config.settings import HostPort
 from kdns.dns import wire
-from kdns.dns.records import Question, Rcode, Reply, RType
+from kdns.dns.records import Rcode, Reply, RType
 from kdns.observe.stats import PROXY_BUCKETS, Histogram, Stats
 from kdns.upstream.resolvconf import upstreams_from_resolv_conf as upstreams_from_resolv_conf
 
@@ -51,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 _U16: Final = struct.Struct("!H")  # RFC 1035 §4.2.2: the TCP length prefix
 _MAX_UPSTREAMS: Final = 15  # CoreDNS forward: at most 15 upstreams
-_DEFAULT_NEGATIVE_TTL: Final = 5  # CoreDNS dnsutil.MinimalDefaultTTL: denial without SOA
 _UDP_MIN: Final = 512  # RFC 1035 §4.2.1
 
 
@@ -64,36 +56,6 @@ def _error_reply(query: wire.Query, rcode: Rcode) -> bytes:
     """An empty REFUSED/SERVFAIL reply to `query`, RA set (we offer recursion)."""
     reply = Reply(rcode=rcode, authoritative=False)
     return wire.encode_reply(query, reply, max_size=_udp_limit(query), ra=True)
-
-
-# --- the cache -----------------------------------------------------------------------
-
-CacheKey = tuple[str, int, int, bool, bool]  # qname, qtype, qclass, DO, CD
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    reply: bytes  # as sent to the first client, TTLs already capped
-    stored: float
-    ttl: int  # how long the entry lives
-    ttl_offsets: tuple[int, ...]  # where the records' TTLs sit in `reply`
-
-
-class _Cache(TLRUCache[CacheKey, _Entry]):
-    """A TLRU cache whose entries expire at their own TTL; counts capacity evictions."""
-
-    def __init__(
-        self, maxsize: int, *, kind: str, stats: Stats, timer: Callable[[], float]
-    ) -> None:
-        super().__init__(maxsize, ttu=lambda _k, v, now: now + v.ttl, timer=timer)
-        self.kind = kind
-        self.stats = stats
-
-    def popitem(self) -> tuple[CacheKey, _Entry]:
-        item = super().popitem()
-        evictions = self.stats.cache_evictions
-        evictions[self.kind] = evictions.get(self.kind, 0) + 1
-        return item
 
 
 # --- upstreams -----------------------------------------------------------------------
@@ -122,33 +84,22 @@ class Forwarder:
 
     upstreams: Sequence[HostPort]
     stats: Stats = field(default_factory=Stats)
-    max_concurrent: int = 1000
-    cache_size: int = 9984
-    cache_max_ttl: int = 30
-    cache_min_ttl: int = 5
-    servfail_ttl: int = 5
+    max_concurrent: int = 0  # 0 = no limit (CoreDNS's default)
     timeout_seconds: float = 2.0  # CoreDNS forward read timeout
     max_fails: int = 2  # CoreDNS forward max_fails
     health_interval_seconds: float = 0.5  # CoreDNS forward health_check
     health_timeout_seconds: float = 1.0  # CoreDNS health check read timeout
     random_order: bool = True  # policy random; False = sequential
     clock: Callable[[], float] = time.monotonic
-    loop_detector: LoopDetector = field(default_factory=lambda: LoopDetector())
     _rng: secrets.SystemRandom = field(default_factory=secrets.SystemRandom, init=False)
     _ups: list[_Upstream] = field(default_factory=list, init=False)
     _inflight: int = field(default=0, init=False)
-    _success: _Cache = field(init=False)
-    _denial: _Cache = field(init=False)
     _closed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if len(self.upstreams) > _MAX_UPSTREAMS:
             raise ValueError(f"at most {_MAX_UPSTREAMS} upstreams, got {len(self.upstreams)}")
         self._ups = [_Upstream(u, _family(u.host)) for u in self.upstreams]
-        size = max(1, self.cache_size)
-        self._success = _Cache(size, kind="success", stats=self.stats, timer=self.clock)
-        self._denial = _Cache(size, kind="denial", stats=self.stats, timer=self.clock)
-        self.stats.flushers.append(self._flush_stats)
 
     async def start(self) -> None:
         for up in self._ups:
@@ -169,32 +120,14 @@ class Forwarder:
         """False while `addr` is marked down (after `max_fails` failures in a row)."""
         return not any(up.addr == addr and up.down for up in self._ups)
 
-    async def forward(self, query: bytes, *, question: Question, tcp: bool) -> bytes | None:
-        """The upstream reply to `query` with the client's ID, from cache when fresh.
+    async def forward(self, query: bytes, parsed: wire.Query, *, tcp: bool) -> bytes | None:
+        """The upstream reply to `query` (decoded as `parsed`) with the client's ID.
 
-        None when every tried upstream failed (the handler answers SERVFAIL). REFUSED when
-        `max_concurrent` upstream queries are already in flight.
+        None when every tried upstream failed (the caller answers SERVFAIL). REFUSED when
+        `max_concurrent` upstream queries are already in flight. The reply is whole: the
+        server fits it to the client's size limit (an upstream may have answered over TCP).
         """
-        try:
-            parsed = wire.decode_query(query)
-        except wire.QueryError as exc:
-            logger.debug("not forwarding a query for %s: %s", question.qname, exc)
-            return None
-        lname = parsed.question.lname
-        if lname == self.loop_detector.qname:
-            # Our own loop probe came back through an upstream (CoreDNS `loop`): count it,
-            # never cache it, and stop the loop once it is proven.
-            if self.loop_detector.seen(lname):
-                return _error_reply(parsed, Rcode.SERVFAIL)
-            return await self._exchange_any(query, parsed, tcp=tcp)
-        edns = parsed.edns
-        key: CacheKey = (lname, parsed.question.qtype, parsed.qclass, bool(edns and edns.do),
-                         parsed.cd)  # fmt: skip
-        cached = self._from_cache(key, parsed)
-        if cached is not None:
-            return self._fit(parsed, cached, tcp=tcp)
-        self.stats.cache_misses += 1
-        if self._inflight >= self.max_concurrent:
+        if self.max_concurrent and self._inflight >= self.max_concurrent:
             self.stats.max_concurrent_rejects += 1
             return _error_reply(parsed, Rcode.REFUSED)
         self._inflight += 1
@@ -204,69 +137,7 @@ class Forwarder:
             self._inflight -= 1
         if reply is None:
             return None
-        return self._fit(parsed, wire.with_id(self._to_cache(key, reply), parsed.id), tcp=tcp)
-
-    @staticmethod
-    def _fit(query: wire.Query, reply: bytes, *, tcp: bool) -> bytes:
-        """Over UDP, a reply bigger than the client allows becomes an empty TC=1 reply so the
-        client retries over TCP (RFC 7766 §5): the upstream answered over TCP after
-        truncating, or the cached answer came from a TCP exchange."""
-        return reply if tcp else wire.truncate_for(query, reply, max_size=_udp_limit(query))
-
-    # - cache -
-
-    def _from_cache(self, key: CacheKey, query: wire.Query) -> bytes | None:
-        for cache in (self._success, self._denial):
-            entry = cache.get(key)
-            if entry is None:
-                continue
-            elapsed = int(self.clock() - entry.stored)
-            try:
-                # RFC 1035 §4.1.3: the TTLs count down; the client's ID and its spelling
-                # of the question (0x20, RFC 4343 §4.1).
-                aged = wire.rewrite_ttls(entry.reply, elapsed, offsets=entry.ttl_offsets)
-                out = wire.with_question(aged, query)
-            except wire.FormatError:
-                return None  # cannot happen for a stored reply; then ask upstream
-            hits = self.stats.cache_hits
-            hits[cache.kind] = hits.get(cache.kind, 0) + 1
-            return out
-        return None
-
-    def _to_cache(self, key: CacheKey, reply: bytes) -> bytes:
-        """Keep `reply` if cacheable; returns it with TTLs capped as they will be served."""
-        try:
-            decoded = wire.decode_reply(reply)
-            offsets = wire.ttl_offsets(reply)
-        except wire.FormatError as exc:
-            logger.debug("not caching an unparsable upstream reply for %s: %s", key[0], exc)
-            return reply
-        rcode = decoded.rcode
-        if decoded.truncated:
-            return reply
-        if rcode == Rcode.NOERROR and decoded.answer_count:
-            # CoreDNS cache: the smallest TTL of every record (answer, authority, additional).
-            cache, ttl = self._success, decoded.record_min_ttl or 0
-            ttl = max(self.cache_min_ttl, min(ttl, self.cache_max_ttl))
-        elif rcode in (Rcode.NOERROR, Rcode.NXDOMAIN):
-            # RFC 2308 §5: a denial lives min(SOA TTL, SOA MINIMUM); capped like CoreDNS.
-            neg = decoded.soa_negative_ttl
-            ttl = neg if neg is not None else _DEFAULT_NEGATIVE_TTL
-            cache, ttl = self._denial, max(self.cache_min_ttl, min(ttl, self.cache_max_ttl))
-        elif rcode == Rcode.SERVFAIL:
-            cache, ttl = self._denial, self.servfail_ttl  # RFC 2308 §7.1: at most 5 minutes
-        else:
-            return reply
-        capped = wire.rewrite_ttls(reply, 0, cap=ttl, offsets=offsets)
-        if ttl > 0 and cache.maxsize > 0:
-            cache[key] = _Entry(capped, self.clock(), ttl, offsets)
-        return capped
-
-    def _flush_stats(self) -> None:
-        self._success.expire()
-        self._denial.expire()
-        self.stats.cache_entries["success"] = len(self._success)
-        self.stats.cache_entries["denial"] = len(self._denial)
+        return wire.with_id(reply, parsed.id)
 
     # - exchanges -
 
@@ -405,17 +276,6 @@ class Forwarder:
             logger.warning("upstream %s is up again", up.label)
             return
 
-    async def probe(self, addr: HostPort, qname: str, qtype: int) -> bytes | None:
-        """Ask one upstream directly (no cache, no failover); None when it does not answer."""
-        up = next((u for u in self._ups if u.addr == addr), None) or _Upstream(
-            addr, _family(addr.host)
-        )
-        query = wire.build_query(qname, qtype, qid=0, edns_payload=None)
-        try:
-            return await self._udp(up, query, wire.decode_query(query))
-        except UpstreamError:
-            return None
-
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -426,34 +286,6 @@ def _family(host: str) -> socket.AddressFamily:
 
 class LoopError(RuntimeError):
     """Forwarding would send queries back to kdns itself; kdns must not start."""
-
-
-@dataclass(slots=True)
-class LoopDetector:
-    """The name of this process's loop probe, and how often kdns itself received it.
-
-    `Forwarder.forward` calls `seen(lname)` for the probe name (every forwarded query passes
-    through it, so the handler needs no hook); True means a loop is proven and the query is
-    answered SERVFAIL instead of being forwarded again.
-    """
-
-    qname: str = field(
-        default_factory=lambda: (
-            f"{secrets.randbits(63)}.{secrets.randbits(63)}.kdns-loop-check.invalid."
-        )
-    )
-    received: int = 0
-    threshold: int = 2  # CoreDNS loop: seen more than twice -> a loop
-
-    @property
-    def looped(self) -> bool:
-        return self.received > self.threshold
-
-    def seen(self, lname: str) -> bool:
-        if lname != self.qname:
-            return False
-        self.received += 1
-        return self.looped
 
 
 _ANY_HOSTS: Final = {"": (4, 6), "0.0.0.0": (4,), "::": (4, 6)}
@@ -492,53 +324,8 @@ def check_self_forwarding(upstreams: Sequence[HostPort], listen: HostPort) -> No
             )
 
 
-def check_static_loop(upstreams: Sequence[HostPort], *, listen: HostPort) -> None:
-    """The app's name for `check_self_forwarding`."""
-    check_self_forwarding(upstreams, listen)
-
-
 def _same_ip(a: str, b: str) -> bool:
     try:
         return ipaddress.ip_address(a) == ipaddress.ip_address(b)
     except ValueError:
         return a == b
-
-
-async def detect_loop(
-    forwarder: Forwarder,
-    *,
-    listen: HostPort | None = None,
-    tries: int = 3,
-    handler: object = None,
-    zone: str | None = None,
-) -> None:
-    """At start (kdns already listening): refuse a forwarding loop, like CoreDNS `loop`.
-
-    With `listen`, first the static check. Then, through each loopback upstream only (never
-    others), a `<rand>.<rand>.kdns-loop-check.invalid. HINFO` probe: if kdns itself receives
-    it more than twice (its forwarder sees it), the upstream sends our queries back to us.
-    The probe name is outside every served zone, so it is always forwarded; `handler` and
-    `zone` are accepted for the app's call and not needed. Raises LoopError.
-    """
-    del handler, zone
-    detector = forwarder.loop_detector
-    if listen is not None:
-        check_self_forwarding(forwarder.upstreams, listen)
-    for addr in forwarder.upstreams:
-        try:
-            if not ipaddress.ip_address(addr.host.split("%", 1)[0]).is_loopback:
-                continue
-        except ValueError:
-            continue
-        for _ in range(tries):
-            reply = await forwarder.probe(addr, detector.qname, RType.HINFO)
-            if detector.looped:
-                break
-            if reply is not None:
-                break  # answered without coming back through kdns: no loop here
-        if detector.looped:
-            raise LoopError(
-                f"forwarding loop: the probe {detector.qname} sent to upstream {addr} came "
-                f"back to kdns {detector.received} times; the upstream forwards to kdns "
-                "(e.g. a node stub resolver at 127.0.0.53); set --upstream explicitly"
-            )

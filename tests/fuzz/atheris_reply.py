@@ -1,9 +1,10 @@
 """Coverage-guided fuzzing of the whole bytes -> reply path with atheris (`make fuzz`).
 
 Each input is handed to `decode_query` (which may raise only `QueryError`) and to a real
-`kdns.handler.Handler` over a small cluster (a ClusterIP Service with named ports, a
-100-address headless Service, an ExternalName), over UDP and TCP, twice each (the second
-UDP call may be a fast-path hit, which must give the same bytes as the slow path). A
+`DnsServer` (the chain the flags build) over a small cluster (a ClusterIP Service with
+named ports, a 100-address headless Service, an ExternalName), over UDP and TCP, twice
+each (the second UDP call may be a fast-path hit, which must give the same bytes as the
+slow path). A
 finding is any exception, a handler panic (an exception the handler caught and turned into
 SERVFAIL), or a reply that breaks a protocol rule:
 
@@ -38,11 +39,12 @@ atheris: Any = importlib.import_module("atheris")  # no type stubs; imported unt
 
 with atheris.instrument_imports(include=["kdns"]):
     from kdns.cluster.index import Index
-    from kdns.config.settings import PodMode
-    from kdns.dns.answer import AnswerConfig
+    from kdns.config.flags import config_from_settings
+    from kdns.config.settings import PodMode, Settings
     from kdns.dns.wire import QueryError, decode_query
-    from kdns.handler import Handler
     from kdns.observe.stats import Stats
+    from kdns.serve.build import standalone
+    from kdns.serve.server import DnsServer
 
 import dnslib  # noqa: E402  (after the instrumented imports: not fuzzed)
 
@@ -53,7 +55,7 @@ HOSTILE = ROOT / "tests" / "data" / "hostile" / "packets.txt"
 ZONE = "cluster.local"
 
 
-def make_handler() -> tuple[Handler, Stats]:
+def make_handler() -> tuple[DnsServer, Stats]:
     index = Index()
     addresses = [f"10.1.{i // 200}.{i % 200 + 1}" for i in range(100)]
     objects: list[ClusterObject] = [
@@ -65,8 +67,8 @@ def make_handler() -> tuple[Handler, Stats]:
     for event in replace_events(objects):
         index.apply(event)
     stats = Stats()
-    config = AnswerConfig(zone=ZONE, ttl=5, pods=PodMode.INSECURE)
-    return Handler(index, config, stats=stats), stats
+    config = config_from_settings(Settings(zone=ZONE, pods=PodMode.INSECURE, upstreams=()))
+    return standalone(config, index=index, view=index, stats=stats), stats
 
 
 HANDLER, STATS = make_handler()

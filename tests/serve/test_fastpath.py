@@ -7,12 +7,12 @@ from hypothesis import strategies as st
 
 from kdns.cluster.index import Index
 from kdns.cluster.model import Delete, Kind, Upsert
-from kdns.handler import Handler
 from kdns.observe.stats import Stats
 from kdns.serve.fastpath import ReplyCache
+from kdns.serve.server import DnsServer
 from tests.builders import ep, eps, replace_events, svc
 from tests.dns.test_wire import header, make_query, opt_rr
-from tests.test_handler import CONFIG, default_index, make_handler, make_index
+from tests.serve.test_server import default_index, make_handler, make_index
 
 SVC1 = "svc1.testns.svc.cluster.local"
 SVC2 = "svc2.testns.svc.cluster.local"
@@ -26,7 +26,7 @@ def fresh(data: bytes, index: Index | None = None) -> bytes:
     return out
 
 
-def ask(handler: Handler, data: bytes, *, tcp: bool = False) -> bytes:
+def ask(handler: DnsServer, data: bytes, *, tcp: bool = False) -> bytes:
     out = handler.handle(data, tcp=tcp, family="1")
     assert isinstance(out, bytes)
     return out
@@ -114,22 +114,12 @@ def test_adding_a_service_turns_nxdomain_into_an_answer_on_the_next_query() -> N
     assert stats.programming["cluster_ip"].n == 1  # observed at the first answer after it
 
 
-class Zones:
-    generation = 0
-
-    def find(self, lname: str) -> str | None:
-        return None
-
-    def answer(self, question: object) -> object:
-        raise AssertionError("not asked")
-
-
-def test_static_zone_reload_clears_the_cache() -> None:
-    zones = Zones()
-    handler, _ = make_handler(static_zones=zones)
+def test_a_plugin_data_change_clears_the_cache() -> None:
+    """Plugins with data of their own (zone files) bump the shared generation on reload."""
+    handler, _ = make_handler()
     ask(handler, make_query(SVC1))
     assert len(handler.cache) == 1
-    zones.generation = 1
+    handler.generation_source.generation += 1
     ask(handler, make_query(SVC1))
     assert len(handler.cache) == 1  # cleared, then filled again by this query
     assert handler.cache.bytes > 0
@@ -137,7 +127,7 @@ def test_static_zone_reload_clears_the_cache() -> None:
 
 def test_cache_is_bounded_against_random_names() -> None:
     cache = ReplyCache(max_entries=50, max_negative=10)
-    handler = Handler(default_index(), CONFIG, stats=Stats(), cache=cache)
+    handler, _ = make_handler(default_index(), cache=cache)
     ask(handler, make_query(SVC1))
     for i in range(200):
         ask(handler, make_query(f"rnd{i}.testns.svc.cluster.local"))
@@ -145,7 +135,7 @@ def test_cache_is_bounded_against_random_names() -> None:
     assert ask(handler, make_query(SVC1)) == fresh(make_query(SVC1))
     assert handler.cache.plain  # the positive entry survived the negatives
     small = ReplyCache(max_entries=5, max_bytes=100_000)
-    handler = Handler(default_index(), CONFIG, stats=Stats(), cache=small)
+    handler, _ = make_handler(default_index(), cache=small)
     for i in range(20):
         ask(handler, make_query(f"_p{i}._tcp.svc1.testns.svc.cluster.local", 33))
     assert len(small) == 5

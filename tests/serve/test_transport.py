@@ -38,7 +38,9 @@ class Stub:
         self.calls: list[tuple[bytes, bool]] = []
         self.futures: dict[bytes, asyncio.Future[bytes | None]] = {}
 
-    def handle(self, data: bytes, *, tcp: bool, family: str) -> HandleResult:
+    def handle(
+        self, data: bytes, tcp: bool, family: str, client: tuple[str, int] | None = None
+    ) -> HandleResult:
         self.calls.append((data, tcp))
         kind = data[:1]
         if kind == b"N":
@@ -465,7 +467,7 @@ def test_rate_limiter_keeps_a_bounded_number_of_subnets() -> None:
 async def test_udp_with_rrl_limits_replies_to_one_subnet() -> None:
     stub = Stub()
     reply = dns_reply(answers=10)
-    stub.handle = lambda data, *, tcp, family: reply  # type: ignore[method-assign]
+    stub.handle = lambda data, tcp, family, client=None: reply  # type: ignore[method-assign]
     rrl = RateLimiter(3, slip=2, clock=Clock())  # a frozen clock: no refill
     async with udp_server(stub, rrl=rrl) as (_, client):
         for _ in range(9):

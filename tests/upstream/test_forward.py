@@ -1,7 +1,8 @@
 """Forwarding through real sockets on 127.0.0.1 to the scripted fake upstream (and dnsmasq).
 
-Expected behaviour comes from CoreDNS forward/cache/loop (coredns-behaviour.md §1) and the
-RFCs cited per test. Time inside the cache is a fake clock; only timeouts are real.
+Expected behaviour comes from CoreDNS's forward and cache plugins and the RFCs cited per
+test. Queries go through `cache` then `forward` as a chain (`Forwarding`), as the flags and
+kind's Corefile build them. Time inside the cache is a fake clock; only timeouts are real.
 """
 
 from __future__ import annotations
@@ -16,16 +17,15 @@ from pathlib import Path
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, RR, A, DNSRecord
 
+from kdns.config.model import CacheConfig, ForwardConfig, Upstream
 from kdns.config.settings import HostPort
+from kdns.dns import wire
 from kdns.dns.records import Question
 from kdns.observe.stats import Stats
-from kdns.upstream.forward import (
-    Forwarder,
-    LoopDetector,
-    LoopError,
-    check_self_forwarding,
-    detect_loop,
-)
+from kdns.plugins.cache import CachePlugin
+from kdns.plugins.forward import ForwardPlugin
+from kdns.serve.chain import Request, Response, link
+from kdns.upstream.forward import Forwarder, LoopError, check_self_forwarding
 from kdns.upstream.resolvconf import parse_resolv_conf, upstreams_from_resolv_conf
 from tests.fakes.upstream import Answer, FakeUpstream, with_id
 
@@ -40,11 +40,51 @@ class Clock:
         return self.now
 
 
-def make(upstreams: list[HostPort], **kw: object) -> Forwarder:
+class Forwarding:
+    """`cache 30` in front of `forward`, over a real Forwarder; `forward()` answers a query
+    as the server would (None when no upstream answered), fitted to a UDP client."""
+
+    def __init__(
+        self,
+        upstreams: list[HostPort],
+        *,
+        cache_size: int = 9984,
+        clock: Clock | None = None,
+        **kw: object,
+    ) -> None:
+        self.stats = Stats()
+        config = ForwardConfig(to=tuple(Upstream(u) for u in upstreams))
+        self.plugin = ForwardPlugin(config, stats=self.stats)
+        self.forwarder = self.plugin.forwarder = Forwarder(upstreams, stats=self.stats, **kw)  # type: ignore[arg-type]
+        cache = CacheConfig(
+            success_capacity=cache_size, denial_capacity=cache_size, success_ttl=30, denial_ttl=30
+        )
+        self.cache = CachePlugin(cache, stats=self.stats, clock=clock or Clock())
+        self.chain = link([self.cache, self.plugin])
+
+    async def forward(self, data: bytes, *, question: Question, tcp: bool) -> bytes | None:
+        query = wire.decode_query(data)
+        request = Request(data=data, query=query, tcp=tcp, family="1", max_size=65535, zone=".")
+        assert request.question == question
+        result = self.chain.serve(request)
+        response = result if isinstance(result, Response) else await result
+        if response.error is not None:
+            return None
+        assert response.wire is not None
+        if tcp:
+            return response.wire
+        limit = max(512, query.edns.payload if query.edns is not None else 0)
+        return wire.truncate_for(query, response.wire, max_size=limit)
+
+    async def close(self) -> None:
+        await self.forwarder.close()
+
+
+def make(upstreams: list[HostPort], **kw: object) -> Forwarding:
     kw.setdefault("timeout_seconds", TIMEOUT)
     kw.setdefault("health_interval_seconds", 0.05)
     kw.setdefault("health_timeout_seconds", 0.05)
-    return Forwarder(upstreams, stats=Stats(), **kw)  # type: ignore[arg-type]
+    return Forwarding(upstreams, **kw)  # type: ignore[arg-type]
 
 
 def query(name: str, qtype: str = "A", *, qid: int = 4321, edns: bool = False) -> bytes:
@@ -55,7 +95,7 @@ def query(name: str, qtype: str = "A", *, qid: int = 4321, edns: bool = False) -
     return bytes(q.pack())
 
 
-async def ask(fwd: Forwarder, name: str, qtype: str = "A", **kw: object) -> DNSRecord | None:
+async def ask(fwd: Forwarding, name: str, qtype: str = "A", **kw: object) -> DNSRecord | None:
     tcp = bool(kw.pop("tcp", False))
     data = await fwd.forward(
         query(name, qtype, **kw),  # type: ignore[arg-type]
@@ -147,7 +187,7 @@ async def test_dead_upstream_fails_over_then_is_skipped_until_it_answers(
             assert reply.header.rcode == RCODE.NXDOMAIN
         assert dead.count("a.example.com.") == dead.count("b.example.com.") == 1
         # max_fails 2: marked down, so the next query goes straight to the good one.
-        assert not fwd.healthy(dead.addr)
+        assert not fwd.forwarder.healthy(dead.addr)
         await ask(fwd, "c.example.com.")
         assert dead.count("c.example.com.") == 0
         # The health check (`. IN NS`) brings it back once it answers.
@@ -157,13 +197,13 @@ async def test_dead_upstream_fails_over_then_is_skipped_until_it_answers(
                 break
             await asyncio.sleep(0.05)
         assert failures[str(dead.addr)] >= 1
-        assert not fwd.healthy(dead.addr)
+        assert not fwd.forwarder.healthy(dead.addr)
         dead.handler = None
         for _ in range(40):
-            if fwd.healthy(dead.addr):
+            if fwd.forwarder.healthy(dead.addr):
                 break
             await asyncio.sleep(0.05)
-        assert fwd.healthy(dead.addr)
+        assert fwd.forwarder.healthy(dead.addr)
         assert dead.count(".") >= 2
         await fwd.close()
 
@@ -397,103 +437,6 @@ def test_other_ports_and_addresses_are_not_loops() -> None:
     check_self_forwarding([HostPort("192.0.2.1", 5353)], HostPort("0.0.0.0", 5353))
 
 
-class MiniKdns:
-    """A stand-in for kdns's slow path: every query goes to the forwarder."""
-
-    def __init__(self, fwd: Forwarder) -> None:
-        self.fwd = fwd
-        self.transport: asyncio.DatagramTransport | None = None
-        self.addr = HostPort("127.0.0.1", 0)
-        self.tasks: set[asyncio.Future[None]] = set()
-
-    async def start(self) -> None:
-        mini = self
-
-        class Proto(asyncio.DatagramProtocol):
-            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-                task = asyncio.ensure_future(mini.handle(data, addr))
-                mini.tasks.add(task)
-                task.add_done_callback(mini.tasks.discard)
-
-        loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
-        self.addr = HostPort("127.0.0.1", self.transport.get_extra_info("sockname")[1])
-
-    async def handle(self, data: bytes, addr: tuple[str, int]) -> None:
-        request = DNSRecord.parse(data)
-        question = Question(str(request.q.qname), request.q.qtype)
-        out = await self.fwd.forward(data, question=question, tcp=False)
-        if out is not None and self.transport is not None:
-            self.transport.sendto(out, addr)
-
-
-async def relay_to(addr: HostPort, data: bytes) -> bytes | None:
-    loop = asyncio.get_running_loop()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
-        sock.connect((addr.host, addr.port))
-        sock.send(data)
-        try:
-            async with asyncio.timeout(1.0):
-                return await loop.sock_recv(sock, 65535)
-        except TimeoutError:
-            return None
-
-
-async def test_a_loop_through_a_loopback_upstream_refuses_to_start() -> None:
-    mini: MiniKdns
-
-    async def back_to_kdns(fake: FakeUpstream, request: DNSRecord, proto: str) -> Answer:
-        reply = await relay_to(mini.addr, bytes(request.pack()))
-        return Answer(reply)
-
-    async with FakeUpstream(handler=back_to_kdns) as up:
-        fwd = make([up.addr], timeout_seconds=1.5)
-        mini = MiniKdns(fwd)
-        await mini.start()
-        try:
-            with pytest.raises(LoopError, match="forwarding loop"):
-                await detect_loop(fwd, listen=mini.addr, tries=1)
-            # Seen more than twice (CoreDNS loop), then answered SERVFAIL to end the loop.
-            assert fwd.loop_detector.received == 3
-            assert up.count(fwd.loop_detector.qname) == 3
-        finally:
-            assert mini.transport is not None
-            mini.transport.close()
-            await fwd.close()
-
-
-async def test_a_loopback_upstream_that_answers_is_not_a_loop(up: FakeUpstream) -> None:
-    fwd = make([up.addr])
-    detector = fwd.loop_detector
-    await detect_loop(fwd, listen=HostPort("127.0.0.1", 1))
-    assert detector.received == 0
-    assert up.count(detector.qname) == 1
-    assert up.queries[0].qtype == "HINFO"
-
-
-class RecordingForwarder(Forwarder):
-    probed: list[HostPort]
-
-    async def probe(self, addr: HostPort, qname: str, qtype: int) -> bytes | None:
-        self.probed.append(addr)
-        return None
-
-
-async def test_non_loopback_upstreams_are_never_probed() -> None:
-    # The network rule and CoreDNS's intent: only a local upstream can loop back to us.
-    fwd = RecordingForwarder([HostPort("192.0.2.1", 53), HostPort("2001:db8::1", 53)])
-    fwd.probed = []
-    await detect_loop(fwd, listen=HostPort("127.0.0.1", 53))
-    assert fwd.probed == []
-
-
-def test_loop_detector_counts_only_its_own_name() -> None:
-    detector = LoopDetector()
-    assert detector.seen("www.example.com.") is False
-    assert [detector.seen(detector.qname) for _ in range(3)] == [False, False, True]
-
-
 # --- resolv.conf ---------------------------------------------------------------------
 
 
@@ -542,7 +485,7 @@ def dnsmasq() -> Iterator[HostPort]:
 async def test_forwarding_to_a_real_dnsmasq(dnsmasq: HostPort) -> None:
     fwd = make([dnsmasq], timeout_seconds=0.5)
     for _ in range(20):  # wait (bounded) until dnsmasq listens
-        if await fwd.probe(dnsmasq, "dnsmasq.test.", 1) is not None:
+        if await ask(fwd, "dnsmasq.test.", qid=1) is not None:
             break
         await asyncio.sleep(0.1)
     reply = await ask(fwd, "www.dnsmasq.test.", qid=555)

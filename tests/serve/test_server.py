@@ -1,4 +1,5 @@
-"""The request handler: routing, protocol rules, size limits, upstream fallbacks, panics."""
+"""The DNS server of one listener: routing by zone to plugin chains, protocol rules, size
+limits, upstream fallbacks, panics."""
 
 from __future__ import annotations
 
@@ -11,16 +12,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdns.cluster.index import Index
+from kdns.config.model import KubernetesConfig
 from kdns.config.settings import PodMode
-from kdns.dns.answer import AnswerConfig
 from kdns.dns.records import Question, Rcode, Reply
-from kdns.handler import Handler
 from kdns.observe.stats import Stats
+from kdns.plugins.kubernetes import KubernetesPlugin
+from kdns.serve.chain import Plugin, Request, Response, Result, link
+from kdns.serve.fastpath import ReplyCache
+from kdns.serve.server import Block, DnsServer
 from tests.builders import ep, eps, replace_events, svc
 from tests.dns.test_wire import header, make_query, opt_rr, upstream_reply, wire_name
 
-CONFIG = AnswerConfig(zone="cluster.local", ttl=5, pods=PodMode.INSECURE)
-HOSTILE = Path(__file__).parent / "data" / "hostile" / "packets.txt"
+HOSTILE = Path(__file__).parents[1] / "data" / "hostile" / "packets.txt"
+REVERSE = ("in-addr.arpa.", "ip6.arpa.")
 
 
 def make_index(*objects: object) -> Index:
@@ -56,10 +60,69 @@ class FakeUpstream:
         return None
 
 
-def make_handler(index: Index | None = None, **kwargs: object) -> tuple[Handler, Stats]:
+class ForwardTo(Plugin):
+    """`forward` over a FakeUpstream: its reply relayed, SERVFAIL when it fails."""
+
+    name = "forward"
+
+    def __init__(self, upstream: FakeUpstream) -> None:
+        super().__init__()
+        self.upstream = upstream
+
+    async def _ask(self, request: Request) -> Response:
+        got = await self.upstream.forward(request.data, question=request.question, tcp=request.tcp)
+        if got is None:
+            return Response(Reply(rcode=Rcode.SERVFAIL, authoritative=False), error="failed")
+        return Response(wire=got, plugin=self.name)
+
+    def serve(self, request: Request) -> Result:
+        return self._ask(request)
+
+
+class ZonesPlugin(Plugin):
+    """`file` over StubZones."""
+
+    name = "file"
+
+    def __init__(self, zones: StubZones) -> None:
+        super().__init__()
+        self.zones = zones
+
+    def serve(self, request: Request) -> Result:
+        if self.zones.find(request.question.lname) is None:
+            return self.next.serve(request)
+        return Response(self.zones.answer(request.question), plugin=self.name)
+
+
+def make_handler(
+    index: Index | None = None,
+    *,
+    upstream: FakeUpstream | None = None,
+    static_zones: StubZones | None = None,
+    cache: ReplyCache | None = None,
+) -> tuple[DnsServer, Stats]:
+    """The chain the flags build: kubernetes (reverse misses fall through when there is an
+    upstream), file, forward; one block for every served zone."""
     stats = Stats()
-    handler = Handler(index or default_index(), CONFIG, stats=stats, **kwargs)  # type: ignore[arg-type]
-    return handler, stats
+    index = index or default_index()
+    kube = KubernetesConfig(
+        zones=("cluster.local.", *REVERSE),
+        pods=PodMode.INSECURE,
+        ttl=5,
+        fallthrough=REVERSE if upstream is not None else None,
+    )
+    plugins: list[Plugin] = [KubernetesPlugin(kube, index)]
+    zones = ["cluster.local.", *REVERSE]
+    if static_zones is not None:
+        plugins.append(ZonesPlugin(static_zones))
+        zones.append("example.org.")
+    if upstream is not None:
+        plugins.append(ForwardTo(upstream))
+        zones.append(".")
+    block = Block(
+        zones=tuple(zones), chain=link(plugins), plugins=plugins, recursion=upstream is not None
+    )
+    return DnsServer([block], index=index, stats=stats, cache=cache), stats
 
 
 def sync(result: object) -> bytes | None:

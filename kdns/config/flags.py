@@ -1,0 +1,96 @@
+"""The flags front end: `kdns serve` without `--corefile` builds the same `Config` a
+Corefile would. What the flags mean, as a Corefile:
+
+    [.] cluster.local in-addr.arpa ip6.arpa <zone files' zones>:PORT {
+        bind HOST
+        errors
+        health HOST:PORT { lameduck SECONDS }
+        ready HOST:PORT
+        prometheus HOST:PORT
+        kubernetes cluster.local in-addr.arpa ip6.arpa {
+            pods insecure
+            ttl 5
+            fallthrough in-addr.arpa ip6.arpa      # with an upstream
+        }
+        file ZONEFILES...                          # with --zone-file
+        cache 30                                   # with an upstream
+        loop                                       # with an upstream
+        forward . UPSTREAMS { max_concurrent 1000 } # with an upstream
+    }
+
+Reverse misses inside the service and pod CIDRs stay final (kdns is their authority) and
+names outside the served zones are REFUSED when there is no upstream (docs/rules.md D6).
+"""
+
+from __future__ import annotations
+
+from kdns.config.model import (
+    CacheConfig,
+    Config,
+    ErrorsConfig,
+    FileConfig,
+    ForwardConfig,
+    HealthConfig,
+    KubernetesConfig,
+    LoopConfig,
+    PluginConfig,
+    PrometheusConfig,
+    ReadyConfig,
+    ServerBlock,
+    Upstream,
+)
+from kdns.config.settings import Settings
+from kdns.zones.zonefile import ZoneSet
+
+REVERSE_ZONES = ("in-addr.arpa.", "ip6.arpa.")
+
+
+def config_from_settings(settings: Settings) -> Config:
+    """The Config the flags describe. `settings.upstreams` must be resolved (not None)."""
+    zone = settings.zone.rstrip(".") + "."
+    upstreams = settings.upstreams or ()
+    plugins: dict[str, PluginConfig] = {
+        "errors": ErrorsConfig(),
+        "health": HealthConfig(addr=settings.health_addr, lameduck=settings.lameduck_seconds),
+        "ready": ReadyConfig(addr=settings.ready_addr),
+        "prometheus": PrometheusConfig(addr=settings.metrics_addr),
+        "kubernetes": KubernetesConfig(
+            zones=(zone, *REVERSE_ZONES),
+            pods=settings.pods,
+            ttl=settings.ttl,
+            fallthrough=REVERSE_ZONES if upstreams else None,
+            kubeconfig=settings.kubeconfig,
+            final_networks=(*settings.service_cidrs, *settings.pod_cidrs),
+        ),
+    }
+    zones = [zone, *REVERSE_ZONES]
+    if settings.zone_files:
+        plugins["file"] = FileConfig(paths=settings.zone_files)
+        # Route the zone files' own zones to this block (their apexes, read once here).
+        zones.extend(apex for apex in ZoneSet.load(settings.zone_files).zones if apex not in zones)
+    if upstreams:
+        plugins["cache"] = CacheConfig(
+            success_capacity=settings.cache_size,
+            denial_capacity=settings.cache_size,
+            success_ttl=settings.cache_max_ttl,
+            denial_ttl=settings.cache_max_ttl,
+        )
+        plugins["loop"] = LoopConfig()
+        plugins["forward"] = ForwardConfig(
+            from_zone=".",
+            to=tuple(Upstream(u) for u in upstreams),
+            to_text=tuple(str(u) for u in upstreams),
+            max_concurrent=settings.max_concurrent,
+        )
+        zones.insert(0, ".")  # first: `loop` probes a name under the block's first zone
+    host = settings.dns_addr.host
+    block = ServerBlock(
+        zones=tuple(zones),
+        port=settings.dns_addr.port,
+        bind=(host,) if host else (),
+        plugins=plugins,
+    )
+    return Config(blocks=(block,))
+
+
+__all__ = ["config_from_settings"]

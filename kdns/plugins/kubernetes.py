@@ -1,0 +1,167 @@
+"""`kubernetes`: authoritative answers for the cluster zone and the reverse trees.
+
+The answers themselves come from `kdns.dns.answer.answer()` over the index (pure, tested
+from tables); this plugin decides which names are its own (its zones), when a miss is passed
+to the next plugin (`fallthrough`), and chases an ExternalName target that lies outside the
+served zones through the rest of the chain (docs/rules.md R27), as CoreDNS's plugin does
+through its upstream. A miss that falls through and then finds no upstream answering is
+answered with the plugin's own NXDOMAIN, not SERVFAIL (a kdns choice: CoreDNS answers
+SERVFAIL, which makes clients retry a name that is negative anyway).
+
+Several forward zones (`kubernetes cluster.local example.org`) serve the same cluster under
+each name; the first is the primary one, used in PTR targets. A reverse zone narrower than
+`in-addr.arpa.` (e.g. `10.in-addr.arpa.`) limits which reverse names are answered here; the
+negative answers still carry the SOA of `in-addr.arpa.`/`ip6.arpa.`.
+
+Replies are cacheable by the fast path while the index is synced: the fast path drops them
+precisely when the data they show changes. A reply that chased an ExternalName target depends
+on an upstream and is not kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from kdns.cluster.model import IPAddress
+from kdns.config.model import KubernetesConfig
+from kdns.dns.answer import AnswerConfig, answer
+from kdns.dns.records import Question, Rcode, Record, Reply, RType
+from kdns.dns.view import ClusterView
+from kdns.dns.wire import FormatError, build_query, decode_query, decode_reply
+from kdns.serve.chain import Dep, Plugin, Request, Response, Result, then
+
+log = logging.getLogger(__name__)
+
+_REVERSE = ("in-addr.arpa.", "ip6.arpa.")
+
+
+def in_zone(lname: str, zone: str) -> bool:
+    return zone == "." or lname == zone or lname.endswith("." + zone)
+
+
+def longest_zone(lname: str, zones: tuple[str, ...]) -> str | None:
+    best: str | None = None
+    for zone in zones:
+        if in_zone(lname, zone) and (best is None or len(zone) > len(best)):
+            best = zone
+    return best
+
+
+class KubernetesPlugin(Plugin):
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        config: KubernetesConfig,
+        view: ClusterView,
+        *,
+        self_addresses: tuple[IPAddress, ...] = (),
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.view = view
+        self.zones = config.zones
+        forward = [z for z in config.zones if not z.endswith(_REVERSE)] or ["cluster.local."]
+        primary = forward[0]
+        self.cluster_zones = tuple(forward)
+        self._answer_configs = {
+            zone: AnswerConfig(
+                zone=zone,
+                ttl=config.ttl,
+                pods=config.pods,
+                self_addresses=self_addresses,
+                cluster_networks=config.final_networks,
+            )
+            for zone in forward
+        }
+        self._primary = self._answer_configs[primary]
+
+    def serve(self, request: Request) -> Result:
+        lname = request.question.lname
+        zone = longest_zone(lname, self.zones)
+        if zone is None:
+            return self.next.serve(request)
+        config = self._answer_configs.get(zone, self._primary)
+        if zone.endswith(_REVERSE):
+            config = self._primary
+        reply = answer(request.question, self.view, config=config)
+        if self._falls_through(lname, reply):
+            if reply.rcode != Rcode.NXDOMAIN:
+                return self.next.serve(request)
+            # When the rest of the chain fails (no upstream answered), our own NXDOMAIN is
+            # the better answer than SERVFAIL: clients would retry a name that is negative.
+            return then(self.next.serve(request), lambda got: _own_if_failed(got, reply))
+        if reply.chase is not None:
+            return self._chase(request, reply)
+        return Response(
+            reply,
+            plugin=self.name,
+            cacheable=reply.cacheable and self.view.synced,
+            dep=_dependency(lname, config.zone, reply),
+        )
+
+    def _falls_through(self, lname: str, reply: Reply) -> bool:
+        fallthrough = self.config.fallthrough
+        if fallthrough is None:
+            return False
+        if reply.rcode == Rcode.NXDOMAIN or (reply.rcode == Rcode.SERVFAIL and reply.fallthrough):
+            if lname.endswith(_REVERSE) and not reply.fallthrough:
+                return False  # a reverse name inside the cluster's own networks: final
+            return not fallthrough or any(in_zone(lname, z) for z in fallthrough)
+        return False
+
+    def _chase(self, request: Request, reply: Reply) -> Result:
+        """Resolve an ExternalName target outside our zones through the rest of the chain
+        and append its records after the CNAME; on failure the CNAME goes alone."""
+        assert reply.chase is not None
+        target = reply.chase
+        qtype = request.question.qtype
+        probe = build_query(target, qtype, qid=request.query.id)
+        sub = Request(
+            data=probe,
+            query=decode_query(probe),
+            tcp=False,
+            family=request.family,
+            max_size=65535,
+            zone=request.zone,
+            server=request.server,
+            client=request.client,
+        )
+        sub.question = Question(target, qtype)
+        done = replace(reply, chase=None)
+
+        def append(found: Response) -> Response:
+            extra: tuple[Record, ...] = ()
+            if found.reply is not None:
+                if found.reply.rcode == Rcode.NOERROR:
+                    extra = found.reply.answer
+            elif found.wire is not None:
+                try:
+                    decoded = decode_reply(found.wire)
+                except FormatError as exc:
+                    log.warning("ExternalName target %s: unusable reply: %s", target, exc)
+                else:
+                    if decoded.rcode == Rcode.NOERROR:
+                        extra = decoded.answer
+            return Response(replace(done, answer=done.answer + extra), plugin=self.name)
+
+        return then(self.next.serve(sub), append)
+
+
+def _own_if_failed(got: Response, own: Reply) -> Response:
+    if got.error is not None and got.rcode == Rcode.SERVFAIL:
+        return Response(own, plugin="kubernetes")
+    return got
+
+
+def _dependency(lname: str, zone: str, reply: Reply) -> Dep:
+    """The Service a reply shows: `(ns, svc)` for `...<svc>.<ns>.svc.<zone>` names, whose
+    answers read only that Service and its slices; None (structural, dropped on every
+    change) for everything else, and for CNAMEs, which read two names."""
+    if not lname.endswith("." + zone) or any(r.rtype == RType.CNAME for r in reply.answer):
+        return None
+    labels = lname[: -len(zone) - 1].split(".")
+    if len(labels) >= 3 and labels[-1] == "svc":
+        return (labels[-2], labels[-3])
+    return None
