@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
@@ -35,6 +36,13 @@ SERVE_DESCRIPTION = (
 )
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Wraps help text at spaces only, so names such as in-addr.arpa stay whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message}; see '{self.prog} --help'")
@@ -51,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="answer DNS for the cluster zone",
         description=SERVE_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     for option in OPTIONS:
         serve.add_argument(

@@ -9,22 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from kdns.cli import (
-    UsageError,
-    _build_parser,
-    _env_defaults,
-    main,
-    parse_hostport,
-    settings_from_args,
-)
+from kdns.cli import build_parser, main, serve_settings
+from kdns.config.options import OPTIONS, UsageError, flag_table, parse_hostport
 from kdns.config.settings import HostPort, PodMode, Settings
 
-SEED = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "seed"
+ROOT = Path(__file__).resolve().parents[1]
+SEED = ROOT / "deploy" / "examples" / "seed"
 
 
 def settings(argv: list[str]) -> Settings:
-    ns = _build_parser().parse_args(_env_defaults(["serve", *argv]))
-    return settings_from_args(ns)
+    import os
+
+    ns = build_parser().parse_args(["serve", *argv])
+    return serve_settings(ns, os.environ)
 
 
 def test_defaults_are_coredns_ones() -> None:
@@ -45,7 +42,7 @@ def test_defaults_are_coredns_ones() -> None:
     ],
 )
 def test_host_port_forms(text: str, expected: HostPort) -> None:
-    assert parse_hostport(text, flag="--dns-addr") == expected
+    assert parse_hostport(text, "--dns-addr") == expected
 
 
 @pytest.mark.parametrize(
@@ -60,6 +57,9 @@ def test_host_port_forms(text: str, expected: HostPort) -> None:
         (["--upstream", "none", "--upstream", "127.0.0.1"], "--upstream"),
         (["--upstream", "dns.example"], "--upstream"),
         (["--zone", "a..b"], "--zone"),
+        (["--zone", "bad zone"], "--zone"),
+        (["--zone", "under_score.local"], "--zone"),
+        (["--upstream", "127.0.0.1", "--upstream", "127.0.0.1:53"], "given twice"),
         (["--manifests", "/nonexistent/x.yaml"], "--manifests"),
         (["--service-cidr", "10.96.0.1/16"], "--service-cidr"),
     ],
@@ -79,6 +79,57 @@ def test_environment_twins_are_read_and_flags_win(monkeypatch: pytest.MonkeyPatc
     assert (s.ttl, s.zone) == (30, "other.local")
     assert s.manifests == (SEED,)
     assert s.upstreams == (HostPort("127.0.0.1", 5353), HostPort("127.0.0.2", 53))
+
+
+def test_only_real_flags_count_as_environment_twins(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kubelet's service links for Services named kdns and kdns-metrics in the pod's
+    # namespace: not flags, so not ours.
+    monkeypatch.setenv("KDNS_SERVICE_HOST", "10.96.0.20")
+    monkeypatch.setenv("KDNS_PORT", "udp://10.96.0.20:53")
+    monkeypatch.setenv("KDNS_METRICS_PORT", "tcp://10.96.0.21:9153")
+    monkeypatch.setenv("KDNS_METRICS_PORT_9153_TCP_ADDR", "10.96.0.21")
+    s = settings(["--manifests", str(SEED)])
+    assert s.metrics_addr == Settings().metrics_addr
+
+
+def test_a_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KDNS_TTL", "abc")
+    with pytest.raises(UsageError, match=r"^KDNS_TTL: 'abc'"):
+        settings(["--manifests", str(SEED)])
+
+
+@pytest.mark.parametrize(
+    ("flag", "directive"),
+    [
+        (["--ttl", "30"], "kubernetes { ttl N }"),
+        (["--upstream", "127.0.0.1"], "forward . UPSTREAM..."),
+        (["--health-addr", ":8080"], "health HOST:PORT"),
+        (["--zone-file", str(ROOT / "zones")], "file DBFILE"),
+    ],
+)
+def test_flags_the_corefile_replaces_name_the_directive(
+    tmp_path: Path, flag: list[str], directive: str
+) -> None:
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(".:53 {\n    forward . 127.0.0.1\n}\n")
+    with pytest.raises(UsageError, match="cannot be combined with --corefile") as info:
+        settings(["--corefile", str(corefile), *flag])
+    assert directive in str(info.value)
+    assert str(info.value).count("\n") == 0
+
+
+def test_flags_that_feed_the_corefile_are_accepted(tmp_path: Path) -> None:
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(".:53 {\n    forward . 127.0.0.1\n}\n")
+    argv = ["--corefile", str(corefile), "--manifests", str(SEED), "--dns-port", "1053"]
+    s = settings([*argv, "--workers", "2", "--log-level", "debug"])
+    assert (s.corefile, s.manifests, s.dns_addr.port) == (corefile, (SEED,), 1053)
+    assert (s.workers, s.log_level) == (2, "debug")
+
+
+def test_dns_port_goes_with_the_corefile() -> None:
+    with pytest.raises(UsageError, match="--dns-port goes with --corefile"):
+        settings(["--manifests", str(SEED), "--dns-port", "53"])
 
 
 def test_no_data_source_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,10 +158,41 @@ def test_help_lists_every_flag_with_its_env_twin() -> None:
         text=True,
         check=True,
     ).stdout
-    for flag in ("--dns-addr", "--zone", "--ttl", "--pods", "--manifests", "--kubeconfig",
-                 "--upstream", "--health-addr", "--ready-addr", "--metrics-addr"):  # fmt: skip
-        assert flag in out
-        assert "KDNS_" + flag[2:].replace("-", "_").upper() in out
+    for option in OPTIONS:
+        assert option.flag in out
+        assert option.env in out
+
+
+def test_the_readme_flag_table_is_the_help() -> None:
+    """The README's table is derived from the same option table as `kdns serve --help`."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- flags:start -->") + len("<!-- flags:start -->")
+    end = readme.index("<!-- flags:end -->")
+    assert readme[start:end].strip() == flag_table()
+    out = subprocess.run(
+        [sys.executable, "-m", "kdns", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    flat = " ".join(out.split())
+    for option in OPTIONS:
+        assert " ".join(option.help.split()) in flat, option.flag
+        assert f"`{option.flag} {option.metavar}`".replace("|", "\\|") in readme
+
+
+def test_every_subcommand_has_help_text() -> None:
+    for command in ("serve", "corefile", "manifests"):
+        out = subprocess.run(
+            [sys.executable, "-m", "kdns", command, "--help"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "positional arguments" in out or "options" in out
+        for line in out.splitlines():
+            if line.startswith("  ") and line.strip().startswith(("PATH", "path")):
+                assert len(line.split()) > 1, f"{command}: {line!r} has no help"
 
 
 def test_hardening_flags() -> None:

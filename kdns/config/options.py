@@ -204,7 +204,7 @@ OPTIONS: tuple[Option, ...] = (
         "HOST:PORT",
         "UDP and TCP listener, IPv6 as [::1]:53",
         _dns_addr,
-        directive="a server block key `.:PORT` and `bind HOST`",
+        directive="a server block key .:PORT, and bind HOST",
         show_default="0.0.0.0:53",
     ),
     Option(
