@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DNS_ADDR ?= 127.0.0.1:1053
+HEALTH_ADDR ?= 127.0.0.1:8080
+READY_ADDR ?= 127.0.0.1:8181
+METRICS_ADDR ?= 127.0.0.1:9153
 UPSTREAM ?= none
 
 .PHONY: setup tools run test lint typecheck pytest bench bench-smoke fuzz clean
@@ -21,8 +24,8 @@ tools:
 
 run: setup
 	$(BIN)/kdns serve --dns-addr $(DNS_ADDR) --manifests deploy/examples/seed \
-	    --upstream $(UPSTREAM) --health-addr 127.0.0.1:8080 --ready-addr 127.0.0.1:8181 \
-	    --metrics-addr 127.0.0.1:9153
+	    --upstream $(UPSTREAM) --health-addr $(HEALTH_ADDR) --ready-addr $(READY_ADDR) \
+	    --metrics-addr $(METRICS_ADDR)
 
 lint: setup
 	$(BIN)/ruff format --check kdns tests bench

@@ -63,6 +63,9 @@ def bind_udp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket
     family, addr = resolve_bind(host, port)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        # As Go (and so CoreDNS) does: a resolver bound to one address of the same port
+        # (e.g. a node-local forwarder on 127.0.0.2:53) may coexist with our wildcard.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:

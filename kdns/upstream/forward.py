@@ -291,36 +291,19 @@ class LoopError(RuntimeError):
 _ANY_HOSTS: Final = {"": (4, 6), "0.0.0.0": (4,), "::": (4, 6)}
 
 
-def _is_local(host: str) -> bool:
-    """True if `host` is an address of this machine: loopback, or one we can bind to."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if ip.is_loopback:
-        return True
-    with socket.socket(_family(host), socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind((host, 0))  # binding sends nothing; it only asks the kernel
-        except OSError:
-            return False
-    return True
-
-
 def check_self_forwarding(upstreams: Sequence[HostPort], listen: HostPort) -> None:
-    """Raise LoopError if an upstream is kdns's own listening address and port."""
+    """Raise LoopError if an upstream is exactly kdns's own listening address and port.
+
+    A wildcard listener (0.0.0.0, ::) is not judged here: another resolver may hold one
+    address of the same port (both sockets use SO_REUSEADDR), so only the `loop` plugin's
+    probe can tell whether queries come back."""
+    if listen.host in _ANY_HOSTS:
+        return
     for up in upstreams:
-        if up.port != listen.port:
-            continue
-        families = _ANY_HOSTS.get(listen.host)
-        if families is None:
-            same = _same_ip(up.host, listen.host)
-        else:
-            same = (6 if ":" in up.host else 4) in families and _is_local(up.host)
-        if same:
+        if up.port == listen.port and _same_ip(up.host, listen.host):
             raise LoopError(
                 f"upstream {up} is kdns's own listener {listen}: every forwarded query "
-                "would come back here; set --upstream to a real resolver"
+                "would come back here; forward to a real resolver"
             )
 
 
