@@ -1,8 +1,10 @@
-"""deploy/: the manifests that run kdns as a cluster's DNS (issue 4 packaging, issue 6 least
-privilege), checked three ways: structure in Python (the facts coredns-behaviour.md §1 gives
-for kubeadm's CoreDNS and what issue 6 demands), the OpenAPI schemas of kubernetes-validate
-(when installed), and kubectl's client-side dry run against a small discovery-only API server
-on loopback (when kubectl is installed). Also the Dockerfile and the kind scripts, statically.
+"""deploy/: the manifests that run kdns as a cluster's DNS with least privilege, checked three
+ways: structure in Python (kubeadm's CoreDNS Deployment facts: the `coredns` ConfigMap
+mounted at /etc/coredns, probes on :8080/:8181, metrics on :9153, resources, placement; and
+read-only RBAC with Pods only in the separate `pods verified` file), the OpenAPI schemas of
+kubernetes-validate (when installed), and kubectl's client-side dry run against a small
+discovery-only API server on loopback (when kubectl is installed). Also the Dockerfile and
+the kind scripts, statically.
 """
 
 from __future__ import annotations
@@ -24,8 +26,14 @@ from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-# The files that deploy kdns (deploy/examples/ holds sample cluster objects for --manifests).
-KDNS_MANIFESTS = sorted([DEPLOY / "kdns.yaml", *(DEPLOY / "manifests").glob("*.yaml")], key=str)
+# What deploys kdns; the Pods role applied only with `pods verified`; kubeadm's ConfigMap and
+# Service for a cluster without CoreDNS. (deploy/examples/ holds sample cluster objects for
+# --manifests.)
+KDNS_MANIFESTS = [DEPLOY / "kdns.yaml"]
+PODS_VERIFIED = DEPLOY / "kdns-pods-verified.yaml"
+CLUSTER_DNS = DEPLOY / "cluster-dns.yaml"
+ALL_MANIFESTS = [*KDNS_MANIFESTS, PODS_VERIFIED, CLUSTER_DNS]
+COREFILE = "/etc/coredns/Corefile"  # where kubeadm's CoreDNS Deployment mounts it
 K8S_VERSION = "1.32"  # kind's current node images; kubeadm v1.32 ships CoreDNS 1.11.3
 
 Obj = dict[str, Any]
@@ -40,14 +48,14 @@ def load(path: Path) -> list[Obj]:
         return [doc for doc in yaml.safe_load_all(f) if doc is not None]
 
 
-def objects() -> list[Obj]:
-    return [obj for path in KDNS_MANIFESTS for obj in load(path)]
+def objects(paths: list[Path] = KDNS_MANIFESTS) -> list[Obj]:
+    return [obj for path in paths for obj in load(path)]
 
 
-def the(kind: str, name: str | None = None) -> Obj:
+def the(kind: str, name: str | None = None, *, paths: list[Path] = KDNS_MANIFESTS) -> Obj:
     found = [
         o
-        for o in objects()
+        for o in objects(paths)
         if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
     ]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
@@ -75,13 +83,14 @@ def test_every_yaml_in_deploy_parses_into_kubernetes_objects(path: Path) -> None
 
 
 def test_the_kdns_manifests_hold_exactly_the_objects_a_swap_needs() -> None:
+    """kdns brings its own workload and RBAC, and reuses the cluster's DNS configuration:
+    no ConfigMap and no Service, so applying it over kubeadm's objects changes neither."""
     kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objects())
     assert kinds == [
         ("ClusterRole", "system:kdns"),
         ("ClusterRoleBinding", "system:kdns"),
         ("Deployment", "kdns"),
         ("PodDisruptionBudget", "kdns"),
-        ("Service", "kube-dns"),
         ("ServiceAccount", "kdns"),
     ]
     for obj in objects():
@@ -89,24 +98,51 @@ def test_the_kdns_manifests_hold_exactly_the_objects_a_swap_needs() -> None:
             assert obj["metadata"]["namespace"] == "kube-system", obj["kind"]
 
 
-# ---- RBAC: list/watch only, on exactly what kdns reads (issue 6) -------------------------
+def test_kubeadm_configuration_file_holds_only_the_coredns_configmap_and_kube_dns() -> None:
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objects([CLUSTER_DNS]))
+    assert kinds == [("ConfigMap", "coredns"), ("Service", "kube-dns")]
+    for obj in objects([CLUSTER_DNS]):
+        assert obj["metadata"]["namespace"] == "kube-system", obj["kind"]
 
 
-def test_cluster_role_grants_only_list_and_watch_on_the_four_kinds_kdns_reads() -> None:
+# ---- RBAC: list/watch only, on exactly what kdns reads -----------------------------------
+
+
+def grants_of(role: Obj) -> set[tuple[str, str]]:
+    """(apiGroup, resource) pairs a read-only role grants; fails on anything but list/watch."""
     grants = set()
-    for rule in the("ClusterRole")["rules"]:
+    for rule in role["rules"]:
         assert sorted(rule["verbs"]) == ["list", "watch"]
         assert "resourceNames" not in rule
         assert "nonResourceURLs" not in rule
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 grants.add((group, resource))
-    assert grants == {
+    return grants
+
+
+def test_default_cluster_role_grants_list_and_watch_on_the_three_kinds_and_no_pods() -> None:
+    assert grants_of(the("ClusterRole")) == {
         ("", "services"),
         ("", "namespaces"),
-        ("", "pods"),
         ("discovery.k8s.io", "endpointslices"),
     }
+
+
+def test_pods_verified_file_adds_only_list_and_watch_on_pods() -> None:
+    role = the("ClusterRole", paths=[PODS_VERIFIED])
+    assert grants_of(role) == {("", "pods")}
+    # Its own names: applying or deleting it never touches the default role or binding.
+    assert role["metadata"]["name"] != the("ClusterRole")["metadata"]["name"]
+    binding = the("ClusterRoleBinding", paths=[PODS_VERIFIED])
+    assert binding["metadata"]["name"] != the("ClusterRoleBinding")["metadata"]["name"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == the("ClusterRoleBinding")["subjects"]
+    assert len(objects([PODS_VERIFIED])) == 2
 
 
 def test_binding_gives_the_role_to_the_kdns_service_account_only() -> None:
@@ -142,9 +178,31 @@ def test_pod_runs_non_root_read_only_with_only_net_bind_service() -> None:
         [],
         ["net.ipv4.ip_unprivileged_port_start"],
     )
-    # No volumes at all: nothing mounted, so no secret but the service account token.
-    assert not pod.get("volumes")
-    assert not container().get("volumeMounts")
+    # The only volume is the Corefile's ConfigMap, read-only: no secret but the service
+    # account token, and no host path.
+    assert [v["name"] for v in pod["volumes"]] == ["config-volume"]
+    assert set(pod["volumes"][0]) == {"name", "configMap"}
+    assert all(m.get("readOnly") is True for m in container()["volumeMounts"])
+    # No environment from the kubelet's service links (kdns reads KDNS_* variables).
+    assert pod["enableServiceLinks"] is False
+    assert not container().get("env")
+    assert not container().get("envFrom")
+
+
+def test_kdns_reads_the_clusters_own_corefile_from_the_coredns_configmap() -> None:
+    pod = the("Deployment", "kdns")["spec"]["template"]["spec"]
+    c = container()
+    assert c["args"] == ["serve", "--corefile", COREFILE]
+    (volume,) = pod["volumes"]
+    assert volume["configMap"] == {
+        "name": "coredns",
+        "items": [{"key": "Corefile", "path": "Corefile"}],
+    }
+    (mount,) = c["volumeMounts"]
+    assert mount["name"] == volume["name"]
+    # A directory mount (no subPath): the kubelet updates the file when the ConfigMap changes.
+    assert "subPath" not in mount
+    assert f"{mount['mountPath']}/{volume['configMap']['items'][0]['path']}" == COREFILE
 
 
 def test_probes_are_coredns_ports_and_paths() -> None:
@@ -160,14 +218,23 @@ def test_probes_are_coredns_ports_and_paths() -> None:
     )
     assert ready["httpGet"]["path"] == "/ready"
     assert ready["httpGet"]["port"] == 8181
-    # The probes reach the ports kdns is told to serve them on.
-    args = c["args"]
-    assert args[0] == "serve"
-    assert args[args.index("--health-addr") + 1].endswith(":8080")
-    assert args[args.index("--ready-addr") + 1].endswith(":8181")
-    assert args[args.index("--metrics-addr") + 1].endswith(":9153")
-    assert args[args.index("--dns-addr") + 1] == ":53"
-    assert args[args.index("--zone") + 1] == "cluster.local"
+    # The ports come from the Corefile now, not from flags: no flag may override them.
+    assert not [a for a in c["args"] if a.startswith("--") and a != "--corefile"]
+
+
+def test_kubeadm_corefile_serves_what_the_pod_declares() -> None:
+    """kubeadm's Corefile (as in deploy/cluster-dns.yaml): `.:53`, `health` on its default
+    :8080, `ready` on :8181, `prometheus :9153`, so the probes and ports above match it."""
+    corefile = the("ConfigMap", "coredns", paths=[CLUSTER_DNS])["data"]["Corefile"]
+    directives = [line.split() for line in corefile.splitlines() if line.strip()]
+    assert directives[0] == [".:53", "{"]
+    assert ["health", "{"] in directives
+    assert ["ready"] in directives
+    assert ["prometheus", ":9153"] in directives
+    assert ["kubernetes", "cluster.local", "in-addr.arpa", "ip6.arpa", "{"] in directives
+    assert ["pods", "insecure"] in directives  # so the default role needs no Pods
+    declared = {(p["containerPort"], p["protocol"]) for p in container()["ports"]}
+    assert {(53, "UDP"), (53, "TCP"), (8080, "TCP"), (8181, "TCP"), (9153, "TCP")} <= declared
 
 
 def test_deployment_is_placed_and_sized_like_coredns() -> None:
@@ -210,8 +277,9 @@ def test_pods_match_their_selectors_and_the_kube_dns_service() -> None:
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     own = deployment["spec"]["selector"]["matchLabels"]
     assert own.items() <= labels.items()
-    # The Service keeps kubeadm's selector; kdns pods carry it, so the swap needs no patch.
-    assert the("Service", "kube-dns")["spec"]["selector"] == {"k8s-app": "kube-dns"}
+    # kubeadm's Service selects this label; kdns pods carry it, so the swap needs no patch.
+    service = the("Service", "kube-dns", paths=[CLUSTER_DNS])
+    assert service["spec"]["selector"] == {"k8s-app": "kube-dns"}
     assert labels["k8s-app"] == "kube-dns"
     # ...but the Deployment must not select CoreDNS's pods (they lack this label).
     assert "k8s-app" not in own
@@ -221,7 +289,7 @@ def test_pods_match_their_selectors_and_the_kube_dns_service() -> None:
 
 
 def test_service_is_kind_cluster_dns_address_with_coredns_ports() -> None:
-    svc = the("Service", "kube-dns")
+    svc = the("Service", "kube-dns", paths=[CLUSTER_DNS])
     assert svc["spec"]["clusterIP"] == "10.96.0.10"
     assert svc["metadata"]["labels"]["k8s-app"] == "kube-dns"
     assert svc["metadata"]["annotations"] == {
@@ -239,9 +307,10 @@ def test_service_is_kind_cluster_dns_address_with_coredns_ports() -> None:
 # ---- OpenAPI schemas, offline (kubernetes-validate) --------------------------------------
 
 
-def test_manifests_validate_against_the_kubernetes_openapi_schemas() -> None:
+@pytest.mark.parametrize("path", ALL_MANIFESTS, ids=lambda p: p.name)
+def test_manifests_validate_against_the_kubernetes_openapi_schemas(path: Path) -> None:
     kv = pytest.importorskip("kubernetes_validate")
-    for obj in objects():
+    for obj in load(path):
         kv.validate(obj, K8S_VERSION, strict=True)
 
 
@@ -263,6 +332,7 @@ DISCOVERY: dict[str, list[tuple[str, str, bool]]] = {
         ("services", "Service", True),
         ("namespaces", "Namespace", False),
         ("pods", "Pod", True),
+        ("configmaps", "ConfigMap", True),
     ],
     "rbac.authorization.k8s.io/v1": [
         ("clusterroles", "ClusterRole", False),
@@ -368,7 +438,7 @@ async def _kubectl(kubeconfig: Path, *args: str) -> tuple[int, str]:
     return proc.returncode or 0, out.decode(errors="replace")
 
 
-@pytest.mark.parametrize("path", KDNS_MANIFESTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL_MANIFESTS, ids=lambda p: p.name)
 async def test_kubectl_client_dry_run_accepts_the_manifests(
     discovery_api: Path, path: Path
 ) -> None:
@@ -437,7 +507,7 @@ def test_dockerignore_keeps_the_build_context_to_the_package() -> None:
     assert "!pyproject.toml" in lines
 
 
-@pytest.mark.parametrize("script", ["swap-coredns.sh", "restore-coredns.sh"])
+@pytest.mark.parametrize("script", ["swap-coredns.sh", "restore-coredns.sh", "try-in-kind.sh"])
 def test_kind_scripts_are_strict_bash_that_parses(script: str) -> None:
     path = DEPLOY / "kind" / script
     text = path.read_text(encoding="utf-8")
@@ -448,3 +518,40 @@ def test_kind_scripts_are_strict_bash_that_parses(script: str) -> None:
     assert bash is not None
     result = subprocess.run([bash, "-n", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+# kubectl verbs that write; a script swapping images must use none on the DNS configuration.
+_WRITES = re.compile(r"\b(apply|create|replace|patch|edit|delete|set|label|annotate)\b")
+
+
+def kubectl_commands(script: str) -> list[str]:
+    """Every kubectl command of a kind script, continuation lines joined."""
+    text = (DEPLOY / "kind" / script).read_text(encoding="utf-8").replace("\\\n", " ")
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if "KUBECTL[@]}" in line and not line.lstrip().startswith("#")
+    ]
+
+
+@pytest.mark.parametrize("script", ["swap-coredns.sh", "restore-coredns.sh"])
+def test_swap_scripts_never_write_the_coredns_configmap_or_the_kube_dns_service(
+    script: str,
+) -> None:
+    commands = kubectl_commands(script)
+    assert commands
+    for command in commands:
+        if _WRITES.search(command):
+            lowered = command.lower()
+            assert "configmap" not in lowered, command
+            assert "cluster-dns.yaml" not in lowered, command
+            assert not re.search(r"\b(svc|service)/kube-dns\b", lowered), command
+    # What swap-coredns.sh applies: kdns's own objects and, for `pods verified`, the Pods role.
+    applied = {
+        Path(f).name
+        for command in commands
+        for f in re.findall(r"apply -f \"\$ROOT/([^\"]+)\"", command)
+    }
+    assert applied <= {"kdns.yaml", "kdns-pods-verified.yaml"}
+    if script == "swap-coredns.sh":
+        assert applied == {"kdns.yaml", "kdns-pods-verified.yaml"}

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Replace CoreDNS with kdns in an existing kind cluster, without a DNS outage:
-#   1. build the image kdns:dev from this repo (docker build) and load it into the kind nodes;
-#   2. apply deploy/kdns.yaml (ServiceAccount, read-only RBAC, Deployment, kube-dns Service,
-#      PodDisruptionBudget) and wait until both kdns replicas are ready; meanwhile the kube-dns
+# Replace CoreDNS with kdns in an existing kind cluster, without a DNS outage. It swaps the
+# image, not the configuration: kdns reads the cluster's own Corefile (ConfigMap
+# kube-system/coredns, key Corefile) and sits behind the cluster's own kube-dns Service; this
+# script changes neither.
+#   1. check that the ConfigMap coredns (with a Corefile) and the Service kube-dns (selecting
+#      k8s-app=kube-dns) exist;
+#   2. build the image kdns:dev from this repo (docker build) and load it into the kind nodes;
+#   3. apply deploy/kdns.yaml (ServiceAccount, read-only RBAC, Deployment mounting the coredns
+#      ConfigMap, PodDisruptionBudget), plus deploy/kdns-pods-verified.yaml when the Corefile
+#      says `pods verified`; wait until both kdns replicas are ready; meanwhile the kube-dns
 #      Service balances over CoreDNS and kdns pods (both carry k8s-app=kube-dns);
-#   3. scale the coredns Deployment to 0, so only kdns answers at 10.96.0.10;
-#   4. check resolution from a throwaway busybox pod: a Service name must resolve; an external
+#   4. scale the coredns Deployment to 0, so only kdns answers at the kube-dns address;
+#   5. check resolution from a throwaway busybox pod: a Service name must resolve; an external
 #      name is tried too (a warning only, as the nodes may have no internet).
 # Idempotent: running it again rebuilds, reloads and re-applies. Undo: restore-coredns.sh.
 #
@@ -25,14 +31,33 @@ for tool in docker kind kubectl; do
 done
 kind get clusters | grep -qx "$CLUSTER" || { say "no kind cluster named $CLUSTER"; exit 1; }
 
+corefile="$("${KUBECTL[@]}" -n kube-system get configmap coredns -o jsonpath='{.data.Corefile}' 2>/dev/null || true)"
+if [ -z "$corefile" ]; then
+  say "no ConfigMap kube-system/coredns with a Corefile key: kdns reads the Corefile from it;"
+  say "create it first (deploy/cluster-dns.yaml has kubeadm's) and run this again"
+  exit 1
+fi
+selector="$("${KUBECTL[@]}" -n kube-system get service kube-dns -o jsonpath='{.spec.selector.k8s-app}' 2>/dev/null || true)"
+if [ "$selector" != "kube-dns" ]; then
+  say "the Service kube-system/kube-dns is missing or does not select k8s-app=kube-dns;"
+  say "kdns pods carry that label: create the Service (deploy/cluster-dns.yaml) and run this again"
+  exit 1
+fi
+
 say "building $IMAGE from $ROOT"
 docker build -t "$IMAGE" "$ROOT"
 
 say "loading $IMAGE into kind cluster $CLUSTER"
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
-say "applying deploy/kdns.yaml"
+say "applying deploy/kdns.yaml (the ConfigMap coredns and the Service kube-dns stay as they are)"
 "${KUBECTL[@]}" apply -f "$ROOT/deploy/kdns.yaml"
+if printf '%s\n' "$corefile" | grep -Eq '^[[:space:]]*pods[[:space:]]+verified([[:space:]]|$)'; then
+  say "the Corefile says 'pods verified': applying deploy/kdns-pods-verified.yaml (list/watch pods)"
+  "${KUBECTL[@]}" apply -f "$ROOT/deploy/kdns-pods-verified.yaml"
+else  # least privilege: no Pod access left over from an earlier run
+  "${KUBECTL[@]}" delete -f "$ROOT/deploy/kdns-pods-verified.yaml" --ignore-not-found
+fi
 # A rebuilt image under the same tag is only picked up by new pods.
 "${KUBECTL[@]}" -n kube-system rollout restart deployment/kdns
 say "waiting for kdns to be ready"

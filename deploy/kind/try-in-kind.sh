@@ -7,7 +7,8 @@
 # the repo's .venv or an installed `kdns`).
 #
 # Usage: deploy/kind/try-in-kind.sh [PHASE...]     (default: all phases, in order)
-#   setup   create the kind cluster (if absent) and swap CoreDNS for kdns (swap-coredns.sh)
+#   setup   create the kind cluster (if absent) and swap CoreDNS for kdns (swap-coredns.sh);
+#           kdns must answer with the TTL of the cluster's Corefile (kubeadm: ttl 30)
 #   churn   create/scale/delete Services and Deployments; answers must follow within ~1 s
 #   gone    ask the real apiserver for a compacted RV: a real "410 Gone" (ERROR event)
 #   pause   run kdns out of cluster (--kubeconfig), SIGSTOP it > 6 min while churning 200
@@ -58,9 +59,22 @@ phase_setup() {
   say "setup: kind cluster $CLUSTER, then swap CoreDNS for kdns"
   for tool in docker kind kubectl dig; do command -v "$tool" >/dev/null || fail "$tool missing"; done
   kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER" --wait 120s
+  local before after
+  before=$("${K[@]}" -n kube-system get configmap coredns -o jsonpath='{.metadata.resourceVersion}')
   "$ROOT/deploy/kind/swap-coredns.sh" "$CLUSTER"
+  after=$("${K[@]}" -n kube-system get configmap coredns -o jsonpath='{.metadata.resourceVersion}')
+  [[ "$before" == "$after" ]] || fail "the swap changed the ConfigMap coredns"
   in_cluster_lookup kubernetes.default.svc.cluster.local | grep -q "10.96.0.1" \
     || fail "kubernetes.default does not resolve through kdns"
+  # kdns read the cluster's Corefile: its `ttl 30` shows in the answer (kdns's own default is 5).
+  local ttl want
+  want=$("${K[@]}" -n kube-system get configmap coredns -o jsonpath='{.data.Corefile}' \
+    | sed -nE 's/^[[:space:]]*ttl[[:space:]]+([0-9]+).*/\1/p' | head -1)
+  ttl=$("${K[@]}" -n default run "q-$RANDOM" --rm -i --restart=Never \
+    --image=registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7 --command -- \
+    dig +noall +answer kubernetes.default.svc.cluster.local A 2>/dev/null | awk '$4 == "A" {print $2; exit}')
+  want=${want:-5}  # no `ttl` in the Corefile: the kubernetes plugin's default
+  [[ "$ttl" == "$want" ]] || fail "kubernetes.default answered with TTL '$ttl'; the Corefile says $want"
 }
 
 phase_churn() {
@@ -82,7 +96,7 @@ phase_churn() {
 phase_gone() {
   say "gone: a real apiserver's answer to a compacted resourceVersion"
   # Expect HTTP 200 and one line {"type":"ERROR","object":{"kind":"Status",...,"code":410}}
-  # (kube-api.md §A); kdns turns the same event into a relist.
+  # kdns turns the same event into a relist.
   "${K[@]}" get --raw '/api/v1/services?watch=1&resourceVersion=1&timeoutSeconds=5' | head -c 600
   echo
 }
@@ -124,7 +138,7 @@ phase_rbac() {
   "${K[@]}" -n kube-system logs deployment/kdns --since=6m | grep "HTTP 403" | tail -3
   in_cluster_lookup kubernetes.default.svc.cluster.local | grep -q "10.96.0.1" \
     || fail "the cache was not kept after 403"
-  "${K[@]}" apply -f "$ROOT/deploy/kdns.yaml"  # restores the binding
+  "${K[@]}" apply -f "$ROOT/deploy/kdns.yaml"  # restores the binding (and nothing else)
 }
 
 phase_restart() {

@@ -36,6 +36,7 @@ from kdns.cluster.model import (
     unpack_addresses,
 )
 from kdns.dns.view import ReadyEndpoint, ReverseName
+from kdns.observe.stats import PROGRAMMING_BUCKETS, Histogram
 
 Key = tuple[str, str]
 CHANGE_LOG = 4096  # changes a reply cache can catch up on before it must start over
@@ -236,10 +237,12 @@ def _bucket_key(raw: bytes) -> tuple[int, int]:
 
 @dataclass(slots=True)
 class Change:
-    """What a data change touched, for the programming-latency measurement."""
+    """What a data change touched, for kdns's own first-query latency measurement (from
+    the change's arrival to the first answer after it)."""
 
     received_at: float  # time.monotonic() when the source received it
-    # CoreDNS's service_kind label: "cluster_ip" | "headless_with_selector" | "other".
+    # CoreDNS's service_kind label: "cluster_ip" | "headless_with_selector", or "other"
+    # (a relist, a deletion, a namespace or pod, a slice of an unknown Service).
     service_kind: str
 
 
@@ -281,6 +284,8 @@ class Index:
         # (version, prefix length, prefix) -> how many owned addresses lie under it.
         self._prefixes: dict[tuple[int, int, int], int] = {}
         self._pending: list[Change] = []
+        # CoreDNS's DNS programming latency, by service_kind: see _record_programming.
+        self.programming: dict[str, Histogram] = {}
         # (generation, Services whose answers the change may alter; None = any), newest last.
         self._changes: deque[tuple[int, frozenset[Key] | None]] = deque(maxlen=CHANGE_LOG)
 
@@ -371,6 +376,7 @@ class Index:
         if received_at is None:
             received_at = time.monotonic()
         touched = self._touched(event)
+        triggered = self._triggered(event)
         if isinstance(event, Replace):
             changed = self._replace(event)
             self._listed.add(event.kind)
@@ -394,7 +400,50 @@ class Index:
             self._pending.append(Change(received_at, kinds))
             if len(self._pending) > 10_000:
                 del self._pending[:-10_000]
+            if triggered:
+                self._record_programming(triggered)
         return changed
+
+    # ---- DNS programming latency ---------------------------------------------------------
+
+    def _triggered(self, event: Event) -> list[EndpointSlice]:
+        """The slices of `event` that carry a trigger time and change what the index holds,
+        read before it is applied. Empty before the first sync: the initial list is the
+        state of the cluster, not a change to program (as CoreDNS's informer start-up)."""
+        if not self.synced:
+            return []
+        if isinstance(event, Upsert):
+            obj = event.obj
+            if isinstance(obj, EndpointSlice) and obj.trigger_time is not None:
+                return [obj]
+        elif isinstance(event, Replace) and event.kind is Kind.ENDPOINT_SLICE:
+            slices = self.slices
+            return [
+                o
+                for o in event.objects
+                if isinstance(o, EndpointSlice)
+                and o.trigger_time is not None
+                and slices.get((o.namespace, o.name)) != o
+            ]
+        return []
+
+    def _record_programming(self, slices: Iterable[EndpointSlice]) -> None:
+        """Observe, per slice just applied, the seconds from its last-change-trigger-time
+        to now: CoreDNS's coredns_kubernetes_dns_programming_duration_seconds. Labelled by
+        the Service's kind (`cluster_ip`, or `headless_with_selector`: a slice with the
+        annotation comes from the controller, so its Service has a selector); skipped when
+        the Service is unknown. A clock behind the API server's counts as 0 s. Deletions
+        are not observed (their annotation dates the last change, not the deletion)."""
+        now = self._clock()
+        for es in slices:
+            svc = self.services.get((es.namespace, es.service)) if es.service else None
+            if svc is None or es.trigger_time is None:
+                continue
+            kind = "headless_with_selector" if svc.headless else "cluster_ip"
+            hist = self.programming.get(kind)
+            if hist is None:
+                hist = self.programming[kind] = Histogram(PROGRAMMING_BUCKETS)
+            hist.observe(max(0.0, now - es.trigger_time))
 
     def changes_since(self, generation: int) -> set[Key] | None:
         """The (namespace, service) keys whose answers may have changed after `generation`,
@@ -444,8 +493,8 @@ class Index:
             return "headless_with_selector" if obj.headless else "cluster_ip"
         if isinstance(obj, EndpointSlice) and obj.service is not None:
             svc = self.services.get((obj.namespace, obj.service))
-            if svc is not None and svc.headless:
-                return "headless_with_selector"
+            if svc is not None:
+                return "headless_with_selector" if svc.headless else "cluster_ip"
         return "other"
 
     def _store(self, kind: Kind) -> dict[Key, ClusterObject]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
 IPAddress = IPv4Address | IPv6Address
@@ -118,6 +118,10 @@ class EndpointSlice:
     sizes: tuple[int, ...] | None  # addresses of each endpoint; None = one each
     not_ready: frozenset[int]  # indexes of the endpoints that are not ready
     hostnames: tuple[str | None, ...] | None  # by endpoint index; None = no hostname at all
+    # Unix time of annotation endpoints.kubernetes.io/last-change-trigger-time (set by the
+    # EndpointSlice controller), for the programming-latency metric; not DNS data, so two
+    # slices differing only here are equal.
+    trigger_time: float | None = field(default=None, compare=False)
 
     def __init__(
         self,
@@ -126,6 +130,7 @@ class EndpointSlice:
         service: str | None,
         endpoints: Iterable[Endpoint] = (),
         ports: tuple[ServicePort, ...] = (),
+        trigger_time: float | None = None,
     ) -> None:
         eps = tuple(endpoints)
         versions = {a.version for e in eps for a in e.addresses}
@@ -151,6 +156,7 @@ class EndpointSlice:
         not_ready = frozenset(i for i, e in enumerate(eps) if not e.ready)
         setattr_(self, "not_ready", not_ready or _ALL_READY)
         setattr_(self, "hostnames", hostnames if any(hostnames) else None)
+        setattr_(self, "trigger_time", trigger_time)
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:

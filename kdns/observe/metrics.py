@@ -8,9 +8,18 @@ of cluster objects): label values are zones, protocols, qtypes, rcodes, upstream
 object kinds only.
 
 Names and labels follow CoreDNS `plugin/metrics/vars`, `plugin/cache`, `plugin/forward`,
-`plugin/pkg/proxy`, `plugin/kubernetes/metrics.go` and `plugin/health` (see
-shared/docs/coredns-behaviour.md §5). `coredns_build_info{goversion}` carries the Python
-version string, since there is no Go runtime here.
+`plugin/pkg/proxy`, `plugin/kubernetes` and `plugin/health`. `coredns_build_info{goversion}`
+carries the Python version string, since there is no Go runtime here.
+
+Only what is true of the running process is exported: the Kubernetes API's families
+(`kdns_api_up`, watch restarts, relists, sync age) only with the API source, and a reload
+state only for the sources given (`kdns_source_reload_failed{source}`,
+`kdns_source_last_success_timestamp_seconds{source}`).
+
+Programming latency comes in two measures. `coredns_kubernetes_dns_programming_duration_
+seconds` is CoreDNS's: from an EndpointSlice's last-change-trigger-time to when the index
+applied it (`Index.programming`). `kdns_dns_programming_first_query_seconds` is kdns's own:
+from a change's arrival to the first answer after it (`Stats.programming`).
 """
 
 from __future__ import annotations
@@ -36,6 +45,10 @@ from kdns.observe.stats import Histogram, Stats, combined
 
 # CoreDNS plugin.SlimTimeBuckets = ExponentialBuckets(0.00025, 10, 5): the health self-check.
 HEALTH_BUCKETS: tuple[float, ...] = tuple(0.00025 * 10**i for i in range(5))
+
+ReloadStatus = Callable[[], tuple[bool, float]]
+"""A source's reload state: (failing: the last reload attempt failed, last_success: Unix
+time of the last successful load). E.g. `ZoneSet.status`."""
 
 # The "plugins" kdns implements, named as CoreDNS names the equivalent plugin, for
 # coredns_plugin_enabled (dashboards use it to tell which panels apply).
@@ -110,8 +123,14 @@ class KdnsCollector(Collector):
         plugins: Sequence[str] = DEFAULT_PLUGINS,
         clock: Callable[[], float] = time.time,
         peers: Callable[[], Iterable[Stats]] | None = None,
+        api: bool = False,
+        reloads: Mapping[str, ReloadStatus] | None = None,
+        programming: Callable[[], Mapping[str, Histogram]] | None = None,
     ) -> None:
         self._stats = stats
+        self._api = api
+        self._reloads = dict(reloads or {})
+        self._programming = programming
         self._peers = peers
         self._server = server
         self._objects = objects
@@ -130,6 +149,9 @@ class KdnsCollector(Collector):
         yield from self._forward(stats)
         yield from self._kubernetes(stats)
         yield from self._process_level(stats)
+        if self._api:
+            yield from self._kube_api(stats)
+        yield from self._reload_state()
         yield from self._kdns(stats)
 
     def _dns(self, stats: Stats) -> Iterator[Metric]:
@@ -258,10 +280,19 @@ class KdnsCollector(Collector):
         )
 
     def _kubernetes(self, stats: Stats) -> Iterator[Metric]:
+        programmed = self._programming() if self._programming is not None else {}
         yield _add_histograms(
             HistogramMetricFamily(
                 "coredns_kubernetes_dns_programming_duration_seconds",
                 "Histogram of the time (in seconds) it took to program a dns instance.",
+                labels=["service_kind"],
+            ),
+            (((kind,), h) for kind, h in sorted(programmed.items())),
+        )
+        yield _add_histograms(
+            HistogramMetricFamily(
+                "kdns_dns_programming_first_query_seconds",
+                "Seconds from a data change's arrival to the first DNS answer after it.",
                 labels=["service_kind"],
             ),
             (((kind,), h) for kind, h in sorted(stats.programming.items())),
@@ -298,7 +329,8 @@ class KdnsCollector(Collector):
             [((), self._health)],
         )
 
-    def _kdns(self, stats: Stats) -> Iterator[Metric]:
+    def _kube_api(self, stats: Stats) -> Iterator[Metric]:
+        """The Kubernetes API source's families (only exported with that source)."""
         restarts = CounterMetricFamily(
             "kdns_watch_restarts_total",
             "Watch streams of the Kubernetes source that ended and were restarted, by kind.",
@@ -329,6 +361,28 @@ class KdnsCollector(Collector):
             "1 while every watch of the Kubernetes API is connected, else 0.",
             value=stats.api_up,
         )
+
+    def _reload_state(self) -> Iterator[Metric]:
+        if not self._reloads:
+            return
+        failed = GaugeMetricFamily(
+            "kdns_source_reload_failed",
+            "1 while the last reload attempt of this source failed (older data is served).",
+            labels=["source"],
+        )
+        last = GaugeMetricFamily(
+            "kdns_source_last_success_timestamp_seconds",
+            "Unix time of the last successful load of this source.",
+            labels=["source"],
+        )
+        for source, status in sorted(self._reloads.items()):
+            failing, last_success = status()
+            failed.add_metric([source], 1 if failing else 0)
+            last.add_metric([source], last_success)
+        yield failed
+        yield last
+
+    def _kdns(self, stats: Stats) -> Iterator[Metric]:
         indexed = GaugeMetricFamily(
             "kdns_objects_indexed",
             "Objects held in the index, by kind.",
@@ -369,12 +423,20 @@ def build_registry(
     clock: Callable[[], float] = time.time,
     process: bool = True,
     peers: Callable[[], Iterable[Stats]] | None = None,
+    api: bool = False,
+    reloads: Mapping[str, ReloadStatus] | None = None,
+    programming: Callable[[], Mapping[str, Histogram]] | None = None,
 ) -> CollectorRegistry:
     """Return a registry of its own (not the global one) with kdns's collector, plus the
     process (`process_*`) and platform (`python_info`) collectors when `process` is set.
 
     `health` is the histogram `kdns.observe.http` observes /health durations into (CoreDNS's
     coredns_health_request_duration_seconds); pass the same object to both.
+    `api`: the data comes from the Kubernetes API (exports kdns_api_up and the watch,
+    relist and sync-age families; without it they are left out). `reloads`: per source
+    name ("manifests", "zonefile"), a callable returning (failing, last_success) read at
+    each scrape. `programming`: returns the CoreDNS programming-latency histograms by
+    service_kind (`lambda: index.programming`).
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
@@ -387,6 +449,9 @@ def build_registry(
             plugins=plugins,
             clock=clock,
             peers=peers,
+            api=api,
+            reloads=reloads,
+            programming=programming,
         )
     )
     if process:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from ipaddress import ip_address
 from typing import Any
 
@@ -31,6 +32,11 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 ENDPOINTS_SLICE_SEPARATOR = ":endpoints:"
 """Slices converted from a v1 Endpoints object are named `<name>:endpoints:<subset index>`;
 the colon cannot occur in a real object name, so they never clash with real slices."""
+
+TRIGGER_TIME_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
+"""Set by the EndpointSlice (and Endpoints) controller: when the Pod or Service change that
+led to this object's last update happened (RFC 3339). The programming-latency metric
+measures from it, as CoreDNS does."""
 
 NOT_RUNNING_PHASES = frozenset({"Succeeded", "Failed", "Unknown"})
 """Pods in these phases get no DNS (CoreDNS lists pods with the field selector
@@ -245,6 +251,24 @@ def _pod_ref(raw: Mapping[str, Any], field: str) -> str | None:
     return string_at(ref, "name", field=f"{field}.targetRef.name").lower() or None
 
 
+def trigger_time(obj: Mapping[str, Any]) -> float | None:
+    """The Unix time of the object's last-change-trigger-time annotation; None when it is
+    absent or not an RFC 3339 time with an offset (the metric then skips the object, as
+    CoreDNS does; the object itself is served all the same)."""
+    metadata = obj.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    value = annotations.get(TRIGGER_TIME_ANNOTATION) if isinstance(annotations, Mapping) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().upper())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.timestamp()
+
+
 def endpointslice_from_api(obj: Mapping[str, Any]) -> EndpointSlice | None:
     """Convert a discovery.k8s.io/v1 EndpointSlice; FQDN slices give None (DNS serves only
     IP endpoints, as CoreDNS)."""
@@ -273,6 +297,7 @@ def endpointslice_from_api(obj: Mapping[str, Any]) -> EndpointSlice | None:
         service=_intern(service.lower()) if service else None,
         endpoints=tuple(endpoints),
         ports=shared_ports(ports),
+        trigger_time=trigger_time(obj),
     )
 
 
@@ -293,6 +318,7 @@ def slices_from_endpoints(obj: Mapping[str, Any]) -> list[EndpointSlice]:
     """Convert a legacy v1 Endpoints object: one slice per subset, named
     `<name>:endpoints:<i>`, for the Service of the same name."""
     namespace, name = metadata_names(obj)
+    triggered = trigger_time(obj)
     slices: list[EndpointSlice] = []
     for s, subset in enumerate(list_at(obj, "subsets", field="subsets")):
         at = f"subsets[{s}]"
@@ -321,6 +347,7 @@ def slices_from_endpoints(obj: Mapping[str, Any]) -> list[EndpointSlice]:
                 service=name,
                 endpoints=tuple(endpoints),
                 ports=ports,
+                trigger_time=triggered,
             )
         )
     return slices

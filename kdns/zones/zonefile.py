@@ -8,6 +8,25 @@ parentheses, comments, quoted strings with escapes, omitted owner/TTL/class; typ
 NS, A, AAAA, CNAME, PTR, MX, TXT, SRV. Not supported, and rejected with file:line:
 wildcards, delegations (NS below the apex), $INCLUDE/$GENERATE, classes other than IN.
 
+Zone files never hide the cluster. `ZoneSet` takes the names kdns answers from the cluster
+(`protected`: the cluster zone, and the service and pod networks whose reverse names it
+answers) and refuses a file whose zone would take any of them over: a zone equal to the
+cluster zone or below it (`cluster.local.`, `default.svc.cluster.local.`), or a reverse
+zone overlapping a cluster network either way (`10.in-addr.arpa.` holds 10.96.0.0/16's
+names; `1.96.10.in-addr.arpa.` lies inside them). Static zones win over the cluster zone
+when they match a name more closely, so every such file would answer cluster names with its
+own data or NXDOMAIN. All overlaps are refused, delegations below the cluster zone included:
+the cluster's names come only from the cluster. A zone above the cluster zone
+(`example.com.` beside `cluster.example.com.`) is allowed: the cluster zone matches cluster
+names more closely, so the file's names under it are simply never served. At start an
+overlap stops kdns with one line naming the file and what it would hide; on a reload the
+file's last good zone stays (or, for a new file, none is served) and one line is logged.
+
+`ZoneSet` also keeps the state of its reloads for monitoring: `last_success` (Unix time of
+the last load after which every file was served as it is on disk), `failing` (the last
+attempt to read some file failed, so an older version or none is served) and `failures`
+(failed attempts so far).
+
 No wire format and no dnslib here; the only I/O is reading and stat-ing the zone files.
 """
 
@@ -16,9 +35,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import AddressValueError, IPv4Address, IPv6Address
+from ipaddress import AddressValueError, IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 
 from kdns.dns.records import (
@@ -65,7 +85,7 @@ class ZoneError(ValueError):
     """A zone file that cannot be served; the message names file:line and what is wrong."""
 
     def __init__(self, source: str, line: int, message: str) -> None:
-        super().__init__(f"{source}:{line}: {message}")
+        super().__init__(f"{source}:{line}: {message}" if line else f"{source}: {message}")
         self.source = source
         self.line = line
         self.reason = message
@@ -532,6 +552,74 @@ def answer_zone(zone: Zone, question: Question) -> Reply:
     return Reply(answer=tuple(answer))
 
 
+# --- names the cluster answers ------------------------------------------------------
+
+Network = IPv4Network | IPv6Network
+Protected = str | Network
+"""A name kdns answers from the cluster: a zone apex ("cluster.local.") or a network whose
+reverse names it answers (the service and pod CIDRs)."""
+
+_REVERSE = (("in-addr.arpa.", 4), ("ip6.arpa.", 6))
+
+
+def _reverse_network(apex: str) -> Network | None:
+    """The addresses whose reverse names lie in the zone at `apex` (a reverse zone apex is a
+    network: `96.10.in-addr.arpa.` is 10.96.0.0/16), or None for a zone holding no reverse
+    name of an address (a forward zone, or labels that are not octets or nibbles)."""
+    for suffix, version in _REVERSE:
+        if apex == suffix:
+            labels: list[str] = []
+        elif apex.endswith("." + suffix):
+            labels = apex[: -len(suffix) - 1].split(".")[::-1]
+        else:
+            continue
+        bits, step = (32, 8) if version == 4 else (128, 4)
+        value = 0
+        prefix = 0
+        for label in labels[: bits // step]:  # deeper names lie inside one address's node
+            if version == 4:
+                ok = label.isdigit() and int(label) < 256 and (label == "0" or label[0] != "0")
+                number = int(label) if ok else 0
+            else:
+                ok = len(label) == 1 and label in "0123456789abcdef"
+                number = int(label, 16) if ok else 0
+            if not ok:
+                return None
+            value = value << step | number
+            prefix += step
+        value <<= bits - prefix
+        if version == 4:
+            return IPv4Network((value, prefix))
+        return IPv6Network((value, prefix))
+    return None
+
+
+def _normalized(protected: Iterable[Protected]) -> tuple[Protected, ...]:
+    out: list[Protected] = []
+    for item in protected:
+        if isinstance(item, str):
+            name = item.lower()
+            out.append(name if name.endswith(".") else name + ".")
+        else:
+            out.append(item)
+    return tuple(out)
+
+
+def hidden_by(apex: str, protected: Iterable[Protected]) -> str | None:
+    """What a static zone at `apex` would hide of the cluster's names, as words for a log
+    line, or None when it hides nothing (see the module docstring for the rule)."""
+    network = _reverse_network(apex)
+    for item in protected:
+        if isinstance(item, str):
+            if apex == item:
+                return f"the cluster zone {item}"
+            if item == "." or apex.endswith("." + item):
+                return f"names of the cluster zone {item}"
+        elif network is not None and network.version == item.version and network.overlaps(item):
+            return f"the reverse names of the cluster network {item}"
+    return None
+
+
 # --- the set of zone files -----------------------------------------------------------
 
 _Stamp = tuple[int, int, int]  # (mtime_ns, size, inode)
@@ -541,37 +629,73 @@ _Stamp = tuple[int, int, int]  # (mtime_ns, size, inode)
 class _Loaded:
     stamp: _Stamp | None  # of the last attempt, good or bad, so a broken file logs once
     zone: Zone | None  # the last good version
+    failed: bool = False  # the last attempt to read it failed
+    duplicate: bool = False  # read, but its zone is already served from another file
 
 
 @dataclass(slots=True)
 class ZoneSet:
     """The static zones kdns serves: zone files and folders of them, reloaded on change.
 
-    A file that fails to parse at start raises ZoneError (refuse to start); on a reload the
-    last good version stays in service and the error is logged.
+    A file that fails to parse, or whose zone would hide `protected` cluster names, raises
+    ZoneError at start (refuse to start); on a reload the last good version stays in
+    service and the error is logged once.
     """
 
     paths: tuple[Path, ...]
+    protected: tuple[Protected, ...] = ()
+    clock: Callable[[], float] = field(default=time.time, repr=False)
     generation: int = 0
+    last_success: float = field(default=0.0, init=False)
+    """Unix time of the last load after which every file was served as it is on disk."""
+    failures: int = field(default=0, init=False)
+    """Failed attempts to read a file (or a folder) so far."""
+    _scan_failed: bool = field(default=False, init=False, repr=False)
     _files: dict[Path, _Loaded] = field(default_factory=dict, init=False, repr=False)
     _by_apex: dict[str, Zone] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.protected = _normalized(self.protected)
         for path in self._expand():
-            zone = load_zone(path)
+            zone = self._load(path)
             self._files[path] = _Loaded(_stat(path), zone)
         self._index(strict=True)
         for zone in self._by_apex.values():
             logger.info("static zone %s loaded from %s", zone.apex, zone.source)
+        self.last_success = self.clock()
 
     @classmethod
-    def load(cls, paths: Iterable[Path | str]) -> ZoneSet:
-        """Load zone files and folders of them (`--zone-file`); raises ZoneError."""
-        return cls(tuple(Path(p) for p in paths))
+    def load(cls, paths: Iterable[Path | str], *, protected: Iterable[Protected] = ()) -> ZoneSet:
+        """Load zone files and folders of them (`--zone-file`); raises ZoneError.
+
+        `protected`: the cluster zone(s) and the service and pod networks; a file whose
+        zone would hide any of their names is refused."""
+        return cls(tuple(Path(p) for p in paths), _normalized(protected))
 
     @property
     def zones(self) -> Mapping[str, Zone]:
         return self._by_apex
+
+    @property
+    def failing(self) -> bool:
+        """True while the last attempt to read some file (or folder) failed."""
+        return self._scan_failed or any(f.failed or f.duplicate for f in self._files.values())
+
+    def status(self) -> tuple[bool, float]:
+        """(failing, last_success), the shape the metrics' reload callbacks take."""
+        return self.failing, self.last_success
+
+    def _load(self, path: Path) -> Zone:
+        zone = load_zone(path)
+        hidden = hidden_by(zone.apex, self.protected)
+        if hidden is not None:
+            raise ZoneError(
+                str(path),
+                0,
+                f"zone {zone.apex} would hide {hidden}, which kdns answers from the cluster; "
+                "remove the file or serve only other names from it",
+            )
+        return zone
 
     def find(self, lname: str) -> str | None:
         """The apex of the static zone holding `lname` (lower-case, absolute), else None."""
@@ -593,8 +717,23 @@ class ZoneSet:
 
     def reload_if_changed(self) -> bool:
         """Re-read files whose mtime, size or inode changed; True if any zone changed."""
+        was_failing = self.failing
+        try:
+            present = set(self._expand())
+        except OSError as exc:  # a folder that vanished: keep serving what we have
+            if not self._scan_failed:
+                logger.warning("static zones not reloaded, keeping the last good: %s", exc)
+            self._scan_failed = True
+            self.failures += 1
+            return False
+        self._scan_failed = False
+        changed = self._reload(present)
+        if not self.failing and (changed or was_failing):
+            self.last_success = self.clock()
+        return changed
+
+    def _reload(self, present: set[Path]) -> bool:
         changed = False
-        present = set(self._expand())
         for path in list(self._files):
             if path not in present and not self._named(path):
                 logger.info("static zone file %s removed from its folder; dropping it", path)
@@ -610,13 +749,18 @@ class ZoneSet:
             loaded.stamp = stamp
             if stamp is None:
                 logger.warning("static zone file %s is gone; keeping the last good zone", path)
+                loaded.failed = True
+                self.failures += 1
                 continue
             try:
-                zone = load_zone(path)
+                zone = self._load(path)
             except ZoneError as exc:
                 logger.warning("static zone file not reloaded, keeping the last good: %s", exc)
+                loaded.failed = True
+                self.failures += 1
                 continue
             loaded.zone = zone
+            loaded.failed = False
             changed = True
             logger.info("static zone %s reloaded from %s (serial %s)", zone.apex, path,
                         getattr(zone.soa.rdata, "serial", "?"))  # fmt: skip
@@ -651,7 +795,11 @@ class ZoneSet:
                 if strict:
                     raise ZoneError(str(path), 0, message)
                 logger.warning("static zone file %s ignored: %s", path, message)
+                if not loaded.duplicate:
+                    self.failures += 1
+                loaded.duplicate = True
                 continue
+            loaded.duplicate = False
             by_apex[zone.apex] = zone
         self._by_apex = by_apex
 
@@ -668,7 +816,4 @@ async def run_reload(zones: ZoneSet, *, poll_seconds: float = 1.0) -> None:
     """Poll the zone files forever, like CoreDNS's `file` plugin `reload` (default 1 min)."""
     while True:
         await asyncio.sleep(poll_seconds)
-        try:
-            zones.reload_if_changed()
-        except OSError as exc:  # a folder that vanished: keep serving what we have
-            logger.warning("static zones not reloaded: %s", exc)
+        zones.reload_if_changed()

@@ -1,10 +1,14 @@
-"""Stats folded into CoreDNS's metric names and labels (coredns-behaviour.md §5),
-scraped as Prometheus text and read back with prometheus_client's own parser."""
+"""Stats folded into CoreDNS's metric names and labels (plugin/metrics, cache, forward,
+kubernetes, health), scraped as Prometheus text and read back with prometheus_client's own
+parser; and only what is true of the running sources is exported."""
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,11 +17,12 @@ from prometheus_client.samples import Sample
 from kdns.config.settings import HostPort
 from kdns.observe.metrics import build_registry, render, server_label
 from kdns.observe.stats import DURATION_BUCKETS, PROGRAMMING_BUCKETS, SIZE_BUCKETS, Histogram, Stats
+from kdns.zones.zonefile import ZoneSet
 
 SERVER = "dns://:53"
 ZONE = "cluster.local."
 
-# Every family CoreDNS dashboards and alerts read, plus kdns's own (issue 4).
+# Every family CoreDNS dashboards and alerts read, plus kdns's own, whatever the source.
 REQUIRED_FAMILIES = {
     "coredns_dns_requests": "counter",
     "coredns_dns_responses": "counter",
@@ -38,13 +43,22 @@ REQUIRED_FAMILIES = {
     "coredns_build_info": "gauge",
     "coredns_plugin_enabled": "gauge",
     "coredns_health_request_duration_seconds": "histogram",
+    "kdns_dns_programming_first_query_seconds": "histogram",
+    "kdns_objects_indexed": "gauge",
+    "kdns_ready": "gauge",
+    "kdns_dropped_packets": "counter",
+}
+# Only with the Kubernetes API source.
+API_FAMILIES = {
     "kdns_watch_restarts": "counter",
     "kdns_relists": "counter",
     "kdns_last_sync_age_seconds": "gauge",
     "kdns_api_up": "gauge",
-    "kdns_objects_indexed": "gauge",
-    "kdns_ready": "gauge",
-    "kdns_dropped_packets": "counter",
+}
+# Only for the sources given a reload-status callable.
+RELOAD_FAMILIES = {
+    "kdns_source_reload_failed": "gauge",
+    "kdns_source_last_success_timestamp_seconds": "gauge",
 }
 
 
@@ -54,9 +68,12 @@ def scrape(
     objects: Callable[[], Mapping[str, int]] = dict,
     ready: Callable[[], bool] = lambda: True,
     clock: Callable[[], float] = lambda: 1000.0,
+    **options: Any,
 ) -> tuple[dict[str, str], list[Sample]]:
     """Scrape a fresh registry; return family name -> type, and every sample."""
-    registry = build_registry(stats=stats, server=SERVER, objects=objects, ready=ready, clock=clock)
+    registry = build_registry(
+        stats=stats, server=SERVER, objects=objects, ready=ready, clock=clock, **options
+    )
     text = render(registry).decode()
     types: dict[str, str] = {}
     samples: list[Sample] = []
@@ -86,9 +103,22 @@ def buckets(samples: list[Sample], name: str, /, **labels: str) -> dict[float, f
 
 
 def test_every_dashboard_family_is_exposed_with_its_type_even_when_idle() -> None:
-    types, _ = scrape(Stats())
+    types, _ = scrape(Stats(), api=True)
+    wanted = {**REQUIRED_FAMILIES, **API_FAMILIES}
+    missing = {n: t for n, t in wanted.items() if types.get(n) != t}
+    assert missing == {}
+
+
+def test_without_the_api_source_no_api_family_is_exported() -> None:
+    """Manifests mode: no `kdns_api_up 0` (nothing is down), no watch or relist counts."""
+    stats = Stats()
+    stats.api_up = 0
+    types, samples = scrape(stats)
     missing = {n: t for n, t in REQUIRED_FAMILIES.items() if types.get(n) != t}
     assert missing == {}
+    assert set(API_FAMILIES) & set(types) == set()
+    assert not [s for s in samples if s.name.startswith(tuple(API_FAMILIES))]
+    assert set(RELOAD_FAMILIES) & set(types) == set()  # no source said it reloads
 
 
 def test_process_metrics_are_exposed() -> None:
@@ -187,11 +217,15 @@ def test_forward_and_programming_metrics() -> None:
     stats = Stats()
     stats.max_concurrent_rejects = 4
     stats.proxy_healthcheck_failures["127.0.0.1:5300"] = 2
-    stats.observe_programming("cluster_ip", 0.0015)  # in (0.001, 0.002]
+    # CoreDNS's measure (trigger time to applied) comes from the index's histograms ...
+    applied = Histogram(PROGRAMMING_BUCKETS)
+    applied.observe(0.0015)  # in (0.001, 0.002]
+    # ... kdns's own (arrival to first answer) from the stats the handler feeds.
+    stats.observe_programming("headless_with_selector", 0.003)
     proxy = stats.proxy_durations[("127.0.0.1:5300", "NOERROR")] = Histogram(DURATION_BUCKETS)
     proxy.observe(0.003)
 
-    _, samples = scrape(stats)
+    _, samples = scrape(stats, programming=lambda: {"cluster_ip": applied})
 
     assert value(samples, "coredns_forward_max_concurrent_rejects_total") == 4
     assert (
@@ -209,6 +243,16 @@ def test_forward_and_programming_metrics() -> None:
     # CoreDNS: ExponentialBuckets(0.001, 2, 20).
     assert sorted(prog) == sorted([*PROGRAMMING_BUCKETS, math.inf])
     assert (prog[0.001], prog[0.002], prog[math.inf]) == (0, 1, 1)
+    # The first-query measure is not mixed into CoreDNS's name.
+    assert not buckets(
+        samples,
+        "coredns_kubernetes_dns_programming_duration_seconds",
+        service_kind="headless_with_selector",
+    )
+    first = buckets(
+        samples, "kdns_dns_programming_first_query_seconds", service_kind="headless_with_selector"
+    )
+    assert (first[0.002], first[0.004], first[math.inf]) == (0, 1, 1)
     fwd = buckets(
         samples,
         "coredns_proxy_request_duration_seconds",
@@ -227,7 +271,9 @@ def test_kdns_own_metrics() -> None:
     stats.api_up = 1
     stats.dropped = 9
 
-    _, samples = scrape(stats, objects=lambda: {"Service": 12, "Pod": 40}, clock=lambda: 1000.0)
+    _, samples = scrape(
+        stats, objects=lambda: {"Service": 12, "Pod": 40}, clock=lambda: 1000.0, api=True
+    )
 
     assert value(samples, "kdns_watch_restarts_total", kind="Service") == 2
     assert value(samples, "kdns_relists_total", kind="EndpointSlice") == 3
@@ -334,3 +380,45 @@ def test_worker_snapshots_add_up_and_gauges_take_the_laggard() -> None:
     assert total.last_sync_unix["Service"] == 100.0  # the oldest sync shows
     assert total.programming["cluster_ip"].counts == [1, 0, 0]
     assert a.requests[("cluster.local.", "udp", "1", "A")] == 3  # inputs untouched
+
+
+def test_reload_state_of_each_source_is_read_at_each_scrape() -> None:
+    state = {"manifests": (False, 1700.0)}
+    registry = build_registry(
+        stats=Stats(),
+        server=SERVER,
+        objects=dict,
+        ready=lambda: True,
+        process=False,
+        reloads={"manifests": lambda: state["manifests"], "zonefile": lambda: (True, 1600.5)},
+    )
+
+    def samples() -> list[Sample]:
+        text = render(registry).decode()
+        return [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+    got = samples()
+    assert value(got, "kdns_source_reload_failed", source="manifests") == 0
+    assert value(got, "kdns_source_reload_failed", source="zonefile") == 1
+    assert value(got, "kdns_source_last_success_timestamp_seconds", source="manifests") == 1700
+    assert value(got, "kdns_source_last_success_timestamp_seconds", source="zonefile") == 1600.5
+    state["manifests"] = (True, 1700.0)  # a broken edit: the old data stays, and it shows
+    assert value(samples(), "kdns_source_reload_failed", source="manifests") == 1
+
+
+def test_a_zone_set_reports_a_stuck_reload(tmp_path: Path) -> None:
+    path = tmp_path / "r.zone"
+    path.write_text("$ORIGIN r.test.\n$TTL 30\n@ SOA ns hm 1 2 3 4 5\nwww A 192.0.2.1\n")
+    zones = ZoneSet((path,), clock=lambda: 1234.0)
+
+    def failed() -> float:
+        _, got = scrape(Stats(), reloads={"zonefile": zones.status})
+        assert value(got, "kdns_source_last_success_timestamp_seconds", source="zonefile") == 1234
+        return value(got, "kdns_source_reload_failed", source="zonefile")
+
+    assert failed() == 0
+    stat = path.stat()
+    path.write_text("garbage\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+    zones.reload_if_changed()
+    assert failed() == 1
