@@ -52,15 +52,18 @@ from kdns.observe.http import HttpServers
 from kdns.observe.metrics import HEALTH_BUCKETS, build_registry, server_label
 from kdns.observe.stats import Histogram, Stats, snapshot
 from kdns.plugins.cache import CacheGauge
+from kdns.plugins.file import FilePlugin
 from kdns.serve.build import BuildError, Built, Context, build
 from kdns.serve.chain import Generation, Plugin
 from kdns.serve.rrl import RateLimiter
 from kdns.serve.server import Block, DnsServer
 from kdns.serve.transport import TcpLimits, TcpServer, UdpServer, bind_tcp, bind_udp
 from kdns.upstream.forward import LoopError, check_self_forwarding
+from kdns.zones.zonefile import Protected
 
 log = logging.getLogger("kdns")
 
+_REVERSE = ("in-addr.arpa.", "ip6.arpa.")
 SOURCE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 SOURCE_GIVE_UP = 6  # restarts in a row without a healthy minute: /health fails
 SOURCE_HEALTHY_SECONDS = 60.0
@@ -357,7 +360,7 @@ class App:
 
     # ---- start-up pieces ---------------------------------------------------------------
 
-    def _context(self) -> Context:
+    def _context(self, config: Config) -> Context:
         return Context(
             view=self.index,
             stats=self.stats,
@@ -365,11 +368,24 @@ class App:
             generation=self.generation,
             self_addresses=self_addresses(self.settings),
             on_loop=self._on_loop,
+            protected=self._protected(config),
         )
+
+    def _protected(self, config: Config) -> list[Protected]:
+        """Names zone files may not hide: every cluster zone, and the service and pod
+        networks when kdns knows them (flags, or a manifests source that allocates from
+        them); with a Corefile and the API the networks are the cluster's, unknown here."""
+        found: list[Protected] = []
+        for _block, plugin in config.plugin("kubernetes"):
+            if isinstance(plugin, KubernetesConfig):
+                found.extend(z for z in plugin.zones if not z.endswith(_REVERSE))
+        if self.settings.corefile is None or self.settings.manifests:
+            found.extend((*self.settings.service_cidrs, *self.settings.pod_cidrs))
+        return found
 
     def _build(self, config: Config) -> Built:
         try:
-            return build(config, self._context())
+            return build(config, self._context(config))
         except BuildError as exc:
             raise StartupError(str(exc)) from None
 
@@ -571,6 +587,9 @@ class App:
             health=self.health_times,
             peers=lambda: list(self._peers.values()),
             plugins=sorted({name for b in config.blocks for name in b.plugins}),
+            api=self.plan.kind == "kubernetes",
+            reloads=self._reload_statuses(),
+            programming=lambda: self.index.programming,
         )
         http = HttpServers(
             health=health.addr if health is not None else None,
@@ -589,6 +608,15 @@ class App:
                 "prometheus (--health-addr, --ready-addr, --metrics-addr)"
             ) from None
         return http
+
+    def _reload_statuses(self) -> dict[str, Callable[[], tuple[bool, float]]]:
+        """Sources that reload from files, for kdns_source_reload_failed and friends."""
+        statuses: dict[str, Callable[[], tuple[bool, float]]] = {}
+        if self.built is not None:
+            files = [p for p in self.built.plugins if isinstance(p, FilePlugin)]
+            if files:
+                statuses["zonefile"] = lambda: _worst([f.zones.status() for f in files])
+        return statuses
 
     async def _stop_http(self) -> None:
         if self.http is not None:
@@ -645,7 +673,7 @@ class App:
             )
         try:
             self._check_static_loops(config)
-            built = build(config, self._context())
+            built = build(config, self._context(config))
         except (StartupError, BuildError) as exc:
             return self._reload_failed(str(exc))
         try:
@@ -713,6 +741,11 @@ class App:
 
 class _StopRequestedError(Exception):
     """Raised inside the task group to end it (cancels every job)."""
+
+
+def _worst(statuses: list[tuple[bool, float]]) -> tuple[bool, float]:
+    """Failing if any is; the oldest last success."""
+    return any(f for f, _ in statuses), min(t for _, t in statuses)
 
 
 def _bind_error(addr: HostPort, exc: OSError) -> str:

@@ -38,7 +38,7 @@ from kdns.plugins.loop import LoopPlugin
 from kdns.serve.chain import Generation, Plugin, link
 from kdns.serve.fastpath import ReplyCache
 from kdns.serve.server import Block, DnsServer, IndexSource
-from kdns.zones.zonefile import ZoneError, ZoneSet
+from kdns.zones.zonefile import Protected, ZoneError, ZoneSet
 
 
 class BuildError(Exception):
@@ -66,7 +66,8 @@ class Context:
     generation: Generation
     self_addresses: tuple[IPAddress, ...] = ()
     on_loop: Callable[[str], None] = lambda _why: None
-    protected_zones: Sequence[str] = ()  # zones zone files may not shadow
+    # What zone files may not shadow: the cluster zones and the cluster's networks.
+    protected: Sequence[Protected] = ()
 
 
 def build(config: Config, context: Context) -> Built:
@@ -147,7 +148,7 @@ def _block(block: ServerBlock, context: Context) -> tuple[Block, LoopPlugin | No
 
 def _file(config: FileConfig, context: Context) -> FilePlugin:
     try:
-        zones = ZoneSet.load(config.paths)
+        zones = ZoneSet.load(config.paths, protected=context.protected)
     except ZoneError as exc:
         raise BuildError(f"{config.origin}: file: {exc}") from None
     return FilePlugin(config, zones, generation=context.generation)
