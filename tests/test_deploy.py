@@ -1,8 +1,9 @@
-"""deploy/: the manifests that run kdns as a cluster's DNS (issue 4 packaging, issue 6 least
-privilege), checked three ways: structure in Python (the facts coredns-behaviour.md §1 gives
-for kubeadm's CoreDNS and what issue 6 demands), the OpenAPI schemas of kubernetes-validate
-(when installed), and kubectl's client-side dry run against a small discovery-only API server
-on loopback (when kubectl is installed). Also the Dockerfile and the kind scripts, statically.
+"""deploy/: the manifests that run kdns as a cluster's DNS (docs/operations.md#deployment),
+checked three ways: structure in Python (kubeadm's CoreDNS Deployment facts and the
+least-privilege rules of docs/operations.md#hardening), the OpenAPI schemas of
+kubernetes-validate (when installed), and kubectl's client-side dry run against a small
+discovery-only API server on loopback (when kubectl is installed). Also the Dockerfile and
+the kind scripts, statically.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def test_the_kdns_manifests_hold_exactly_the_objects_a_swap_needs() -> None:
             assert obj["metadata"]["namespace"] == "kube-system", obj["kind"]
 
 
-# ---- RBAC: list/watch only, on exactly what kdns reads (issue 6) -------------------------
+# ---- RBAC: list/watch only, on exactly what kdns reads ------------------------------------
 
 
 def test_cluster_role_grants_only_list_and_watch_on_the_four_kinds_kdns_reads() -> None:

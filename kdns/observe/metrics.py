@@ -9,7 +9,7 @@ object kinds only.
 
 Names and labels follow CoreDNS `plugin/metrics/vars`, `plugin/cache`, `plugin/forward`,
 `plugin/pkg/proxy`, `plugin/kubernetes/metrics.go` and `plugin/health` (see
-shared/docs/coredns-behaviour.md §5). `coredns_build_info{goversion}` carries the Python
+docs/operations.md#metrics). `coredns_build_info{goversion}` carries the Python
 version string, since there is no Go runtime here.
 """
 

@@ -1,4 +1,4 @@
-"""Stats folded into CoreDNS's metric names and labels (coredns-behaviour.md §5),
+"""Stats folded into CoreDNS's metric names and labels (docs/operations.md#metrics),
 scraped as Prometheus text and read back with prometheus_client's own parser."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from kdns.observe.stats import DURATION_BUCKETS, PROGRAMMING_BUCKETS, SIZE_BUCKE
 SERVER = "dns://:53"
 ZONE = "cluster.local."
 
-# Every family CoreDNS dashboards and alerts read, plus kdns's own (issue 4).
+# Every family CoreDNS dashboards and alerts read, plus kdns's own (docs/operations.md#metrics).
 REQUIRED_FAMILIES = {
     "coredns_dns_requests": "counter",
     "coredns_dns_responses": "counter",

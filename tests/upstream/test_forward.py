@@ -1,7 +1,7 @@
 """Forwarding through real sockets on 127.0.0.1 to the scripted fake upstream (and dnsmasq).
 
-Expected behaviour comes from CoreDNS forward/cache/loop (coredns-behaviour.md §1) and the
-RFCs cited per test. Time inside the cache is a fake clock; only timeouts are real.
+Expected behaviour comes from CoreDNS forward/cache/loop (docs/operations.md#commands) and
+the RFCs cited per test. Time inside the cache is a fake clock; only timeouts are real.
 """
 
 from __future__ import annotations
