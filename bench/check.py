@@ -1,7 +1,7 @@
 """Answer equivalence: every server must give the workload's expected answers before timing.
 
 Owns the list of probe queries and their expected results, derived from the generated
-workload and the spec (dns-spec.md R9/R10/R17/R22, D1 NODATA, D2 SOA in negative answers,
+workload and the spec (docs/rules.md R9/R10/R17/R22, D1 NODATA, D2 SOA in negative answers,
 D4 case echo), and the comparison. It only queries 127.0.0.1 and never starts processes.
 
 A failed check is a mismatch; a server's known, documented deviation (dnsmasq with
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from bench import dnsclient
 from bench.workload import NAMESPACE, SOA_MNAME, SOA_RNAME, TTL, ZONE, Service, Workload
 
-# Servers allowed to omit the SOA in negative answers (performance.md section 2 config).
+# Servers allowed to omit the SOA in negative answers (docs/benchmarking.md#the-anchors).
 NO_SOA_OK = {"dnsmasq"}
 
 

@@ -1,4 +1,4 @@
-"""kdns memory, full-sync time and DNS programming latency (performance.md sections 4, 5b).
+"""kdns memory, full-sync time and DNS programming latency (docs/benchmarking.md#targets).
 
 `--memory`: for each size (default 10k and 100k Services) start `kdns serve` on a
 generated source, time start -> `/ready` 200, then read RSS/PSS of its process tree.

@@ -1,6 +1,6 @@
 """kdns benchmark: kdns against NSD, Knot and dnsmasq with dnsperf, on 127.0.0.1 only.
 
-Owns the run order described in performance.md section 5c: generate the workload, start
+Owns the run order described in docs/benchmarking.md#the-harness: generate the workload, start
 every server on its own loopback port, check that their answers match, then run the
 dnsperf modes (pinned, fixed rate, whole machine) in interleaved rounds, and write a table
 with ratios to `bench/results/latest.{json,md}`. `--smoke` is the short CI variant: 2 s
@@ -45,13 +45,13 @@ log = logging.getLogger("bench.run_bench")
 REFERENCES = ("nsd", "knot", "dnsmasq")
 MODES = ("pinned", "fixed", "whole")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-FOREIGN_FLAG = 0.10  # flag runs where other processes used > 10 % of a core (section 3.5)
+FOREIGN_FLAG = 0.10  # flag runs where other processes used > 10 % of a core (docs/benchmarking.md)
 QUIET_BELOW = 0.15  # wait for < 15 % of a core of foreign CPU before each run
 
 
 @dataclass(slots=True)
 class Run:
-    """One dnsperf run against one server (performance.md section 5c, step 4)."""
+    """One dnsperf run against one server (docs/benchmarking.md#the-harness, step 5)."""
 
     mode: str
     server: str
@@ -421,7 +421,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Ratios are medians of per-round ratios within this run (fixed load: server CPU per",
         "query, lower is better). Compare only servers measured in the same run",
-        "(performance.md section 3.5).",
+        "(docs/benchmarking.md#why-ratios).",
         "",
     ]
     return "\n".join(lines)

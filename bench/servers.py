@@ -1,4 +1,4 @@
-"""Server launchers and process accounting for the benchmark (performance.md sections 2, 5c).
+"""Server launchers and process accounting for the benchmark (docs/benchmarking.md).
 
 Owns: writing each reference server's config into a temp dir, starting it as a foreground
 process in its own process group on 127.0.0.1:<high port> (optionally under `taskset`),
@@ -107,7 +107,7 @@ def foreign_cpu(before: dict[int, float], after: dict[int, float], exclude: set[
 def steal_seconds() -> float:
     """Hypervisor steal time of the whole box (8th value of the `cpu` line of /proc/stat).
 
-    Noise that per-process accounting cannot see (performance.md section 3.5).
+    Noise that per-process accounting cannot see (docs/benchmarking.md#why-ratios).
     """
     try:
         first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
@@ -233,7 +233,8 @@ def _group_alive(pgid: int) -> bool:
 
 
 def nsd(files: Files, workdir: Path, *, workers: int, cpus: str | None) -> Server:
-    """NSD with RRL off (else NXDOMAIN is rate limited) and minimal responses (section 2)."""
+    """NSD with RRL off (else NXDOMAIN is rate limited) and minimal responses
+    (docs/benchmarking.md#the-anchors)."""
     port = free_port()
     label = f"nsd-{workers}"
     state = workdir / label
@@ -277,7 +278,8 @@ def nsd(files: Files, workdir: Path, *, workers: int, cpus: str | None) -> Serve
 
 
 def knot(files: Files, workdir: Path, *, workers: int, cpus: str | None) -> Server:
-    """knotd with `udp-workers` = workers and one background worker (section 2)."""
+    """knotd with `udp-workers` = workers and one background worker
+    (docs/benchmarking.md#the-anchors)."""
     port = free_port()
     label = f"knot-{workers}"
     state = workdir / label

@@ -1,6 +1,6 @@
 """A soak: kdns fed by the fake Kubernetes API while Services come and go, under a steady
-dnsperf load (issue 6). Reports lost queries, RSS over time and whether the answers are
-right at the end.
+dnsperf load (docs/benchmarking.md#other-measurements). Reports lost queries, RSS over
+time and whether the answers are right at the end.
 
     .venv/bin/python bench/soak.py                  # 10 minutes at 20k queries/s
     .venv/bin/python bench/soak.py --seconds 60     # a short one

@@ -4,7 +4,7 @@ Owns the deterministic generation (`--services N --seed S`) of
 * the `cluster.local` zone file for NSD and Knot,
 * the dnsmasq hosts file and config lines (`addn-hosts`, `srv-host`),
 * the kdns manifests file (Services, plus EndpointSlices for headless ones),
-* the dnsperf query file (85 % A, 10 % SRV, 5 % nonexistent; performance.md section 2),
+* the dnsperf query file (85 % A, 10 % SRV, 5 % nonexistent; docs/benchmarking.md),
 and the expected answers the equivalence check compares against.
 
 It must not start processes or touch the network; it only writes files into a directory.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 ZONE = "cluster.local"
 NAMESPACE = "default"
-TTL = 5  # CoreDNS's default ttl (dns-spec.md, TTL table)
+TTL = 5  # CoreDNS's default ttl (docs/rules.md#ttls)
 # CoreDNS's SOA: ns.dns.<zone>. hostmaster.<zone>. <serial> 7200 1800 86400 <ttl>
 SOA_MNAME = f"ns.dns.{ZONE}."
 SOA_RNAME = f"hostmaster.{ZONE}."

@@ -30,7 +30,7 @@ def test_workload_is_deterministic_and_has_the_documented_mix() -> None:
     assert q1 == workload.make_queries(second, count=20_000)
     srv = sum(1 for _, t in q1 if t == "SRV") / len(q1)
     missing = sum(1 for n, _ in q1 if n.startswith("missing-")) / len(q1)
-    # performance.md section 2: 85 % A, 10 % SRV, 5 % NXDOMAIN; 20k draws: +-1 % is > 4 sigma
+    # docs/benchmarking.md: 85 % A, 10 % SRV, 5 % NXDOMAIN; 20k draws: +-1 % is > 4 sigma
     assert 0.09 < srv < 0.11
     assert 0.04 < missing < 0.06
 
@@ -41,7 +41,7 @@ def test_zone_file_holds_one_a_and_one_srv_per_clusterip_service() -> None:
     assert "svc-2.default.svc.cluster.local. 5 IN A 10.96.0.12" in zone
     srv = "_http._tcp.svc-0.default.svc.cluster.local. 5 IN SRV 0 100 80 "
     assert srv + "svc-0.default.svc.cluster.local." in zone
-    # CoreDNS's SOA (coredns-behaviour.md):
+    # CoreDNS's SOA (docs/rules.md D7):
     # ns.dns.<zone>. hostmaster.<zone>. <serial> 7200 1800 86400 <ttl>
     assert "IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5" in zone
 

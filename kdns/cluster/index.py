@@ -3,7 +3,8 @@
 Every `apply()` runs to completion without awaiting, so a query never sees half of a
 change. A `Replace` (a list or relist) swaps one kind wholesale; objects equal to ones
 already held are reused, so a relist of an unchanged cluster does not double memory.
-Endpoints stay packed as the slices hold them (issue 5: at most 200 bytes an endpoint):
+Endpoints stay packed as the slices hold them (docs/benchmarking.md#targets: at most 200
+bytes an endpoint):
 `ReadyEndpoint` objects are built only when `endpoints()` is asked, reverse owners are
 found by address bucket and their labels computed per lookup. No I/O here.
 """
@@ -44,7 +45,7 @@ CHANGE_LOG = 4096  # changes a reply cache can catch up on before it must start 
 BULK_OBJECTS = 1000
 """A Replace of at least this many objects is a bulk load: afterwards its survivors are
 moved out of the collector's generations (`gc.freeze`), so later full collections do not
-rescan a large, acyclic heap and pause the answers (issue 5)."""
+rescan a large, acyclic heap and pause the answers."""
 
 
 def dashed_label(address: IPAddress) -> str:
@@ -58,8 +59,8 @@ def dashed_label(address: IPAddress) -> str:
 
 BUILT_ENDPOINTS = 8192
 """How many `ReadyEndpoint` objects `endpoints()` keeps built, over all Services (the
-most recently used first). The index itself keeps endpoints packed (issue 5: at most 200
-bytes an endpoint) and builds the objects only when an answer asks."""
+most recently used first). The index itself keeps endpoints packed (at most 200 bytes an
+endpoint, docs/benchmarking.md#targets) and builds the objects only when an answer asks."""
 
 _DASHED_CHARS = "0123456789abcdef-"
 _V6_BUCKET = 1 << 120  # marks an IPv6 bucket key (IPv6 >> 8 < 2**120; IPv4 >> 8 < 2**24)
@@ -382,8 +383,8 @@ class Index:
             self._listed.add(event.kind)
             kinds = "other"
             if changed and len(event.objects) >= BULK_OBJECTS:
-                # Collect the load's garbage once, then freeze what survives (issue 5:
-                # no full-collection pauses rescanning it while answering).
+                # Collect the load's garbage once, then freeze what survives (no
+                # full-collection pauses rescanning it while answering).
                 gc.collect()
                 gc.freeze()
         elif isinstance(event, Upsert):

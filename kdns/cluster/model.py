@@ -103,10 +103,11 @@ _ALL_READY: frozenset[int] = frozenset()  # one shared object (an empty frozense
 class EndpointSlice:
     """A discovery.k8s.io/v1 EndpointSlice (or a converted v1 Endpoints subset).
 
-    Built from `Endpoint` values but stored packed (issue 5: at most 200 bytes an
-    endpoint): every address in one `bytes` (`width` bytes each), hostnames only when some
-    endpoint has one, not-ready endpoints by index. Equality is "same DNS data": addresses,
-    readiness, hostnames, ports (not `Endpoint.pod_name`). `endpoints` rebuilds the values.
+    Built from `Endpoint` values but stored packed (at most 200 bytes an endpoint,
+    docs/benchmarking.md#targets): every address in one `bytes` (`width` bytes each),
+    hostnames only when some endpoint has one, not-ready endpoints by index. Equality is
+    "same DNS data": addresses, readiness, hostnames, ports (not `Endpoint.pod_name`).
+    `endpoints` rebuilds the values.
     """
 
     namespace: str

@@ -2,10 +2,10 @@
 
 `answer()` decides every record, rcode and section of a reply for a name inside the
 cluster zone, `in-addr.arpa.` or `ip6.arpa.` (use `served_zone()` to route). It follows
-docs/dns-spec.md: the R rules for records, D1-D3 for NXDOMAIN versus NODATA, D5 for
-CNAMEs, P1 for pod records, and the "our choice" items of its Conflicts section.
+docs/rules.md: the R rules for records, D1-D3 for NXDOMAIN versus NODATA, D5 for
+CNAMEs, P1 for pod records, and kdns's choice in each conflict (C1-C6).
 
-Choices made here where the spec leaves room (documented for the lead):
+Choices made here where the spec leaves room (docs/rules.md, "kdns's own choices"):
 - Owner names are written lower-case (D4 allows it); replies depend only on
   (lower-cased name, type, data), so a reply cache may key on the lower-cased name.
 - ANY returns every record the name owns (RFC 1035 semantics; RFC 8482 lets a server

@@ -1,6 +1,6 @@
 """The HTTP side of kdns: `/health`, `/ready` and `/metrics`, on CoreDNS's ports 8080, 8181 and
-9153 (coredns-behaviour.md §1), as small asyncio
-HTTP/1.1 servers (no aiohttp: its import costs ~9 MB RSS, issue 5).
+9153 (docs/operations.md#probes), as small asyncio HTTP/1.1 servers (no aiohttp: its import
+costs ~9 MB RSS, against the memory targets of docs/benchmarking.md#targets).
 
 Owns the endpoints and their status codes. Addresses that coincide share one server, which then
 serves each of their paths; any other path is 404. Must not expose anything sensitive: bodies

@@ -1,6 +1,6 @@
 """DNS over UDP and TCP: sockets in, bytes to the handler, bytes out.
 
-UDP uses a non-blocking socket drained from an `add_reader` callback (performance.md: as
+UDP uses a non-blocking socket drained from an `add_reader` callback (docs/benchmarking.md: as
 fast as uvloop's transport and 3.5x stock asyncio's DatagramProtocol). TCP follows
 RFC 7766: 2-byte length framing, several (pipelined) queries per connection, replies
 possibly out of order, an idle timeout, a per-message deadline so a client dribbling
@@ -42,7 +42,7 @@ class QueryHandler(Protocol):
 BatchObserver = Callable[[int, float], None]
 
 _MAX_BATCH = 64  # datagrams per readable callback, then yield to the loop
-_BUFFER_BYTES = 4 * 1024 * 1024  # SO_RCVBUF/SO_SNDBUF (performance.md §1.4: avoids drops)
+_BUFFER_BYTES = 4 * 1024 * 1024  # SO_RCVBUF/SO_SNDBUF (docs/benchmarking.md: avoids drops)
 
 
 def _family_label(family: int) -> str:

@@ -222,7 +222,7 @@ def test_a_bulk_replace_keeps_every_object_answerable() -> None:
     assert index.reverse(last.cluster_ips[0]) == (ReverseName("default", last.name),)
 
 
-# ---- packed endpoints (issue 5): the lazily built answers equal a plain merge -----------
+# ---- packed endpoints: the lazily built answers equal a plain merge ----------------------
 
 
 def merged(slices: list[EndpointSlice], service: str) -> list[tuple[str, str, int]]:

@@ -1,4 +1,4 @@
-"""Answers of the cluster zone and the reverse trees, case by case against docs/dns-spec.md.
+"""Answers of the cluster zone and the reverse trees, case by case against docs/rules.md.
 
 Every case's id starts with the spec ids it checks. Expected records are zone-file lines
 written from the spec and RFCs. The table runs twice: against `StaticView` and against a

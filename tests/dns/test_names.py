@@ -1,4 +1,4 @@
-"""The name grammar: which shape a lower-cased name has (docs/dns-spec.md owner-name forms)."""
+"""The name grammar: which shape a lower-cased name has (docs/rules.md owner-name forms)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""End to end, issue 6 ("hard to break"): a real `kdns serve` under hostile traffic.
+"""End to end, docs/operations.md#hardening: a real `kdns serve` under hostile traffic.
 
 One kdns process serves the e2e fixture cluster plus a generated headless Service with 100
 ready addresses. The tests then check, with raw sockets (dnslib builds and parses):
 
 * 20,000 malformed and hostile UDP packets interleaved with valid queries: kdns stays up,
   answers every valid query correctly throughout, never answers a packet with QR=1 (no
-  reflection loops; RFC 1035 §4.1.1 QR, dns-spec decisions in kdns/dns/wire.py), never
+  reflection loops; RFC 1035 §4.1.1 QR, decisions documented in kdns/dns/wire.py), never
   panics, and every reply it does send is a response that fits the client's limit;
 * opcode NOTIFY gets NOTIMP or FORMERR (RFC 1035 §4.1.1; kdns does not serve secondaries);
 * the 100-address answer: over UDP without EDNS truncated (TC) in at most 512 bytes (RFC

@@ -1,5 +1,6 @@
-"""End to end, issue 3: `kdns serve --kubeconfig` against the fake Kubernetes API (HTTPS,
-bearer token), asserting on DNS answers from the running process, never on internals."""
+"""End to end: `kdns serve --kubeconfig` against the fake Kubernetes API (HTTPS, bearer
+token; docs/architecture.md#the-kubernetes-api-source), asserting on DNS answers from the
+running process, never on internals."""
 
 from __future__ import annotations
 

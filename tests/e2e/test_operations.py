@@ -1,4 +1,4 @@
-"""End to end, issue 4: kdns beside a real upstream (Debian's dnsmasq on loopback) and a
+"""End to end, docs/operations.md: kdns beside a real upstream (Debian's dnsmasq on loopback) and a
 zone file; metrics, health, and lameduck on SIGTERM, all against `kdns serve`."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """End to end: `kdns serve --manifests` queried with the real dig over UDP and TCP.
 
-Expected answers come from dns-spec.md (ids in the test names), not from kdns's output.
+Expected answers come from docs/rules.md (ids in the test names), not from kdns's output.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """A faithful fake Kubernetes API server (aiohttp, HTTPS, bearer token) for tests.
 
-Speaks the list/watch contract of kube-api.md §A: discovery enough for kubectl; LIST with
-`kind: XList`, `metadata.resourceVersion`, `limit`/`continue` (an expired continue -> 410);
-WATCH with real RV semantics (unset/"0": synthetic ADDED then live; X: changes after X),
-idle BOOKMARKs, `timeoutSeconds` clean close, a history window with `compact()` (old RVs
-get 200 + ERROR 410, or HTTP 410 with `watch_410_as_http`). Mutations through Python
-(`apply`, `delete`) or HTTP POST/PUT/DELETE JSON. Fault knobs: `drop_watches()`,
-`stall()`, `fail_next()`, `expire_watches()`, `rotate_token()`, `stop()`/`start()` on the
-same port. Binds 127.0.0.1 only.
+Speaks the list/watch contract (docs/architecture.md#the-kubernetes-api-source): discovery
+enough for kubectl; LIST with `kind: XList`, `metadata.resourceVersion`, `limit`/`continue`
+(an expired continue -> 410); WATCH with real RV semantics (unset/"0": synthetic ADDED then
+live; X: changes after X), idle BOOKMARKs, `timeoutSeconds` clean close, a history window
+with `compact()` (old RVs get 200 + ERROR 410, or HTTP 410 with `watch_410_as_http`).
+Mutations through Python (`apply`, `delete`) or HTTP POST/PUT/DELETE JSON. Fault knobs:
+`drop_watches()`, `stall()`, `fail_next()`, `expire_watches()`, `rotate_token()`,
+`stop()`/`start()` on the same port. Binds 127.0.0.1 only.
 
 Manual use: `python -m tests.fakes.kubeapi --dir /tmp/fake [--port N] [--services N]`
 writes `kubeconfig` into --dir and serves until interrupted.
@@ -471,7 +471,7 @@ class FakeKubeApi:
         token = request.query.get("continue", "")
         limit = int(request.query.get("limit") or 0)
         if request.query.get("resourceVersion") == "0" and not token:
-            limit = 0  # kube-api.md §A: RV="0" is served from the watch cache, ignores limit
+            limit = 0  # The API's contract: RV="0" is served from the watch cache, ignores limit
         if token:
             snapshot = self._snapshots.get(token)
             if snapshot is None or snapshot.resource_version < self.compacted_rv:
@@ -521,7 +521,7 @@ class FakeKubeApi:
         drop_flag, expire_flag = self._drop_flag, self._expire_flag
         try:
             if expired:
-                # A real apiserver: 200, one ERROR event, end of stream (kube-api.md §A).
+                # A real apiserver: 200, one ERROR event, end of stream (what a real one sends).
                 await self._send(resp, "ERROR", too_old)
                 return resp
             if rv_param in ("", "0"):
