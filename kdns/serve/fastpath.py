@@ -6,7 +6,7 @@ EDNS variant (no OPT, or a bare version-0 OPT without DO or options): two header
 compression pointers into the question (RFC 1035 §4.1.4), so a hit echoes the client's
 spelling (0x20, D4) just by copying its question in: a hit is `ID + header + question +
 tail`, with no parsing beyond finding the end of the name and no objects besides the output
-(performance.md, appendix; the PowerDNS packet-cache technique keyed on qname+qtype).
+(docs/benchmarking.md; the PowerDNS packet-cache technique keyed on qname+qtype).
 
 Everything unusual goes to the slow path (`FastPath._slow`, implemented by
 `kdns.handler.Handler`): TCP, opcode/flag oddities (QR, AA, TC, CD, Z set), counts other
