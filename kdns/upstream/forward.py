@@ -161,8 +161,8 @@ class Forwarder:
             up.fails = 0
             self._observe(up, reply, self.clock() - started)
             return reply
-        question = parsed.question
-        logger.warning("no upstream answered %s type %s", question.qname, question.qtype)
+        # Not logged here: the SERVFAIL carries the reason to the `errors` plugin, which
+        # consolidates repeats (one line per query would flood the log while it is down).
         return None
 
     def _observe(self, up: _Upstream, reply: bytes, seconds: float) -> None:
@@ -249,10 +249,15 @@ class Forwarder:
 
     def _failed(self, up: _Upstream, exc: UpstreamError) -> None:
         up.fails += 1
-        logger.info("upstream %s failed (%s in a row): %s", up.label, up.fails, exc)
+        logger.debug("upstream %s failed (%s in a row): %s", up.label, up.fails, exc)
         if up.fails >= self.max_fails and not up.down and not self._closed:
             up.down = True
-            logger.warning("upstream %s marked down after %s failures", up.label, up.fails)
+            logger.warning(
+                "upstream %s marked down after %s failures in a row (last: %s); probing it",
+                up.label,
+                up.fails,
+                exc,
+            )
             up.probe = asyncio.get_running_loop().create_task(
                 self._probe_until_up(up), name=f"kdns-health-{up.label}"
             )
