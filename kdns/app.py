@@ -529,19 +529,26 @@ class App:
 
         return job
 
-    async def _supervise_source(self, job: Callable[[], Awaitable[None]]) -> None:
+    async def _supervise_source(
+        self,
+        job: Callable[[], Awaitable[None]],
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """Keep the source running: restart it with backoff after an unexpected error; after
         SOURCE_GIVE_UP restarts without a healthy minute, /health fails (the data would
         stay frozen) while it keeps trying."""
         failures = 0
         while True:
-            started = time.monotonic()
+            started = clock()
             try:
                 await job()
                 return
             except Exception as exc:
-                if time.monotonic() - started > SOURCE_HEALTHY_SECONDS:
+                if clock() - started > SOURCE_HEALTHY_SECONDS:
                     failures = 0
+                    self.source_failed = None
                 failures += 1
                 delay = SOURCE_BACKOFF[min(failures, len(SOURCE_BACKOFF)) - 1]
                 delay *= 1 + random.uniform(-0.2, 0.2)
@@ -557,7 +564,7 @@ class App:
                     self.source_failed = (
                         f"{self.plan.kind} source failed {failures} times in a row: {exc}"
                     )
-                await asyncio.sleep(delay)
+                await sleep(delay)
 
     # ---- HTTP --------------------------------------------------------------------------
 
