@@ -1,0 +1,1 @@
+"""The plugins of a serving chain, one module per Corefile directive."""
