@@ -15,7 +15,7 @@ from kdns.config.settings import HostPort, Settings
 SEED = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "seed"
 
 
-class Stop(Exception):
+class StopError(Exception):
     pass
 
 
@@ -32,9 +32,9 @@ async def test_a_source_that_keeps_dying_is_restarted_then_fails_health() -> Non
     async def sleep(seconds: float) -> None:
         delays.append(seconds)
         if len(delays) > SOURCE_GIVE_UP:
-            raise Stop
+            raise StopError
 
-    with pytest.raises(Stop):
+    with pytest.raises(StopError):
         await app._supervise_source(dying, sleep=sleep, clock=lambda: 0.0)
     assert runs == SOURCE_GIVE_UP + 1
     # Backoff grows (with 20 % jitter) up to its cap.

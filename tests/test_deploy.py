@@ -1,13 +1,7 @@
-<<<<<<< HEAD
 """deploy/: the manifests that run kdns as a cluster's DNS with least privilege, checked three
 ways: structure in Python (kubeadm's CoreDNS Deployment facts: the `coredns` ConfigMap
 mounted at /etc/coredns, probes on :8080/:8181, metrics on :9153, resources, placement; and
 read-only RBAC with Pods only in the separate `pods verified` file), the OpenAPI schemas of
-=======
-"""deploy/: the manifests that run kdns as a cluster's DNS (docs/operations.md#deployment),
-checked three ways: structure in Python (kubeadm's CoreDNS Deployment facts and the
-least-privilege rules of docs/operations.md#hardening), the OpenAPI schemas of
->>>>>>> docs
 kubernetes-validate (when installed), and kubectl's client-side dry run against a small
 discovery-only API server on loopback (when kubectl is installed). Also the Dockerfile and
 the kind scripts, statically.
@@ -104,15 +98,11 @@ def test_the_kdns_manifests_hold_exactly_the_objects_a_swap_needs() -> None:
             assert obj["metadata"]["namespace"] == "kube-system", obj["kind"]
 
 
-<<<<<<< HEAD
 def test_kubeadm_configuration_file_holds_only_the_coredns_configmap_and_kube_dns() -> None:
     kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objects([CLUSTER_DNS]))
     assert kinds == [("ConfigMap", "coredns"), ("Service", "kube-dns")]
     for obj in objects([CLUSTER_DNS]):
         assert obj["metadata"]["namespace"] == "kube-system", obj["kind"]
-=======
-# ---- RBAC: list/watch only, on exactly what kdns reads ------------------------------------
->>>>>>> docs
 
 
 # ---- RBAC: list/watch only, on exactly what kdns reads -----------------------------------

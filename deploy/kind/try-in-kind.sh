@@ -96,11 +96,7 @@ phase_churn() {
 phase_gone() {
   say "gone: a real apiserver's answer to a compacted resourceVersion"
   # Expect HTTP 200 and one line {"type":"ERROR","object":{"kind":"Status",...,"code":410}}
-<<<<<<< HEAD
   # kdns turns the same event into a relist.
-=======
-  # (docs/architecture.md#the-kubernetes-api-source); kdns turns the same event into a relist.
->>>>>>> docs
   "${K[@]}" get --raw '/api/v1/services?watch=1&resourceVersion=1&timeoutSeconds=5' | head -c 600
   echo
 }

@@ -8,7 +8,6 @@ of cluster objects): label values are zones, protocols, qtypes, rcodes, upstream
 object kinds only.
 
 Names and labels follow CoreDNS `plugin/metrics/vars`, `plugin/cache`, `plugin/forward`,
-<<<<<<< HEAD
 `plugin/pkg/proxy`, `plugin/kubernetes` and `plugin/health`. `coredns_build_info{goversion}`
 carries the Python version string, since there is no Go runtime here.
 
@@ -21,11 +20,6 @@ Programming latency comes in two measures. `coredns_kubernetes_dns_programming_d
 seconds` is CoreDNS's: from an EndpointSlice's last-change-trigger-time to when the index
 applied it (`Index.programming`). `kdns_dns_programming_first_query_seconds` is kdns's own:
 from a change's arrival to the first answer after it (`Stats.programming`).
-=======
-`plugin/pkg/proxy`, `plugin/kubernetes/metrics.go` and `plugin/health` (see
-docs/operations.md#metrics). `coredns_build_info{goversion}` carries the Python
-version string, since there is no Go runtime here.
->>>>>>> docs
 """
 
 from __future__ import annotations

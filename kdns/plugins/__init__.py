@@ -1,1 +1,1 @@
-"""The plugins a server block's chain is built from, one module per Corefile directive."""
+"""The plugins of a serving chain, one module per Corefile directive."""

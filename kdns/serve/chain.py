@@ -71,9 +71,10 @@ class Request:
         self.zone = zone  # the server block zone the query matched ("." for the root)
         self.server = server  # the metrics label of the listener, e.g. "dns://:53"
         self.client = client  # (address, port), when the transport knows it
-        # Called with the encoded reply once the server has it (e.g. `log`'s line needs the
-        # reply's size); a plugin that needs one replaces the empty tuple with a list.
-        self.after: tuple[()] | list[Callable[[bytes], None]] = ()
+        # Called by the server with the exact bytes it sends (after encoding, truncation
+        # and the client's ID), in order, once; None until a plugin needs the encoded
+        # reply (`log`, for {rsize} and {>rflags}). Not called when no reply is sent.
+        self.after: list[Callable[[bytes], None]] | None = None
 
     @property
     def lname(self) -> str:
@@ -98,7 +99,9 @@ class Response:
     cacheable: bool = False  # the fast path may keep the encoded reply
     dep: Dep = None
     rotate: bool = False  # A/AAAA/MX order rotates per query (loadbalance)
-    error: str | None = None  # why a SERVFAIL was answered, for the `errors` plugin
+    # Why the reply is SERVFAIL, when something failed (e.g. "no upstream answered:
+    # 127.0.0.1:53 timed out"); the `errors` plugin logs it. None for a plain answer.
+    error: str | None = None
 
     @property
     def rcode(self) -> int:

@@ -228,8 +228,9 @@ class DnsServer(FastPath):
         else:
             assert response.reply is not None
             out = encode_reply(query, response.reply, max_size=request.max_size, ra=block.recursion)
-        for hook in request.after:
-            hook(out)
+        if request.after is not None:
+            for hook in request.after:
+                hook(out)
         if response.cacheable and not request.tcp and response.reply is not None:
             self._maybe_cache(request, block, response, out)
         proto = "tcp" if request.tcp else "udp"

@@ -50,11 +50,11 @@ class Running:
         out = self.dig("+noall", "+answer", *args)
         return [line.split() for line in out.splitlines() if line.strip()]
 
-    def metric(self, name: str, **labels: str) -> float:
+    def metric(self, family: str, **labels: str) -> float:
         _, text = self.box.http("http://127.0.0.1:9153/metrics")
         total = 0.0
         for line in text.splitlines():
-            if not line.startswith(name + "{") and not line.startswith(name + " "):
+            if not line.startswith(family + "{") and not line.startswith(family + " "):
                 continue
             if all(f'{k}="{v}"' in line for k, v in labels.items()):
                 total += float(line.rsplit(" ", 1)[1])

@@ -1,11 +1,6 @@
-<<<<<<< HEAD
 """Stats folded into CoreDNS's metric names and labels (plugin/metrics, cache, forward,
 kubernetes, health), scraped as Prometheus text and read back with prometheus_client's own
 parser; and only what is true of the running sources is exported."""
-=======
-"""Stats folded into CoreDNS's metric names and labels (docs/operations.md#metrics),
-scraped as Prometheus text and read back with prometheus_client's own parser."""
->>>>>>> docs
 
 from __future__ import annotations
 
@@ -27,11 +22,7 @@ from kdns.zones.zonefile import ZoneSet
 SERVER = "dns://:53"
 ZONE = "cluster.local."
 
-<<<<<<< HEAD
 # Every family CoreDNS dashboards and alerts read, plus kdns's own, whatever the source.
-=======
-# Every family CoreDNS dashboards and alerts read, plus kdns's own (docs/operations.md#metrics).
->>>>>>> docs
 REQUIRED_FAMILIES = {
     "coredns_dns_requests": "counter",
     "coredns_dns_responses": "counter",
