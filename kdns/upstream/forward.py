@@ -165,10 +165,6 @@ class Forwarder:
         for up in self._ups:
             up.probe = None
 
-    def healthy(self, addr: HostPort) -> bool:
-        """False while `addr` is marked down (after `max_fails` failures in a row)."""
-        return not any(up.addr == addr and up.down for up in self._ups)
-
     async def forward(self, query: bytes, *, question: Question, tcp: bool) -> bytes | None:
         """The upstream reply to `query` with the client's ID, from cache when fresh.
 

@@ -48,7 +48,7 @@ from kdns.dns.wire.relay import (
     with_id,
     with_question,
 )
-from kdns.dns.wire.upstream import DecodedReply, build_query, decode_reply, describe, reply_ttl
+from kdns.dns.wire.upstream import DecodedReply, build_query, decode_reply
 
 __all__ = [
     "BADVERS",
@@ -64,7 +64,6 @@ __all__ = [
     "build_query",
     "decode_query",
     "decode_reply",
-    "describe",
     "encode_badvers",
     "encode_error",
     "encode_reply",
@@ -74,7 +73,6 @@ __all__ = [
     "name_to_wire",
     "rcode_name",
     "reply_matches",
-    "reply_ttl",
     "rewrite_ttls",
     "truncate_for",
     "truncated",

@@ -36,7 +36,6 @@ from kdns.dns.records import (
     TXT,
     A,
     Question,
-    Rcode,
     Record,
     RType,
 )
@@ -214,27 +213,3 @@ def build_query(
     if edns_payload is not None:
         message.add_ar(dnslib.EDNS0(udp_len=edns_payload))
     return bytes(message.pack())
-
-
-def reply_ttl(reply: bytes) -> tuple[int, int, bool]:
-    """(rcode, seconds the reply may be cached, negative) for a forward cache.
-
-    Positive: the smallest TTL of the answer records. Negative (NXDOMAIN, or NOERROR with
-    no answer = NODATA): min(SOA TTL, SOA MINIMUM) of the authority SOA, or 0 without one
-    (RFC 2308 §5: no SOA, do not cache). Other rcodes: 0. Raises FormatError if malformed.
-    """
-    decoded = decode_reply(reply)
-    rcode = decoded.rcode
-    if rcode == Rcode.NXDOMAIN or (rcode == Rcode.NOERROR and decoded.min_ttl is None):
-        return rcode, decoded.soa_negative_ttl or 0, True
-    if rcode == Rcode.NOERROR:
-        return rcode, decoded.min_ttl or 0, False
-    return rcode, 0, False
-
-
-def describe(data: bytes) -> str:
-    """A dig-like text rendering of a DNS message, for debug logs; never raises."""
-    try:
-        return str(dnslib.DNSRecord.parse(data))
-    except Exception as exc:  # dnslib raises assorted errors on hostile input
-        return f"<unparsable {len(data)}-byte message: {exc}>"
