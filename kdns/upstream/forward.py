@@ -44,7 +44,7 @@ from cachetools import TLRUCache
 from kdns.config.settings import HostPort
 from kdns.dns import wire
 from kdns.dns.records import Question, Rcode, Reply, RType
-from kdns.observe.stats import PROXY_BUCKETS, Histogram, Stats
+from kdns.observe.stats import Stats
 from kdns.upstream.resolvconf import upstreams_from_resolv_conf as upstreams_from_resolv_conf
 
 logger = logging.getLogger(__name__)
@@ -91,8 +91,7 @@ class _Cache(TLRUCache[CacheKey, _Entry]):
 
     def popitem(self) -> tuple[CacheKey, _Entry]:
         item = super().popitem()
-        evictions = self.stats.cache_evictions
-        evictions[self.kind] = evictions.get(self.kind, 0) + 1
+        self.stats.count_cache_eviction(self.kind)
         return item
 
 
@@ -189,9 +188,9 @@ class Forwarder:
         cached = self._from_cache(key, parsed)
         if cached is not None:
             return self._fit(parsed, cached, tcp=tcp)
-        self.stats.cache_misses += 1
+        self.stats.count_cache_miss()
         if self._inflight >= self.max_concurrent:
-            self.stats.max_concurrent_rejects += 1
+            self.stats.count_max_concurrent_reject()
             return _error_reply(parsed, Rcode.REFUSED)
         self._inflight += 1
         try:
@@ -224,8 +223,7 @@ class Forwarder:
                 out = wire.with_question(aged, query)
             except wire.FormatError:
                 return None  # cannot happen for a stored reply; then ask upstream
-            hits = self.stats.cache_hits
-            hits[cache.kind] = hits.get(cache.kind, 0) + 1
+            self.stats.count_cache_hit(cache.kind)
             return out
         return None
 
@@ -261,8 +259,8 @@ class Forwarder:
     def _flush_stats(self) -> None:
         self._success.expire()
         self._denial.expire()
-        self.stats.cache_entries["success"] = len(self._success)
-        self.stats.cache_entries["denial"] = len(self._denial)
+        for cache in (self._success, self._denial):
+            self.stats.set_cache_entries(cache.kind, len(cache))
 
     # - exchanges -
 
@@ -291,11 +289,7 @@ class Forwarder:
         return None
 
     def _observe(self, up: _Upstream, reply: bytes, seconds: float) -> None:
-        key = (up.label, wire.rcode_name(wire.header_rcode(reply)))
-        hist = self.stats.proxy_durations.get(key)
-        if hist is None:
-            hist = self.stats.proxy_durations[key] = Histogram(PROXY_BUCKETS)
-        hist.observe(seconds)
+        self.stats.observe_proxy(up.label, wire.rcode_name(wire.header_rcode(reply)), seconds)
 
     async def _exchange(
         self, up: _Upstream, query: bytes, parsed: wire.Query, *, tcp: bool
@@ -391,8 +385,7 @@ class Forwarder:
             try:
                 await self._udp(up, query, parsed, wait_seconds=self.health_timeout_seconds)
             except UpstreamError as exc:
-                failures = self.stats.proxy_healthcheck_failures
-                failures[up.label] = failures.get(up.label, 0) + 1
+                self.stats.count_healthcheck_failure(up.label)
                 logger.debug("health check of %s failed: %s", up.label, exc)
                 continue
             up.down = False

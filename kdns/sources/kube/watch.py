@@ -82,19 +82,20 @@ class Health:
 
     def __post_init__(self) -> None:
         self.up = {kind: False for kind in self.kinds}
-        self.stats.api_up = 0
+        self.stats.set_api_up(False)
 
     def set(self, kind: Kind, up: bool, *, why: str = "") -> None:
         if self.up.get(kind) == up:
             return
+        was_all_up = all(self.up.values())
         self.up[kind] = up
-        was = self.stats.api_up
-        self.stats.api_up = int(all(self.up.values()))
+        all_up = all(self.up.values())
+        self.stats.set_api_up(all_up)
         if not up and kind in self.synced:
             log.warning(
                 "kubernetes API lost for %s (%s): answering from the last known data", kind, why
             )
-        elif up and was == 0 and self.stats.api_up == 1:
+        elif all_up and not was_all_up:
             log.info("kubernetes API connected: every watch is live")
 
 
@@ -182,8 +183,7 @@ class Reflector:
     async def list_and_replace(self) -> None:
         """One complete list, converted page by page, applied as one Replace."""
         if self.lists:
-            key = self.kind.value
-            self.stats.relists[key] = self.stats.relists.get(key, 0) + 1
+            self.stats.count_relist(self.kind.value)
         self.lists += 1
         objects: list[ClusterObject] = []
         token = ""
@@ -224,7 +224,7 @@ class Reflector:
         del replace
         self.resource_version = resource_version
         self.health.synced.add(self.kind)
-        self.stats.last_sync_unix[self.kind.value] = self.wall_clock()
+        self.stats.mark_synced(self.kind.value, self.wall_clock())
         log.info(
             "%s: listed %d objects in %d pages at resourceVersion %s",
             self.kind,
@@ -236,8 +236,7 @@ class Reflector:
     async def watch_once(self) -> None:
         """One watch from the current RV until the server ends it (then return), or raise."""
         if self.watches:
-            key = self.kind.value
-            self.stats.watch_restarts[key] = self.stats.watch_restarts.get(key, 0) + 1
+            self.stats.count_watch_restart(self.kind.value)
         self.watches += 1
         assert self.resource_version is not None
         started = self.clock()
@@ -287,7 +286,7 @@ class Reflector:
             self.apply(event, received_at=received_at)
         if rv:
             self.resource_version = str(rv)
-        self.stats.last_sync_unix[self.kind.value] = self.wall_clock()
+        self.stats.mark_synced(self.kind.value, self.wall_clock())
 
     def _delete_event(self, obj: Mapping[str, Any], what: str) -> Delete | None:
         try:
