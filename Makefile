@@ -34,7 +34,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 pytest: setup tools
-	KDNS_E2E=required $(BIN)/pytest -q
+	KDNS_E2E=required $(BIN)/pytest -q --cov --cov-report=term
 
 test: setup tools lint typecheck pytest
 
