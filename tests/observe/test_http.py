@@ -1,5 +1,5 @@
 """/health, /ready and /metrics on real loopback sockets (CoreDNS `health`, `ready`
-and `prometheus` behaviour, coredns-behaviour.md §1 and §4)."""
+and `prometheus` behaviour, docs/operations.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stats folded into CoreDNS's metric names and labels (coredns-behaviour.md §5),
+"""Stats folded into the metric names and labels of CoreDNS's `prometheus` plugin,
 scraped as Prometheus text and read back with prometheus_client's own parser."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from kdns.serve.fastpath import EntryMeta
 SERVER = "dns://:53"
 ZONE = "cluster.local."
 
-# Every family CoreDNS dashboards and alerts read, plus kdns's own (issue 4).
+# Every family CoreDNS dashboards and alerts read, plus kdns's own.
 REQUIRED_FAMILIES = {
     "coredns_dns_requests": "counter",
     "coredns_dns_responses": "counter",

@@ -1,6 +1,6 @@
 """Forwarding through real sockets on 127.0.0.1 to the scripted fake upstream (and dnsmasq).
 
-Expected behaviour comes from CoreDNS forward/cache/loop (coredns-behaviour.md §1) and the
+Expected behaviour comes from the CoreDNS forward, cache and loop plugins and the
 RFCs cited per test. Time inside the cache is a fake clock; only timeouts are real.
 """
 

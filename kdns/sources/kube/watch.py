@@ -1,12 +1,13 @@
 """One reflector per kind: list, replace the kind in the index, watch from the list's RV.
 
-kopf's three levels (style.md): `Reflector.run` reconnects forever with backoff;
-`list_and_replace` is one complete (paginated) list turned into a `Replace`;
-`watch_once` is one watch stream turned into `Upsert`/`Delete` events. Faults follow
-client-go's Reflector (kube-api.md §A): clean end -> re-watch from the last RV; 410 ->
-relist; errors -> backoff 0.8 s doubling to 30 s with jitter, reset after 2 min healthy;
-429 honours Retry-After; 401 reloads credentials. Index updates go through `apply`, one
-call per event, never awaited in between (Index.apply does not await). No DNS here.
+kopf's three levels (docs/architecture.md, Conventions): `Reflector.run` reconnects
+forever with backoff; `list_and_replace` is one complete (paginated) list turned into a
+`Replace`; `watch_once` is one watch stream turned into `Upsert`/`Delete` events. Faults
+follow client-go's Reflector (docs/architecture.md, "The Kubernetes API source"): clean
+end -> re-watch from the last RV; 410 -> relist; errors -> backoff 0.8 s doubling to 30 s
+with jitter, reset after 2 min healthy; 429 honours Retry-After; 401 reloads credentials.
+Index updates go through `apply`, one call per event, never awaited in between
+(Index.apply does not await). No DNS here.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class _SkippedError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """client-go's reflector backoff (kube-api.md §A)."""
+    """client-go's reflector backoff (docs/architecture.md, "The Kubernetes API source")."""
 
     initial_seconds: float = 0.8
     factor: float = 2.0
@@ -131,7 +132,7 @@ class Reflector:
                     await self.list_and_replace()
                 await self.watch_once()
             except ExpiredError as exc:
-                # kube-api.md §A: 410 -> relist (and replace), at once.
+                # 410 Gone -> relist (and replace), at once, as client-go does.
                 log.info("%s: %s; relisting", self.kind, exc)
                 self.resource_version = None
             except UnauthorizedError as exc:
@@ -197,7 +198,7 @@ class Reflector:
             except ExpiredError:
                 if not token:
                     raise
-                # kube-api.md §A: an expired continue token -> restart the list.
+                # An expired continue token (410) -> restart the list, as client-go does.
                 log.info("%s: continue token expired after %d pages; restarting", self.kind, pages)
                 objects, token, pages = [], "", 0
                 continue
@@ -213,7 +214,7 @@ class Reflector:
                 if obj is not None:
                     objects.append(obj)
             token = page.continue_token
-            del page, items  # not held while the next page is awaited (issue 5)
+            del page, items  # not held while the next page is awaited (peak memory)
             if not token:
                 break
         received_at = time.monotonic()

@@ -1,4 +1,4 @@
-"""Backoff and error mapping: client-go's numbers (kube-api.md §A), no real time."""
+"""Backoff and error mapping: client-go's numbers (docs/architecture.md), no real time."""
 
 from __future__ import annotations
 

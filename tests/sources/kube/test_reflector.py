@@ -1,7 +1,8 @@
-"""The Kubernetes source against the fake API: sync, changes, and every fault of issue 3.
+"""The Kubernetes source against the fake API: sync, changes, and every fault it handles.
 
-Assertions are on a real `kdns.cluster.index.Index`. Expected behaviour comes from kube-api.md §A
-(the list/watch contract, client-go's Reflector) and coredns-behaviour.md §4.
+Assertions are on a real `kdns.cluster.index.Index`. Expected behaviour is the list/watch
+contract and client-go's Reflector (docs/architecture.md, "The Kubernetes API source"),
+and CoreDNS's readiness (HasSynced: every informer has listed).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ async def test_first_list_syncs_the_index_with_every_kind(kube_api, tmp_path):
 
 
 async def test_not_synced_until_every_kind_has_listed(kube_api, tmp_path):
-    # coredns-behaviour.md §4: HasSynced requires every enabled informer.
+    # CoreDNS's HasSynced requires every enabled informer to have listed.
     kube_api.fail_next(500, count=10**6, path="endpointslices")
     async with run_source(kube_api, tmp_path) as run:
         await eventually(lambda: Kind.SERVICE in run.index._listed)
@@ -149,7 +150,7 @@ async def test_expired_continue_token_restarts_the_list(kube_api, tmp_path):
     expired: list[str] = []
 
     def list_expiring(request, res, ns):
-        # The first continued page finds its token expired (kube-api.md §A: ~5 min).
+        # The first continued page finds its token expired (a real apiserver's last ~5 min).
         if request.query.get("continue") and not expired:
             expired.append(request.path_qs)
             kube_api.expire_continue_tokens()
