@@ -391,16 +391,6 @@ def pod_from_api(obj: Mapping[str, Any]) -> Pod | None:
     return Pod(namespace, name, ips=pod_ips_from_api(obj))
 
 
-def objects_from_api(obj: Mapping[str, Any], *, kind: str | None = None) -> list[ClusterObject]:
-    """Convert any supported object (Endpoints gives one slice per subset); [] for objects
-    DNS ignores. `kind` overrides `obj["kind"]` (list items carry no kind)."""
-    kind = kind or string_at(obj, "kind", field="kind")
-    if kind == "Endpoints":
-        return list(slices_from_endpoints(obj))
-    converted = object_from_api(obj, kind=kind)
-    return [] if converted is None else [converted]
-
-
 def object_from_api(obj: Mapping[str, Any], *, kind: str | None = None) -> ClusterObject | None:
     """Convert a Service, EndpointSlice, Namespace or Pod by its kind; None for a kind DNS
     does not use, an FQDN slice or a Pod that is not running. `kind` overrides

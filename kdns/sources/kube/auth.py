@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kubernetes import config as kube_config  # the sole `kubernetes` import (style.md)
+from kubernetes import config as kube_config  # the sole `kubernetes` import (docs/architecture.md)
 from kubernetes.client import Configuration
 
 log = logging.getLogger(__name__)
