@@ -36,6 +36,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TypeVar
 
+from kdns.build import BuildError, Built, Context, build
 from kdns.cluster.index import Index
 from kdns.cluster.model import Event, IPAddress, Kind
 from kdns.config.model import (
@@ -53,7 +54,6 @@ from kdns.observe.metrics import HEALTH_BUCKETS, build_registry, server_label
 from kdns.observe.stats import Histogram, Stats, snapshot
 from kdns.plugins.cache import CacheGauge
 from kdns.plugins.file import FilePlugin
-from kdns.serve.build import BuildError, Built, Context, build
 from kdns.serve.chain import Generation, Plugin
 from kdns.serve.rrl import RateLimiter
 from kdns.serve.server import Block, DnsServer
@@ -171,12 +171,17 @@ def load_config(settings: Settings) -> Config:
         except OSError as exc:
             raise StartupError(f"--corefile {settings.corefile}: {exc.strerror}") from None
     from kdns.config.flags import config_from_settings
-    from kdns.zones.zonefile import ZoneError
+    from kdns.zones.zonefile import ZoneError, ZoneSet
 
-    try:
-        return config_from_settings(_with_upstreams(settings))
-    except ZoneError as exc:
-        raise StartupError(f"--zone-file: {exc}") from None
+    apexes: list[str] = []
+    if settings.zone_files:
+        # Route the zone files' own zones to the block (read once here; the file plugin
+        # loads them again, with the cluster's names protected).
+        try:
+            apexes = list(ZoneSet.load(settings.zone_files).zones)
+        except ZoneError as exc:
+            raise StartupError(f"--zone-file: {exc}") from None
+    return config_from_settings(_with_upstreams(settings), zone_file_apexes=apexes)
 
 
 def _with_upstreams(settings: Settings) -> Settings:
@@ -184,7 +189,7 @@ def _with_upstreams(settings: Settings) -> Settings:
         return settings
     from dataclasses import replace
 
-    from kdns.upstream.resolvconf import upstreams_from_resolv_conf
+    from kdns.config.resolvconf import upstreams_from_resolv_conf
 
     found = tuple(upstreams_from_resolv_conf("/etc/resolv.conf"))
     if not found:

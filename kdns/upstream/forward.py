@@ -38,7 +38,6 @@ from kdns.config.settings import HostPort
 from kdns.dns import wire
 from kdns.dns.records import Rcode, Reply, RType
 from kdns.observe.stats import Stats
-from kdns.upstream.resolvconf import upstreams_from_resolv_conf as upstreams_from_resolv_conf
 
 logger = logging.getLogger(__name__)
 

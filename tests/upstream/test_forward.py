@@ -18,6 +18,7 @@ import pytest
 from dnslib import EDNS0, QTYPE, RCODE, RR, A, DNSRecord
 
 from kdns.config.model import CacheConfig, ForwardConfig, Upstream
+from kdns.config.resolvconf import parse_resolv_conf, upstreams_from_resolv_conf
 from kdns.config.settings import HostPort
 from kdns.dns import wire
 from kdns.dns.records import Question
@@ -26,7 +27,6 @@ from kdns.plugins.cache import CachePlugin
 from kdns.plugins.forward import ForwardPlugin
 from kdns.serve.chain import Request, Response, link
 from kdns.upstream.forward import Forwarder, LoopError, check_self_forwarding
-from kdns.upstream.resolvconf import parse_resolv_conf, upstreams_from_resolv_conf
 from tests.fakes.upstream import Answer, FakeUpstream, with_id
 
 TIMEOUT = 0.3  # per-try upstream timeout in these tests
