@@ -598,7 +598,7 @@ class App:
             ready=lambda: self.ready()[0],
             health=self.health_times,
             peers=lambda: list(self._peers.values()),
-            plugins=sorted({name for b in config.blocks for name in b.plugins}),
+            plugins=self._plugins_enabled,
             api=self.plan.kind == "kubernetes",
             reloads=self._reload_statuses(),
             programming=lambda: self.index.programming,
@@ -620,6 +620,18 @@ class App:
                 "prometheus (--health-addr, --ready-addr, --metrics-addr)"
             ) from None
         return http
+
+    def _plugins_enabled(self) -> list[tuple[str, str, str]]:
+        """(server, zone, plugin) of every plugin of every server block now in service."""
+        if self.config is None:
+            return []
+        return [
+            (server_label(addr), zone, name)
+            for block in self.config.blocks
+            for addr in block.listen()
+            for zone in block.zones
+            for name in block.chain_names()
+        ]
 
     def _reload_statuses(self) -> dict[str, Callable[[], tuple[bool, float]]]:
         """Sources that reload from files, for kdns_source_reload_failed and friends."""
