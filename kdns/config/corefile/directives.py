@@ -202,12 +202,13 @@ def refuse_unknown(line: Line, block: Block) -> None:
 # ---- shared checks ----------------------------------------------------------------------
 
 
-def _once(lines: Sequence[Line], block: Block, *, why: str = "CoreDNS allows it once") -> Line:
+def _once(
+    lines: Sequence[Line], block: Block, *, why: str = "CoreDNS allows it once: keep one"
+) -> Line:
     for extra in lines[1:]:
         block.add(
             extra.origin,
-            f"{extra.name} is given twice in this server block (first at "
-            f"{lines[0].origin}); {why}: keep one",
+            f"{extra.name} is given twice in this server block (first at {lines[0].origin}); {why}",
         )
     return lines[0]
 
@@ -380,7 +381,7 @@ def _consolidate(option: Line, block: Block) -> Consolidate | None:
 
 
 def read_health(lines: Sequence[Line], block: Block) -> HealthConfig | None:
-    line = _once(lines, block, why="kdns takes one health per server block")
+    line = _once(lines, block, why="kdns takes one health per server block: keep one")
     addr = _listen("health", line, block, HEALTH_ADDR)
     lameduck = 0.0
     seen: dict[str, Origin] = {}
@@ -493,7 +494,7 @@ def read_loop(lines: Sequence[Line], block: Block) -> LoopConfig | None:
 
 
 def read_loadbalance(lines: Sequence[Line], block: Block) -> LoadbalanceConfig | None:
-    line = _once(lines, block, why="kdns takes one loadbalance per server block")
+    line = _once(lines, block, why="kdns takes one loadbalance per server block: keep one")
     takes = "`loadbalance [round_robin]`"
     ok = True
     if line.args[:1] == ("weighted",):

@@ -143,12 +143,18 @@ class _Parser:
     def sub(self, text: str) -> str:
         return substitute(text, self.environ)
 
-    def peek_item(self) -> Token | None:
-        """The next token where a key, plugin or option begins, imports expanded."""
+    def peek_item(self, *, plugin: bool = False) -> Token | None:
+        """The next token where a key, plugin or option begins, imports expanded.
+
+        `import` counts at the start of a line, and anywhere a plugin name may stand
+        (`b.org { import defaults`), as in CoreDNS."""
         while True:
             token = self.peek()
-            if token is None or not (
-                token.line_start and not token.quoted and token.text == "import"
+            if (
+                token is None
+                or token.quoted
+                or token.text != "import"
+                or not (token.line_start or plugin)
             ):
                 return token
             self._expand_import()
@@ -205,18 +211,18 @@ class _Parser:
             lines: list[Line] = []  # keys and nothing else: a block without plugins
         elif opener.is_brace("{"):
             self.take()
-            lines = self._lines(opener, owner="the server block")
-        else:
-            lines = self._lines(None, owner="the server block")  # the brace-less form
+            lines = self._lines(opener, owner="the server block", plugins=True)
+        else:  # the brace-less form
+            lines = self._lines(None, owner="the server block", plugins=True)
         if not keys:
             return None
         return BlockSyntax(tuple(keys), tuple(lines), origin)
 
-    def _lines(self, opener: Token | None, *, owner: str) -> list[Line]:
+    def _lines(self, opener: Token | None, *, owner: str, plugins: bool = False) -> list[Line]:
         """Lines up to the `}` that matches `opener` (or to the end without one)."""
         lines: list[Line] = []
         while True:
-            token = self.peek_item()
+            token = self.peek_item(plugin=plugins)
             if token is None:
                 if opener is not None:
                     raise _StructureError(

@@ -31,7 +31,6 @@ from kdns.config.model import (
     ReloadConfig,
     ServerBlock,
 )
-from kdns.config.settings import HostPort
 
 _WIDTH = 12  # the plugin-name column
 
@@ -51,7 +50,7 @@ def render(config: Config) -> str:
 
 
 def _block(number: int, block: ServerBlock) -> list[str]:
-    listen = ", ".join(_addr(hp) for hp in block.listen())
+    listen = ", ".join(str(hp) for hp in block.listen())
     lines = [
         f"server block {number} ({block.origin})",
         f"  zones   {' '.join(block.zones)}",
@@ -67,38 +66,33 @@ def _block(number: int, block: ServerBlock) -> list[str]:
             lines.append(f"    {'bind':<{_WIDTH}} {' '.join(block.bind)}")
             continue
         config = block.plugins[name]
-        text = _describe(config)
-        lines.append(f"    {name:<{_WIDTH}} {text}{'  ' if text else ''}({config.origin})")
+        first, *more = _describe(config)
+        lines.append(f"    {name:<{_WIDTH}} {first}  ({config.origin})")
+        lines.extend(f"    {'':<{_WIDTH}} {part}" for part in more)
     return lines
 
 
-def _addr(hp: HostPort) -> str:
-    return str(hp)
-
-
-def _describe(config: PluginConfig) -> str:
+def _describe(config: PluginConfig) -> list[str]:
+    """The settings of one plugin, one line each."""
     if isinstance(config, ReloadConfig):
-        return (
-            f"re-read the Corefile every {format_duration(config.interval)} "
-            f"± {format_duration(config.jitter)}"
-        )
+        interval, jitter = format_duration(config.interval), format_duration(config.jitter)
+        return [f"re-read the Corefile every {interval} ± {jitter}"]
     if isinstance(config, ReadyConfig):
-        return f"/ready on {_addr(config.addr)}"
+        return [f"/ready on {config.addr}"]
     if isinstance(config, HealthConfig):
         lameduck = f", lameduck {format_duration(config.lameduck)}" if config.lameduck else ""
-        return f"/health on {_addr(config.addr)}{lameduck}"
+        return [f"/health on {config.addr}{lameduck}"]
     if isinstance(config, PrometheusConfig):
-        return f"/metrics on {_addr(config.addr)}"
+        return [f"/metrics on {config.addr}"]
     if isinstance(config, ErrorsConfig):
-        parts = [
+        return ["log errors"] + [
             f'consolidate {format_duration(c.interval)} "{c.pattern}" {c.level}'
             for c in config.consolidate
         ]
-        return "; ".join(["log errors", *parts])
     if isinstance(config, LogConfig):
-        return "; ".join(_log_rule(rule) for rule in config.rules)
+        return [_log_rule(rule) for rule in config.rules]
     if isinstance(config, LoadbalanceConfig):
-        return f"shuffle A, AAAA and MX records ({config.policy})"
+        return [f"shuffle A, AAAA and MX records ({config.policy})"]
     if isinstance(config, CacheConfig):
         return _cache(config)
     if isinstance(config, KubernetesConfig):
@@ -106,9 +100,9 @@ def _describe(config: PluginConfig) -> str:
     if isinstance(config, FileConfig):
         files = " ".join(str(p) for p in config.paths)
         reload = f"every {format_duration(config.reload)}" if config.reload else "never"
-        return f"{files} as {' '.join(config.zones) or 'its own zones'}; reload {reload}"
+        return [f"{files} as {' '.join(config.zones) or 'its own zones'}", f"reload {reload}"]
     if isinstance(config, LoopConfig):
-        return "stop if a probe query comes back (a forwarding loop)"
+        return ["stop if a probe query comes back (a forwarding loop)"]
     return _forward(config)
 
 
@@ -124,45 +118,47 @@ def _log_rule(rule: LogRule) -> str:
     return f"{which} under {' '.join(rule.names)}, {fmt}"
 
 
-def _cache(config: CacheConfig) -> str:
+def _cache(config: CacheConfig) -> list[str]:
     parts = [
         f"zones {' '.join(config.zones)}",
-        f"success {config.success_capacity} entries, TTL {config.success_min_ttl}"
+        f"success: {config.success_capacity} entries, TTL {config.success_min_ttl}"
         f"..{config.success_ttl}s",
-        f"denial {config.denial_capacity} entries, TTL {config.denial_min_ttl}"
+        f"denial: {config.denial_capacity} entries, TTL {config.denial_min_ttl}"
         f"..{config.denial_ttl}s",
-        f"SERVFAIL {config.servfail_ttl}s",
+        f"SERVFAIL: {config.servfail_ttl}s",
     ]
     if config.disable_success is not None:
         parts.append(f"no success caching under {' '.join(config.disable_success)}")
     if config.disable_denial is not None:
         parts.append(f"no denial caching under {' '.join(config.disable_denial)}")
-    return "; ".join(parts)
+    return parts
 
 
-def _kubernetes(config: KubernetesConfig) -> str:
+def _kubernetes(config: KubernetesConfig) -> list[str]:
     parts = [
         f"zones {' '.join(config.zones)}",
-        f"pods {config.pods.value}",
-        f"ttl {config.ttl}",
+        f"pods {config.pods.value}, ttl {config.ttl}",
     ]
     if config.fallthrough is None:
         parts.append("no fallthrough")
     else:
-        parts.append(f"fallthrough {' '.join(config.fallthrough) or 'every zone'}")
+        parts.append(f"fallthrough {' '.join(config.fallthrough) or 'in every zone'}")
     if config.kubeconfig is not None:
-        context = f" context {config.context}" if config.context else ""
+        context = f", context {config.context}" if config.context else ""
         parts.append(f"API from kubeconfig {config.kubeconfig}{context}")
     elif config.endpoint is not None:
         parts.append(f"API at {config.endpoint}")
     else:
         parts.append("API in-cluster (service account)")
-    return "; ".join(parts)
+    return parts
 
 
-def _forward(config: ForwardConfig) -> str:
-    upstreams = " ".join(_addr(u.addr) for u in config.to) or "nowhere"
+def _forward(config: ForwardConfig) -> list[str]:
+    upstreams = " ".join(str(u.addr) for u in config.to) or "nowhere"
     written = " ".join(config.to_text)
-    source = f" (from {written})" if written and written != upstreams else ""
-    limit = f"; max_concurrent {config.max_concurrent}" if config.max_concurrent else ""
-    return f"{config.from_zone} -> {upstreams}{source}{limit}"
+    parts = [f"{config.from_zone} -> {upstreams}"]
+    if written and written != upstreams:
+        parts.append(f"(from {written})")
+    if config.max_concurrent:
+        parts.append(f"max_concurrent {config.max_concurrent}")
+    return parts
