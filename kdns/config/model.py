@@ -272,7 +272,9 @@ class Config:
 
     blocks: tuple[ServerBlock, ...]
     corefile: Path | None = None  # where it was read from (for reload); None = flags
-    digest: str = ""  # SHA-512 of the Corefile text as read (CoreDNS reload compares it)
+    # SHA-512 of the Corefile as parsed: its tokens with imports and environment values
+    # (what CoreDNS's reload compares; a comment alone does not change it).
+    digest: str = ""
 
     def plugin(self, name: str) -> list[tuple[ServerBlock, PluginConfig]]:
         return [(b, b.plugins[name]) for b in self.blocks if name in b.plugins]

@@ -54,7 +54,7 @@ def test_the_kubeadm_report() -> None:
         "    loop         stop if a probe query comes back (a forwarding loop)  (Corefile:20)\n"
         "    forward      . -> 10.96.0.1:53 [fd00::1]:53  (Corefile:13)\n"
         "                 (from /etc/resolv.conf)\n"
-        "                 max_concurrent 1000\n"
+        "                 max_concurrent 1000"
     )
 
 
@@ -63,7 +63,7 @@ def test_bind_listeners_and_blocks_without_plugins() -> None:
     assert "  listen  127.0.0.1:1053, [::1]:1053 (UDP and TCP)\n" in text
     assert "    bind         127.0.0.1 ::1\n" in text
     assert "server block 2 (Corefile:4)\n  zones   example.org.\n" in text
-    assert "  plugins none: every query gets SERVFAIL\n" in text
+    assert text.endswith("  plugins none: every query gets SERVFAIL")
 
 
 def test_rendering_is_stable() -> None:

@@ -36,7 +36,7 @@ _WIDTH = 12  # the plugin-name column
 
 
 def render(config: Config) -> str:
-    """The report `kdns corefile` prints, ending with a newline."""
+    """The report `kdns corefile` prints (no newline at the end)."""
     out: list[str] = []
     if config.corefile is not None:
         out.append(f"Corefile {config.corefile}")
@@ -46,7 +46,7 @@ def render(config: Config) -> str:
         if out:
             out.append("")
         out.extend(_block(number, block))
-    return "\n".join(out) + "\n"
+    return "\n".join(out)
 
 
 def _block(number: int, block: ServerBlock) -> list[str]:

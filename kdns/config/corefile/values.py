@@ -23,7 +23,7 @@ _UNITS = {
     "m": 60.0,
     "h": 3600.0,
 }
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)?")
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)([^\d.]*)")
 _INTEGER = re.compile(r"[+-]?\d+")
 _LABEL = re.compile(r"[a-z0-9_*-](?:[a-z0-9_-]{0,61}[a-z0-9_-])?")
 
@@ -45,9 +45,14 @@ def parse_duration(text: str) -> float:
         match = _DURATION_PART.match(rest, pos)
         if match is None:
             raise ValueError(f"{text!r} is not a duration: write e.g. 5s, 1m30s or 500ms")
-        if match.group(2) is None:
-            raise ValueError(f"{text!r} has no unit: write e.g. {match.group(1)}s")
-        total += float(match.group(1)) * _UNITS[match.group(2)]
+        number, unit = match.groups()
+        if not unit:
+            raise ValueError(f"{text!r} has no unit: write e.g. {number}s")
+        if unit not in _UNITS:
+            raise ValueError(
+                f"{text!r} has an unknown unit {unit!r}: the units are ns, us, ms, s, m and h"
+            )
+        total += float(number) * _UNITS[unit]
         pos = match.end()
     return sign * total
 
