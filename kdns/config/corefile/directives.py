@@ -57,8 +57,8 @@ from kdns.config.model import (
     ReloadConfig,
     Upstream,
 )
+from kdns.config.resolvconf import MAX_UPSTREAMS, parse_resolv_conf
 from kdns.config.settings import HostPort, PodMode
-from kdns.upstream.resolvconf import MAX_UPSTREAMS, parse_resolv_conf
 
 
 @dataclass
