@@ -368,3 +368,12 @@ def test_an_imported_snippet_and_environment_build_the_model(tmp_path: Path) -> 
     forward = main.plugins["forward"]
     assert isinstance(forward, ForwardConfig)
     assert forward.to == (Upstream(HostPort("10.0.0.1", 5353)),)
+
+
+def test_the_public_surface() -> None:
+    import kdns.config.corefile as corefile
+
+    assert sorted(corefile.__all__) == [
+        "CorefileError", "Problem", "corefile_digest", "load_corefile", "parse_corefile_text",
+        "render",
+    ]  # fmt: skip
