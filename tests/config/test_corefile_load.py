@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from kdns.config.corefile import CorefileError, corefile_digest, load_corefile
+from kdns.config.corefile import CorefileError, Problem, corefile_digest, load_corefile
 from kdns.config.model import (
     CacheConfig,
     ErrorsConfig,
@@ -368,3 +370,39 @@ def test_an_imported_snippet_and_environment_build_the_model(tmp_path: Path) -> 
     forward = main.plugins["forward"]
     assert isinstance(forward, ForwardConfig)
     assert forward.to == (Upstream(HostPort("10.0.0.1", 5353)),)
+
+
+def test_the_public_surface() -> None:
+    import kdns.config.corefile as corefile
+
+    assert sorted(corefile.__all__) == [
+        "CorefileError", "Problem", "corefile_digest", "load_corefile", "parse_corefile_text",
+        "render",
+    ]  # fmt: skip
+
+
+# ---- any text: a Config or one-line problems, nothing else ------------------------------
+
+_FRAGMENTS = [
+    ".:53", "example.org", "{", "}", "\n", " ", "import s", "(s)", '"a\nb"', "#c", ",",
+    "errors", "health :8080", "lameduck 5s", "kubernetes", "pods insecure", "ttl 30",
+    "fallthrough", "forward .", "10.0.0.1", "/etc/resolv.conf", "max_concurrent 5", "cache 30",
+    "disable success", "log", "{common}", "reload 2s", "bind 127.0.0.1", "tls://x", "{$A}",
+    "10.0.0.0/13", "rewrite", "file db", ":99999",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=40))
+def test_any_text_loads_or_gives_one_line_problems(fragments: list[str]) -> None:
+    text = " ".join(fragments)
+    found: tuple[Problem, ...] = ()
+    try:
+        load(text, A="x y")
+    except CorefileError as exc:
+        found = exc.problems
+        assert found  # an error always says why
+    for problem in found:
+        assert problem.origin.source == "Corefile"
+        assert 0 <= problem.origin.line <= text.count("\n") + 1
+        assert "\n" not in str(problem)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from kdns.config.corefile.parser import Line
 from kdns.config.corefile.problems import Problems
@@ -590,7 +591,7 @@ _DURATION_LIKE = re.compile(r"\d+(\.\d+)?(ns|us|µs|ms|s|m|h)")
 def read_cache(lines: Sequence[Line], block: Block) -> CacheConfig | None:
     line = _once(lines, block)
     args = list(line.args)
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     ok = True
     if args and _DURATION_LIKE.fullmatch(args[0]):
         block.add(
@@ -630,10 +631,10 @@ def read_cache(lines: Sequence[Line], block: Block) -> CacheConfig | None:
             ok = False
     if not ok:
         return None
-    return CacheConfig(zones=tuple(zones), origin=line.origin, **values)  # type: ignore[arg-type]
+    return replace(CacheConfig(zones=tuple(zones), origin=line.origin), **values)
 
 
-def _cache_kind(option: Line, block: Block, values: dict[str, object]) -> bool:
+def _cache_kind(option: Line, block: Block, values: dict[str, Any]) -> bool:
     kind = option.name
     args = option.args
     if not 1 <= len(args) <= 3:
@@ -664,7 +665,7 @@ def _cache_kind(option: Line, block: Block, values: dict[str, object]) -> bool:
     return True
 
 
-def _cache_disable(option: Line, block: Block, values: dict[str, object]) -> bool:
+def _cache_disable(option: Line, block: Block, values: dict[str, Any]) -> bool:
     if not option.args or option.args[0] not in ("success", "denial"):
         block.add(option.origin, "cache: disable takes `disable success|denial [ZONES...]`")
         return False
@@ -682,7 +683,7 @@ def _cache_disable(option: Line, block: Block, values: dict[str, object]) -> boo
     return True
 
 
-def _cache_servfail(option: Line, block: Block, values: dict[str, object]) -> bool:
+def _cache_servfail(option: Line, block: Block, values: dict[str, Any]) -> bool:
     if len(option.args) != 1:
         block.add(option.origin, "cache: servfail takes one DURATION, e.g. `servfail 5s`")
         return False
@@ -736,7 +737,7 @@ def read_kubernetes(lines: Sequence[Line], block: Block) -> KubernetesConfig | N
             "`kubernetes cluster.local in-addr.arpa ip6.arpa`",
         )
         ok = False
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     seen: dict[str, Origin] = {}
     for option in line.block or ():
         _no_block(option, block, plugin="kubernetes")
@@ -760,10 +761,10 @@ def read_kubernetes(lines: Sequence[Line], block: Block) -> KubernetesConfig | N
             ok = _k8s_option(option, block, values) and ok
     if not ok:
         return None
-    return KubernetesConfig(zones=tuple(zones), origin=line.origin, **values)  # type: ignore[arg-type]
+    return replace(KubernetesConfig(zones=tuple(zones), origin=line.origin), **values)
 
 
-def _k8s_option(option: Line, block: Block, values: dict[str, object]) -> bool:
+def _k8s_option(option: Line, block: Block, values: dict[str, Any]) -> bool:
     args = option.args
     name = option.name
     if name == "pods":
@@ -976,6 +977,8 @@ def _upstream_port(text: str) -> int:
 
 
 def _resolv_conf(text: str, path_text: str, line: Line, block: Block) -> list[HostPort] | None:
+    # As in CoreDNS, a relative path is opened from the working directory, and a file
+    # without nameservers adds none (it is an error only when no TO gives any).
     path = Path(path_text)
     try:
         content = block.read_resolv_conf(path)

@@ -16,6 +16,8 @@ The grammar is CoreDNS's (the Caddyfile of coredns/caddy):
   file and line they were written at, so `Origin` points there, through any import.
 - A `{` may open a server block on the line after its keys; a plugin's or an option's `{`
   must be on its line. A Corefile of one server block may leave out its braces.
+- A `}` closes its block wherever it stands, so `. { forward . 10.0.0.1 }` on one line
+  works (CoreDNS would take that `}` as an argument and refuse the line).
 - Environment references are replaced in every token (`lexer.substitute`).
 
 Structure errors (an unclosed `{`, a stray `}`) stop the parse; import errors are

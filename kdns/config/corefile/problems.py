@@ -37,7 +37,8 @@ class Problems:
         self.items: list[Problem] = []
 
     def add(self, origin: Origin, message: str) -> None:
-        self.items.append(Problem(origin, message))
+        # One line per problem, even when it quotes a token that spans lines.
+        self.items.append(Problem(origin, message.replace("\n", "\\n")))
 
     def __bool__(self) -> bool:
         return bool(self.items)
