@@ -12,7 +12,7 @@ Corefile would. What the flags mean, as a Corefile:
             ttl 5
             fallthrough in-addr.arpa ip6.arpa      # with an upstream
         }
-        file ZONEFILES...                          # with --zone-file
+        file ZONEFILES... { reload 1s }            # with --zone-file
         cache 30                                   # with an upstream
         loop                                       # with an upstream
         forward . UPSTREAMS { max_concurrent 1000 } # with an upstream
@@ -67,7 +67,7 @@ def config_from_settings(settings: Settings, *, zone_file_apexes: Sequence[str] 
     }
     zones = [zone, *REVERSE_ZONES]
     if settings.zone_files:
-        plugins["file"] = FileConfig(paths=settings.zone_files)
+        plugins["file"] = FileConfig(paths=settings.zone_files, reload=1.0)
         zones.extend(apex for apex in zone_file_apexes if apex not in zones)
     if upstreams:
         plugins["cache"] = CacheConfig(

@@ -1,6 +1,6 @@
 """Kubernetes API JSON -> slim `kdns.cluster.model` objects: the boundary both sources share.
 
-Keeps only what DNS needs (style.md "convert at the boundary", as CoreDNS's
+Keeps only what DNS needs (docs/architecture.md "convert at the boundary", as CoreDNS's
 `plugin/kubernetes/object/`): names lower-cased (RFC 4343), IPs parsed into `ipaddress`
 objects, everything else dropped. A malformed object raises `ConversionError` naming the
 field path, what is wrong and the fix; the caller decides whether that is fatal (a
@@ -53,7 +53,7 @@ class ConversionError(ValueError):
         super().__init__(f"{field}: {problem}" + (f"; {fix}" if fix else ""))
 
 
-# ---- sharing (issue 5: memory per object) -----------------------------------------------
+# ---- sharing (memory per object) --------------------------------------------------------
 
 _SHARED_LIMIT = 4096
 _PORTS: dict[ServicePort, ServicePort] = {}
