@@ -519,6 +519,7 @@ class App:
                 kubeconfig=plan.kubeconfig,
                 context=plan.context,
                 in_cluster=plan.kubeconfig is None and self.settings.in_cluster,
+                endpoint=plan.endpoint,
             )
         except CredentialsError as exc:
             raise StartupError(str(exc)) from None
