@@ -19,11 +19,10 @@ a log line per query) clears `cacheable`.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from kdns.dns.records import Question, Rcode, Reply
 from kdns.dns.wire import Query
@@ -120,7 +119,6 @@ class Response:
 
 
 Result = Response | Awaitable[Response]
-T = TypeVar("T")
 
 
 def then(result: Result, fn: Callable[[Response], Response]) -> Result:
@@ -132,10 +130,6 @@ def then(result: Result, fn: Callable[[Response], Response]) -> Result:
 
 async def _then(pending: Awaitable[Response], fn: Callable[[Response], Response]) -> Response:
     return fn(await pending)
-
-
-def is_pending(result: Result) -> bool:
-    return not isinstance(result, Response) and inspect.isawaitable(result)
 
 
 class Plugin:
@@ -203,7 +197,6 @@ __all__ = [
     "Request",
     "Response",
     "Result",
-    "is_pending",
     "link",
     "then",
 ]
