@@ -195,6 +195,50 @@ def test_reload_after_an_edit_and_after_sighup(stub: Running) -> None:
     assert stub.proc.poll() is None  # SIGHUP reloads; it does not kill
 
 
+ASKER = """
+import socket, struct, sys, time
+from dnslib import DNSRecord
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.settimeout(1.0)
+lost = bad = 0
+end = time.monotonic() + float(sys.argv[1])
+n = 0
+while time.monotonic() < end:
+    n += 1
+    q = DNSRecord.question("web.testns.svc.cluster.local", "A")
+    q.header.id = n & 0xFFFF
+    sock.sendto(q.pack(), ("127.0.0.1", 53))
+    try:
+        reply = DNSRecord.parse(sock.recv(4096))
+    except socket.timeout:
+        lost += 1
+        continue
+    if reply.header.rcode != 0 or not reply.rr:
+        bad += 1
+print(n, lost, bad)
+"""
+
+
+def test_reloads_lose_and_refuse_no_query(stub: Running) -> None:
+    asker = stub.box.tmp_path / "asker.py"
+    asker.write_text(ASKER)
+    proc = subprocess.Popen(
+        ["nsenter", "-t", str(stub.box.holder.pid if stub.box.holder else 0), "-n", "--",
+         sys.executable, str(asker), "6"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(1)
+    for ttl in (11, 12, 13):
+        _edit_ttl(stub.corefile, ttl)
+        stub.proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+    out, _ = proc.communicate(timeout=30)
+    sent, lost, bad = (int(x) for x in out.split())
+    assert sent > 100
+    assert (lost, bad) == (0, 0)
+    assert _ttl(stub) == 13
+
+
 def test_a_bad_edit_is_kept_out_and_counted(stub: Running) -> None:
     before = stub.metric("coredns_reload_failed_total")
     stub.corefile.write_text(stub.corefile.read_text().replace("ttl 30", "ttl 30\n  nonsense {"))
