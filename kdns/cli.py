@@ -137,13 +137,21 @@ EXPLAIN_FLAGS = (
 )
 
 
+_EXPLAIN_HELP = {
+    "--manifests": "YAML/JSON file or folder of Kubernetes objects, read once as kdns serve "
+    "reads them; repeatable",
+    "--corefile": "build the server blocks from this CoreDNS Corefile, as kdns serve "
+    "--corefile does",
+}
+
+
 def _add_explain(sub: argparse._SubParsersAction[_Parser]) -> None:
     from kdns.config.options import BY_FLAG
 
     explain = sub.add_parser(
         "explain",
         help="explain why a name answers as it does, or does not resolve",
-        description=EXPLAIN_DESCRIPTION,
+        description=textwrap.fill(EXPLAIN_DESCRIPTION, 79),
         formatter_class=_Formatter,
     )
     explain.add_argument(
@@ -174,11 +182,12 @@ def _add_explain(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     for flag in EXPLAIN_FLAGS:
         option = BY_FLAG[flag]
+        text = _EXPLAIN_HELP.get(flag)
         explain.add_argument(
             option.flag,
             dest=option.dest,
             metavar=option.metavar,
-            help=f"as kdns serve: {option.help_text()}",
+            help=f"{text} [env {option.env}]" if text else f"as kdns serve: {option.help_text()}",
             action="append",
         )
 

@@ -8,6 +8,7 @@ outside the zones are forwarded (D6)."""
 from __future__ import annotations
 
 from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -416,3 +417,40 @@ async def test_a_zone_other_than_cluster_local() -> None:
     assert exp.route.zone == "k8s.example."
     ttl = await explain("web.shop.svc.cluster.local", ttl=30)
     assert ttl.answer.answer == ("web.shop.svc.cluster.local. 30 IN A 10.244.1.10",)
+
+
+# ---- the Corefile front end ----------------------------------------------------------------
+
+COREFILE = """\
+cluster.local:53 {
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        pods insecure
+        ttl 30
+    }
+}
+.:53 {
+    forward . 127.0.0.1:1
+}
+"""
+
+
+async def test_a_corefile_routes_names_to_its_server_blocks(tmp_path: Path) -> None:
+    pytest.importorskip("kdns.config.corefile")
+    from kdns.explain.offline import offline_explainer
+
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(COREFILE)
+    data = Path(__file__).parents[1] / "data" / "explain"
+    explainer = offline_explainer(Settings(corefile=corefile, manifests=(data,)))
+    try:
+        web = await explainer.explain("web.shop.svc.cluster.local.", RType.A)
+        out = await explainer.explain("www.example.com.", RType.A)
+    finally:
+        await explainer.close()
+    assert web.answer.answer == ("web.shop.svc.cluster.local. 30 IN A 10.244.1.10",)
+    assert (web.route.zone, web.route.plugin) == ("cluster.local.", "kubernetes")
+    assert web.route.chain == ("errors", "kubernetes")
+    assert (out.route.zone, out.route.chain) == (".", ("forward",))
+    assert out.forward is not None
+    assert (out.forward.upstreams, out.forward.asked) == (("127.0.0.1:1",), False)
