@@ -1,4 +1,5 @@
-# kdns: `make run` serves the seed examples on 127.0.0.1:1053; `make test` runs everything.
+# kdns: `make run` serves the seed examples on 127.0.0.1:1053; `make test` runs everything
+# (what CI runs); `make check` is the quick pre-commit gate (lint, types, unit tests).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ READY_ADDR ?= 127.0.0.1:8181
 METRICS_ADDR ?= 127.0.0.1:9153
 UPSTREAM ?= none
 
-.PHONY: setup tools run test lint typecheck pytest bench bench-smoke fuzz clean
+.PHONY: setup tools run test check lint typecheck pytest bench bench-smoke fuzz clean
 
 setup: $(STAMP)
 
@@ -36,9 +37,19 @@ typecheck: setup
 	$(BIN)/mypy
 
 pytest: setup tools
-	KDNS_E2E=required $(BIN)/pytest -q
+	KDNS_E2E=required $(BIN)/pytest -q --cov --cov-report=term
 
 test: setup tools lint typecheck pytest
+
+# Under a minute: no install, no tools, no e2e or slow tests, no coverage. Needs `make setup`
+# once (and again after pyproject.toml changes).
+check:
+	@test -x $(BIN)/pytest || { echo "make check: no $(VENV); run 'make setup' first" >&2; exit 1; }
+	$(BIN)/ruff format --check kdns tests bench
+	$(BIN)/ruff check kdns tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/pytest -q -m "not e2e and not slow"
 
 bench: setup tools
 	$(BIN)/python bench/run_bench.py

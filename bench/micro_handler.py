@@ -15,12 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from kdns.build import standalone
 from kdns.cluster.index import Index
 from kdns.cluster.model import Kind, Replace, Service, ServicePort
 from kdns.config.flags import config_from_settings
 from kdns.config.settings import PodMode, Settings
 from kdns.observe.stats import Stats
-from kdns.serve.build import standalone
 from kdns.serve.fastpath import ReplyCache
 
 

@@ -36,6 +36,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TypeVar
 
+from kdns.build import BuildError, Built, Context, build
 from kdns.cluster.index import Index
 from kdns.cluster.model import Event, IPAddress, Kind
 from kdns.config.model import (
@@ -53,7 +54,6 @@ from kdns.observe.metrics import HEALTH_BUCKETS, build_registry, server_label
 from kdns.observe.stats import Histogram, Stats, snapshot
 from kdns.plugins.cache import CacheGauge
 from kdns.plugins.file import FilePlugin
-from kdns.serve.build import BuildError, Built, Context, build
 from kdns.serve.chain import Generation, Plugin
 from kdns.serve.rrl import RateLimiter
 from kdns.serve.server import Block, DnsServer
@@ -171,12 +171,17 @@ def load_config(settings: Settings) -> Config:
         except OSError as exc:
             raise StartupError(f"--corefile {settings.corefile}: {exc.strerror}") from None
     from kdns.config.flags import config_from_settings
-    from kdns.zones.zonefile import ZoneError
+    from kdns.zones.zonefile import ZoneError, ZoneSet
 
-    try:
-        return config_from_settings(_with_upstreams(settings))
-    except ZoneError as exc:
-        raise StartupError(f"--zone-file: {exc}") from None
+    apexes: list[str] = []
+    if settings.zone_files:
+        # Route the zone files' own zones to the block (read once here; the file plugin
+        # loads them again, with the cluster's names protected).
+        try:
+            apexes = list(ZoneSet.load(settings.zone_files).zones)
+        except ZoneError as exc:
+            raise StartupError(f"--zone-file: {exc}") from None
+    return config_from_settings(_with_upstreams(settings), zone_file_apexes=apexes)
 
 
 def _with_upstreams(settings: Settings) -> Settings:
@@ -184,7 +189,7 @@ def _with_upstreams(settings: Settings) -> Settings:
         return settings
     from dataclasses import replace
 
-    from kdns.upstream.resolvconf import upstreams_from_resolv_conf
+    from kdns.config.resolvconf import upstreams_from_resolv_conf
 
     found = tuple(upstreams_from_resolv_conf("/etc/resolv.conf"))
     if not found:
@@ -514,6 +519,7 @@ class App:
                 kubeconfig=plan.kubeconfig,
                 context=plan.context,
                 in_cluster=plan.kubeconfig is None and self.settings.in_cluster,
+                endpoint=plan.endpoint,
             )
         except CredentialsError as exc:
             raise StartupError(str(exc)) from None
@@ -594,7 +600,7 @@ class App:
             ready=lambda: self.ready()[0],
             health=self.health_times,
             peers=lambda: list(self._peers.values()),
-            plugins=sorted({name for b in config.blocks for name in b.plugins}),
+            plugins=self._plugins_enabled,
             api=self.plan.kind == "kubernetes",
             reloads=self._reload_statuses(),
             programming=lambda: self.index.programming,
@@ -635,6 +641,18 @@ class App:
         return DebugExplain(
             Explainer(targets, self.index, config=lambda: self.config, source="server")
         )
+
+    def _plugins_enabled(self) -> list[tuple[str, str, str]]:
+        """(server, zone, plugin) of every plugin of every server block now in service."""
+        if self.config is None:
+            return []
+        return [
+            (server_label(addr), zone, name)
+            for block in self.config.blocks
+            for addr in block.listen()
+            for zone in block.zones
+            for name in block.chain_names()
+        ]
 
     def _reload_statuses(self) -> dict[str, Callable[[], tuple[bool, float]]]:
         """Sources that reload from files, for kdns_source_reload_failed and friends."""

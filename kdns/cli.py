@@ -277,10 +277,16 @@ def _run_explain_command(ns: argparse.Namespace) -> int:
             data = fetch(ns.server, ns.name, ns.type)
         else:
             settings = explain_settings(ns, os.environ)
+            from kdns.app import StartupError, load_config, source_plan
             from kdns.explain.offline import offline_explainer
 
             qname, qtype = question_for(ns.name, ns.type)
-            explainer = offline_explainer(settings)
+            try:
+                config = load_config(settings)  # the same Config as kdns serve's
+            except StartupError as exc:
+                raise ExplainError(str(exc)) from None
+            kinds = source_plan(settings, config).kinds
+            explainer = offline_explainer(config, settings, kinds=kinds)
 
             async def explain() -> dict[str, Any]:
                 try:

@@ -12,7 +12,7 @@ Corefile would. What the flags mean, as a Corefile:
             ttl 5
             fallthrough in-addr.arpa ip6.arpa      # with an upstream
         }
-        file ZONEFILES...                          # with --zone-file
+        file ZONEFILES... { reload 1s }            # with --zone-file
         cache 30                                   # with an upstream
         loop                                       # with an upstream
         forward . UPSTREAMS { max_concurrent 1000 } # with an upstream
@@ -23,6 +23,8 @@ names outside the served zones are REFUSED when there is no upstream (docs/rules
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from kdns.config.model import (
     CacheConfig,
@@ -40,13 +42,13 @@ from kdns.config.model import (
     Upstream,
 )
 from kdns.config.settings import Settings
-from kdns.zones.zonefile import ZoneSet
 
 REVERSE_ZONES = ("in-addr.arpa.", "ip6.arpa.")
 
 
-def config_from_settings(settings: Settings) -> Config:
-    """The Config the flags describe. `settings.upstreams` must be resolved (not None)."""
+def config_from_settings(settings: Settings, *, zone_file_apexes: Sequence[str] = ()) -> Config:
+    """The Config the flags describe. `settings.upstreams` must be resolved (not None);
+    `zone_file_apexes`: the zones the `--zone-file` files hold, routed to this block."""
     zone = settings.zone.rstrip(".") + "."
     upstreams = settings.upstreams or ()
     plugins: dict[str, PluginConfig] = {
@@ -65,9 +67,8 @@ def config_from_settings(settings: Settings) -> Config:
     }
     zones = [zone, *REVERSE_ZONES]
     if settings.zone_files:
-        plugins["file"] = FileConfig(paths=settings.zone_files)
-        # Route the zone files' own zones to this block (their apexes, read once here).
-        zones.extend(apex for apex in ZoneSet.load(settings.zone_files).zones if apex not in zones)
+        plugins["file"] = FileConfig(paths=settings.zone_files, reload=1.0)
+        zones.extend(apex for apex in zone_file_apexes if apex not in zones)
     if upstreams:
         plugins["cache"] = CacheConfig(
             success_capacity=settings.cache_size,

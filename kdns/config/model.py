@@ -105,6 +105,8 @@ COMMON_LOG_FORMAT = (
     '{remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" '
     "{rcode} {>rflags} {rsize} {duration}"
 )
+# `{combined}`: the common format and the query's opcode.
+COMBINED_LOG_FORMAT = COMMON_LOG_FORMAT + ' "{>opcode}"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +130,9 @@ class CacheConfig:
 
     `max_ttl` caps both success and denial TTLs (CoreDNS: 3600 success, 1800 denial unless
     TTL is given); `min_ttl` floors them (5 s). A `disable` with no zones disables that
-    kind of caching for every zone of the plugin."""
+    kind of caching for every zone of the plugin (a Corefile gives `(".",)`). Capacities
+    are the ones CoreDNS uses: CAPACITY rounded down to a multiple of its 256 shards,
+    1024 at least."""
 
     zones: tuple[str, ...] = (".",)
     success_capacity: int = 9984
@@ -200,6 +204,7 @@ class FileConfig:
 
     paths: tuple[Path, ...] = ()
     zones: tuple[str, ...] = ()  # () = the zones the files declare
+    reload: float = 60.0  # `reload DURATION`: how often to check the files; 0 = never
     origin: Origin = FLAGS
 
 
@@ -267,13 +272,16 @@ class Config:
 
     blocks: tuple[ServerBlock, ...]
     corefile: Path | None = None  # where it was read from (for reload); None = flags
-    digest: str = ""  # SHA-512 of the Corefile text as read (CoreDNS reload compares it)
+    # SHA-512 of the Corefile as parsed: its tokens with imports and environment values
+    # (what CoreDNS's reload compares; a comment alone does not change it).
+    digest: str = ""
 
     def plugin(self, name: str) -> list[tuple[ServerBlock, PluginConfig]]:
         return [(b, b.plugins[name]) for b in self.blocks if name in b.plugins]
 
 
 __all__ = [
+    "COMBINED_LOG_FORMAT",
     "COMMON_LOG_FORMAT",
     "FLAGS",
     "PLUGIN_ORDER",

@@ -309,8 +309,3 @@ def _parse_ip6(labels: list[str]) -> Name:
     if bits == 128:
         return ReverseAddress(IP6_ARPA, IPv6Address(value))
     return ReversePrefix(IP6_ARPA, IPv6Network((value << (128 - bits), bits)))
-
-
-def reverse_pointer(address: IPAddress) -> str:
-    """The absolute reverse name of an address (R14: `d.c.b.a.in-addr.arpa.`, R15)."""
-    return address.reverse_pointer + "."

@@ -1,28 +1,34 @@
-"""`kdns explain --manifests`: the data and the configuration `kdns serve` would have, read
-once, without sockets. The manifests are loaded as the manifests source loads them and fed
-to an `Index` through the same events; the configuration comes from the same front end (the
-flags, or the Corefile)."""
+"""`kdns explain --manifests`: the data `kdns serve` would have, read once, and DNS servers
+built without sockets from the configuration it would serve. The manifests are loaded as the
+manifests source loads them and fed to an `Index` through the same events; the `Config`
+comes from the caller, made by the same front end as `kdns serve`'s (the CLI uses
+`kdns.app.load_config`: the flags, or the Corefile)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from kdns.build import BuildError
 from kdns.cluster.index import Index
+from kdns.cluster.model import Kind
+from kdns.config.model import Config
 from kdns.config.settings import Settings
 from kdns.explain.analyze import Filter
 from kdns.explain.run import Explainer, ExplainError
 
 
-def offline_explainer(settings: Settings, *, filters: tuple[Filter, ...] = ()) -> Explainer:
-    """Raises ExplainError (a bad manifest, Corefile or zone file: one line)."""
-    from kdns.app import StartupError, load_config, source_plan
-    from kdns.serve.build import BuildError
+def offline_explainer(
+    config: Config,
+    settings: Settings,
+    *,
+    kinds: Sequence[Kind],
+    filters: Sequence[Filter] = (),
+) -> Explainer:
+    """An Explainer over `settings.manifests`; `kinds` are the kinds the index must have
+    listed to be synced (`kdns.app.source_plan`). Raises ExplainError (a bad manifest or
+    zone file: one line)."""
     from kdns.sources.manifests import ManifestError, events, load_manifests
 
-    try:
-        config = load_config(settings)
-    except StartupError as exc:
-        raise ExplainError(str(exc)) from None
-    except ImportError as exc:  # the Corefile front end is not in this build
-        raise ExplainError(f"--corefile: cannot read Corefiles here ({exc})") from None
     try:
         data = load_manifests(
             settings.manifests,
@@ -31,7 +37,7 @@ def offline_explainer(settings: Settings, *, filters: tuple[Filter, ...] = ()) -
         )
     except ManifestError as exc:
         raise ExplainError(str(exc)) from None
-    index = Index(required=source_plan(settings, config).kinds)
+    index = Index(required=kinds)
     for event in events(data):
         index.apply(event)
     try:

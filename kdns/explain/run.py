@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 
+from kdns.build import Context, build
 from kdns.cluster.index import Index
 from kdns.config.model import PLUGIN_ORDER, Config, ForwardConfig, KubernetesConfig
 from kdns.dns import wire
@@ -27,7 +28,6 @@ from kdns.observe.stats import Stats
 from kdns.plugins.cache import CacheGauge
 from kdns.plugins.forward import ForwardPlugin
 from kdns.plugins.kubernetes import KubernetesPlugin
-from kdns.serve.build import Context, build
 from kdns.serve.chain import Generation, Plugin, Response
 from kdns.serve.server import Block, DnsServer
 from kdns.upstream.forward import Forwarder

@@ -67,7 +67,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 # CoreDNS's cache plugin labels its series with the server block's zones; kdns's forward cache
 # sits in the root block, as kubeadm's `cache 30` does in `.:53`.
 CACHE_ZONES = "."
-# The server block zone for coredns_plugin_enabled.
+# coredns_plugin_enabled: plugin names (under the root zone and this process's server), or
+# a callable giving (server, zone, name) for every plugin of every server block, read at
+# each scrape so a Corefile reload shows.
+PluginsEnabled = Sequence[str] | Callable[[], Iterable[tuple[str, str, str]]]
+# The server block zone for coredns_plugin_enabled when only names are given.
 BLOCK_ZONE = "."
 # CoreDNS's `view` label is "" unless the `view` plugin is used; kdns has no views.
 VIEW = ""
@@ -120,7 +124,7 @@ class KdnsCollector(Collector):
         objects: Callable[[], Mapping[str, int]],
         ready: Callable[[], bool],
         health: Histogram | None = None,
-        plugins: Sequence[str] = DEFAULT_PLUGINS,
+        plugins: PluginsEnabled = DEFAULT_PLUGINS,
         clock: Callable[[], float] = time.time,
         peers: Callable[[], Iterable[Stats]] | None = None,
         api: bool = False,
@@ -136,7 +140,7 @@ class KdnsCollector(Collector):
         self._objects = objects
         self._ready = ready
         self._health = health if health is not None else Histogram(HEALTH_BUCKETS)
-        self._plugins = tuple(plugins)
+        self._plugins = plugins if callable(plugins) else tuple(plugins)
         self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
@@ -318,9 +322,17 @@ class KdnsCollector(Collector):
             "A metric that indicates whether a plugin is enabled on per server and zone basis.",
             labels=["server", "zone", "view", "name"],
         )
-        for name in self._plugins:
-            enabled.add_metric([self._server, BLOCK_ZONE, VIEW, name], 1)
+        for entry in self._plugins() if callable(self._plugins) else self._plugins:
+            server, zone, name = (
+                (self._server, BLOCK_ZONE, entry) if isinstance(entry, str) else entry
+            )
+            enabled.add_metric([server, zone, VIEW, name], 1)
         yield enabled
+        yield CounterMetricFamily(
+            "coredns_reload_failed_total",
+            "Counter of the number of failed reload attempts.",
+            value=stats.reload_failed,
+        )
         yield _add_histograms(
             HistogramMetricFamily(
                 "coredns_health_request_duration_seconds",
@@ -419,7 +431,7 @@ def build_registry(
     objects: Callable[[], Mapping[str, int]],
     ready: Callable[[], bool],
     health: Histogram | None = None,
-    plugins: Sequence[str] = DEFAULT_PLUGINS,
+    plugins: PluginsEnabled = DEFAULT_PLUGINS,
     clock: Callable[[], float] = time.time,
     process: bool = True,
     peers: Callable[[], Iterable[Stats]] | None = None,

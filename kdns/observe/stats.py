@@ -2,8 +2,10 @@
 
 The hot path never touches a Prometheus object: it adds to ints in dicts (or to its own
 per-cache-entry counts, folded in here by a flusher before each scrape), so counting costs
-a few tens of nanoseconds. Bucket bounds are CoreDNS's, so dashboards read the same.
-No I/O here.
+a few tens of nanoseconds. Callers count through `Stats`'s methods (`count_request`,
+`count_cached`, `count_cache_hit`, `count_relist`, ...), which own the label tuples of each
+dict; only `kdns.observe.metrics` reads the dicts. Bucket bounds are CoreDNS's, so
+dashboards read the same. No I/O here.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+K = TypeVar("K")
 
 # CoreDNS plugin/metrics/vars: request duration ExponentialBuckets(0.00025, 2, 16).
 DURATION_BUCKETS: tuple[float, ...] = tuple(0.00025 * 2**i for i in range(16))
@@ -102,37 +106,118 @@ class Stats:
         for flush in self.flushers:
             flush()
 
+    # Each method below owns the label shape of what it counts; callers never index the
+    # dicts themselves.
+
+    # - DNS requests and responses (coredns_dns_*) -
+
     def count_request(
-        self, zone: str, proto: str, family: str, qtype: str, request_size: int
+        self, zone: str, proto: str, family: str, qtype: str, request_size: int, *, times: int = 1
     ) -> None:
-        key = (zone, proto, family, qtype)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        skey = (zone, proto)
-        hist = self.request_sizes.get(skey)
-        if hist is None:
-            hist = self.request_sizes[skey] = Histogram(SIZE_BUCKETS)
-        hist.observe(request_size)
+        """`times` requests of one shape; `family` is "1" (IPv4) or "2" (IPv6)."""
+        _bump(self.requests, (zone, proto, family, qtype), times)
+        _hist(self.request_sizes, (zone, proto), SIZE_BUCKETS).observe(request_size, times)
 
     def count_response(
-        self, zone: str, proto: str, rcode: str, response_size: int, seconds: float
+        self,
+        zone: str,
+        proto: str,
+        rcode: str,
+        response_size: int,
+        seconds: float,
+        *,
+        times: int = 1,
     ) -> None:
-        key = (zone, rcode)
-        self.responses[key] = self.responses.get(key, 0) + 1
-        skey = (zone, proto)
-        hist = self.response_sizes.get(skey)
-        if hist is None:
-            hist = self.response_sizes[skey] = Histogram(SIZE_BUCKETS)
-        hist.observe(response_size)
-        dur = self.durations.get(zone)
-        if dur is None:
-            dur = self.durations[zone] = Histogram(DURATION_BUCKETS)
-        dur.observe(seconds)
+        """`times` responses of one shape, each taking `seconds` from request to reply."""
+        _bump(self.responses, (zone, rcode), times)
+        _hist(self.response_sizes, (zone, proto), SIZE_BUCKETS).observe(response_size, times)
+        _hist(self.durations, zone, DURATION_BUCKETS).observe(seconds, times)
+
+    def count_cached(
+        self, meta: CachedReply, family: str, hits: int, seconds_per_hit: float
+    ) -> None:
+        """`hits` UDP queries answered from one fast-path cache entry: a request and a
+        response each, every hit timed `seconds_per_hit`."""
+        self.count_request(meta.zone, "udp", family, meta.qtype, meta.request_size, times=hits)
+        self.count_response(
+            meta.zone, "udp", meta.rcode, meta.response_size, seconds_per_hit, times=hits
+        )
+
+    def count_do_request(self, zone: str) -> None:
+        """A request with the DNSSEC OK bit (coredns_dns_do_requests_total)."""
+        _bump(self.do_requests, zone)
+
+    # - the forward cache and upstreams (coredns_cache_*, coredns_proxy_*, coredns_forward_*) -
+
+    def count_cache_hit(self, kind: str) -> None:
+        """`kind` is the cache: "success" or "denial"."""
+        _bump(self.cache_hits, kind)
+
+    def count_cache_miss(self) -> None:
+        self.cache_misses += 1
+
+    def count_cache_eviction(self, kind: str) -> None:
+        _bump(self.cache_evictions, kind)
+
+    def set_cache_entries(self, kind: str, entries: int) -> None:
+        self.cache_entries[kind] = entries
+
+    def count_max_concurrent_reject(self) -> None:
+        self.max_concurrent_rejects += 1
+
+    def observe_proxy(self, to: str, rcode: str, seconds: float) -> None:
+        """One exchange with upstream `to` that ended in a reply with `rcode`."""
+        _hist(self.proxy_durations, (to, rcode), PROXY_BUCKETS).observe(seconds)
+
+    def count_healthcheck_failure(self, to: str) -> None:
+        _bump(self.proxy_healthcheck_failures, to)
+
+    # - the Kubernetes source (coredns_kubernetes_*, kdns_*) -
 
     def observe_programming(self, service_kind: str, seconds: float) -> None:
-        hist = self.programming.get(service_kind)
-        if hist is None:
-            hist = self.programming[service_kind] = Histogram(PROGRAMMING_BUCKETS)
-        hist.observe(seconds)
+        _hist(self.programming, service_kind, PROGRAMMING_BUCKETS).observe(seconds)
+
+    def count_relist(self, kind: str) -> None:
+        """A list of `kind` after the first one (a 410 or a restart)."""
+        _bump(self.relists, kind)
+
+    def count_watch_restart(self, kind: str) -> None:
+        """A watch of `kind` after the first one."""
+        _bump(self.watch_restarts, kind)
+
+    def mark_synced(self, kind: str, unix_time: float) -> None:
+        """`kind`'s data was known current at `unix_time` (a list or a watch event)."""
+        self.last_sync_unix[kind] = unix_time
+
+    def set_api_up(self, up: bool) -> None:
+        """Whether every watch is connected (kdns_api_up)."""
+        self.api_up = int(up)
+
+
+class CachedReply(Protocol):
+    """The labels and sizes `Stats.count_cached` reads (kdns.serve.fastpath.EntryMeta)."""
+
+    @property
+    def zone(self) -> str: ...
+    @property
+    def qtype(self) -> str: ...
+    @property
+    def rcode(self) -> str: ...
+    @property
+    def request_size(self) -> int: ...
+    @property
+    def response_size(self) -> int: ...
+
+
+def _bump(into: dict[K, int], key: K, n: int = 1) -> None:
+    into[key] = into.get(key, 0) + n
+
+
+def _hist(table: dict[K, Histogram], key: K, bounds: tuple[float, ...]) -> Histogram:
+    hist = table.get(key)
+    if hist is None:
+        hist = table[key] = Histogram(bounds)
+    return hist
 
 
 def _add(into: dict[Any, int], other: Mapping[Any, int]) -> None:

@@ -58,8 +58,7 @@ class _Store(TLRUCache[CacheKey, _Entry]):
 
     def popitem(self) -> tuple[CacheKey, _Entry]:
         item = super().popitem()
-        evictions = self.stats.cache_evictions
-        evictions[self.kind] = evictions.get(self.kind, 0) + 1
+        self.stats.count_cache_eviction(self.kind)
         return item
 
 
@@ -78,7 +77,8 @@ class CacheGauge:
             for store in (plugin.success, plugin.denial):
                 store.expire()
                 totals[store.kind] += len(store)
-        self.stats.cache_entries.update(totals)
+        for kind, entries in totals.items():
+            self.stats.set_cache_entries(kind, entries)
 
 
 class CachePlugin(Plugin):
@@ -118,7 +118,7 @@ class CachePlugin(Plugin):
         hit = self._lookup(key, query)
         if hit is not None:
             return Response(wire=hit, plugin=self.name)
-        self.stats.cache_misses += 1
+        self.stats.count_cache_miss()
         return then(self.next.serve(request), lambda r: self._store(key, lname, r))
 
     def _lookup(self, key: CacheKey, query: wire.Query) -> bytes | None:
@@ -132,8 +132,7 @@ class CachePlugin(Plugin):
                 out = wire.with_question(aged, query)
             except wire.FormatError:
                 return None  # cannot happen for a stored reply; then ask again
-            hits = self.stats.cache_hits
-            hits[store.kind] = hits.get(store.kind, 0) + 1
+            self.stats.count_cache_hit(store.kind)
             return out
         return None
 

@@ -19,8 +19,6 @@ from kdns.zones.zonefile import ZoneSet
 
 log = logging.getLogger(__name__)
 
-RELOAD_SECONDS = 1.0
-
 
 class FilePlugin(Plugin):
     name = "file"
@@ -42,11 +40,11 @@ class FilePlugin(Plugin):
         return Response(reply, plugin=self.name, cacheable=reply.cacheable)
 
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-        return [self._reload]
+        return [self._reload] if self.config.reload > 0 else []
 
     async def _reload(self) -> None:
         while True:
-            await asyncio.sleep(RELOAD_SECONDS)
+            await asyncio.sleep(self.config.reload)
             try:
                 changed = self.zones.reload_if_changed()
             except OSError as exc:  # a folder that vanished: keep serving what we have

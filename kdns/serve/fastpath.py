@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from kdns.observe.stats import DURATION_BUCKETS, SIZE_BUCKETS, Histogram, Stats
+from kdns.observe.stats import Stats
 
 HandleResult = bytes | None | Awaitable[bytes | None]
 
@@ -254,21 +254,7 @@ class ReplyCache:
         counts = self._retired
         self._retired = {}
         for (meta, family), hits in counts.items():
-            rkey = (meta.zone, "udp", family, meta.qtype)
-            stats.requests[rkey] = stats.requests.get(rkey, 0) + hits
-            skey = (meta.zone, "udp")
-            _hist(stats.request_sizes, skey, SIZE_BUCKETS).observe(meta.request_size, hits)
-            ckey = (meta.zone, meta.rcode)
-            stats.responses[ckey] = stats.responses.get(ckey, 0) + hits
-            _hist(stats.response_sizes, skey, SIZE_BUCKETS).observe(meta.response_size, hits)
-            _hist(stats.durations, meta.zone, DURATION_BUCKETS).observe(seconds_per_hit, hits)
-
-
-def _hist(table: dict[K, Histogram], key: K, bounds: tuple[float, ...]) -> Histogram:
-    hist = table.get(key)
-    if hist is None:
-        hist = table[key] = Histogram(bounds)
-    return hist
+            stats.count_cached(meta, family, hits, seconds_per_hit)
 
 
 class FastPath:

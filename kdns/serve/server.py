@@ -204,7 +204,7 @@ class DnsServer(FastPath):
         zone = routed[0] if routed is not None else "."
         stats.count_request(zone, proto, family, qtype_label(question.qtype), len(data))
         if edns is not None and edns.do:
-            stats.do_requests[zone] = stats.do_requests.get(zone, 0) + 1
+            stats.count_do_request(zone)
         if routed is None:
             # No server block serves the name (CoreDNS answers REFUSED; docs/rules.md D6).
             return self._send(query, _refused(), zone, proto, max_size, started, False)

@@ -286,7 +286,7 @@ class _TcpConnection(asyncio.Protocol):
             self.family = _family_label(sock.family)
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:  # pragma: no cover
+            except OSError:  # pragma: no cover - TCP_NODELAY is settable on any TCP socket
                 pass
         self._transport.set_write_buffer_limits(high=self._server.limits.max_write_buffer)
         self._server.opened(self)

@@ -1,6 +1,6 @@
 """Kubernetes API JSON -> slim `kdns.cluster.model` objects: the boundary both sources share.
 
-Keeps only what DNS needs (style.md "convert at the boundary", as CoreDNS's
+Keeps only what DNS needs (docs/architecture.md "convert at the boundary", as CoreDNS's
 `plugin/kubernetes/object/`): names lower-cased (RFC 4343), IPs parsed into `ipaddress`
 objects, everything else dropped. A malformed object raises `ConversionError` naming the
 field path, what is wrong and the fix; the caller decides whether that is fatal (a
@@ -53,7 +53,7 @@ class ConversionError(ValueError):
         super().__init__(f"{field}: {problem}" + (f"; {fix}" if fix else ""))
 
 
-# ---- sharing (issue 5: memory per object) -----------------------------------------------
+# ---- sharing (memory per object) --------------------------------------------------------
 
 _SHARED_LIMIT = 4096
 _PORTS: dict[ServicePort, ServicePort] = {}
@@ -390,16 +390,6 @@ def pod_from_api(obj: Mapping[str, Any]) -> Pod | None:
     if not pod_running(obj):
         return None
     return Pod(namespace, name, ips=pod_ips_from_api(obj))
-
-
-def objects_from_api(obj: Mapping[str, Any], *, kind: str | None = None) -> list[ClusterObject]:
-    """Convert any supported object (Endpoints gives one slice per subset); [] for objects
-    DNS ignores. `kind` overrides `obj["kind"]` (list items carry no kind)."""
-    kind = kind or string_at(obj, "kind", field="kind")
-    if kind == "Endpoints":
-        return list(slices_from_endpoints(obj))
-    converted = object_from_api(obj, kind=kind)
-    return [] if converted is None else [converted]
 
 
 def object_from_api(obj: Mapping[str, Any], *, kind: str | None = None) -> ClusterObject | None:

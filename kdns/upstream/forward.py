@@ -37,8 +37,7 @@ from typing import Final
 from kdns.config.settings import HostPort
 from kdns.dns import wire
 from kdns.dns.records import Rcode, Reply, RType
-from kdns.observe.stats import PROXY_BUCKETS, Histogram, Stats
-from kdns.upstream.resolvconf import upstreams_from_resolv_conf as upstreams_from_resolv_conf
+from kdns.observe.stats import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +115,6 @@ class Forwarder:
         for up in self._ups:
             up.probe = None
 
-    def healthy(self, addr: HostPort) -> bool:
-        """False while `addr` is marked down (after `max_fails` failures in a row)."""
-        return not any(up.addr == addr and up.down for up in self._ups)
-
     async def forward(
         self, query: bytes, parsed: wire.Query, *, tcp: bool, via: list[str] | None = None
     ) -> bytes | None:
@@ -131,7 +126,7 @@ class Forwarder:
         `via`, when given, receives the address of the upstream that answered.
         """
         if self.max_concurrent and self._inflight >= self.max_concurrent:
-            self.stats.max_concurrent_rejects += 1
+            self.stats.count_max_concurrent_reject()
             return _error_reply(parsed, Rcode.REFUSED)
         self._inflight += 1
         try:
@@ -173,11 +168,7 @@ class Forwarder:
         return None
 
     def _observe(self, up: _Upstream, reply: bytes, seconds: float) -> None:
-        key = (up.label, wire.rcode_name(wire.header_rcode(reply)))
-        hist = self.stats.proxy_durations.get(key)
-        if hist is None:
-            hist = self.stats.proxy_durations[key] = Histogram(PROXY_BUCKETS)
-        hist.observe(seconds)
+        self.stats.observe_proxy(up.label, wire.rcode_name(wire.header_rcode(reply)), seconds)
 
     async def _exchange(
         self, up: _Upstream, query: bytes, parsed: wire.Query, *, tcp: bool
@@ -278,8 +269,7 @@ class Forwarder:
             try:
                 await self._udp(up, query, parsed, wait_seconds=self.health_timeout_seconds)
             except UpstreamError as exc:
-                failures = self.stats.proxy_healthcheck_failures
-                failures[up.label] = failures.get(up.label, 0) + 1
+                self.stats.count_healthcheck_failure(up.label)
                 logger.debug("health check of %s failed: %s", up.label, exc)
                 continue
             up.down = False

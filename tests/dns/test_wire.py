@@ -29,14 +29,12 @@ from kdns.dns.wire import (
     build_query,
     decode_query,
     decode_reply,
-    describe,
     encode_badvers,
     encode_error,
     encode_reply,
     labels_to_text,
     name_to_wire,
     reply_matches,
-    reply_ttl,
     rewrite_ttls,
     truncate_for,
     ttl_offsets,
@@ -352,39 +350,31 @@ def test_reply_matches_per_rfc_5452() -> None:
     assert not reply_matches(query, good[:20])
 
 
-def test_reply_ttl_positive_negative_and_nodata() -> None:
+def test_decode_reply_ttls_feed_the_forward_cache() -> None:
     a_rr = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x01\x2c\x00\x04\x01\x02\x03\x04"  # TTL 300
     a_rr2 = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x01\x02\x03\x05"  # TTL 60
-    assert reply_ttl(
+    positive = decode_reply(
         upstream_reply("a.example.", 1, qid=1, rcode=0, answer=a_rr + a_rr2, an=2)
-    ) == (
-        0,
-        60,
-        False,
     )
+    assert (positive.rcode, positive.min_ttl, positive.record_min_ttl) == (0, 60, 60)
+    assert positive.soa_negative_ttl is None
     soa_rdata = (
         wire_name("ns.example.") + wire_name("h.example.") + struct.pack("!5I", 1, 2, 3, 4, 30)
     )
     soa = (
         b"\xc0\x0e\x00\x06\x00\x01\x00\x00\x0e\x10" + struct.pack("!H", len(soa_rdata)) + soa_rdata
     )
-    nx = upstream_reply("a.example.", 1, qid=1, rcode=3, authority=soa, ns=1)
-    assert reply_ttl(nx) == (3, 30, True)  # RFC 2308 §5: min(SOA TTL 3600, MINIMUM 30)
-    assert reply_ttl(upstream_reply("a.example.", 1, qid=1, rcode=0)) == (0, 0, True)
-    assert reply_ttl(upstream_reply("a.example.", 1, qid=1, rcode=2)) == (2, 0, False)
+    nx = decode_reply(upstream_reply("a.example.", 1, qid=1, rcode=3, authority=soa, ns=1))
+    # RFC 2308 §5: a denial lives min(SOA TTL 3600, MINIMUM 30).
+    assert (nx.rcode, nx.min_ttl, nx.soa_negative_ttl, nx.record_min_ttl) == (3, None, 30, 3600)
+    nodata = decode_reply(upstream_reply("a.example.", 1, qid=1, rcode=0))
+    assert (nodata.min_ttl, nodata.soa_negative_ttl, nodata.record_min_ttl) == (None, None, None)
     with pytest.raises(FormatError):
-        reply_ttl(b"\x00\x01\x81\x80\x00\x01")
+        decode_reply(b"\x00\x01\x81\x80\x00\x01")
 
 
 def test_with_id() -> None:
     assert with_id(b"\x00\x01rest", 0xABCD) == b"\xab\xcdrest"
-
-
-def test_describe_renders_messages_and_survives_junk() -> None:
-    text = describe(make_query("Example.com", 28))
-    assert "Example.com." in text
-    assert "AAAA" in text
-    assert describe(b"\xff\x00junk").startswith("<unparsable")
 
 
 # ---- every record type, compression limits ----------------------------------------------

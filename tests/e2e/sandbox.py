@@ -48,7 +48,7 @@ class Sandbox:
             pytest.skip(f"pod sandbox: {why}")
         script = (
             "set -e; ip link set lo up; "
-            + "".join(f"ip addr add {a} dev lo; " for a in self.addresses)
+            + "".join(f"ip addr add {a} dev lo nodad; " for a in self.addresses)
             + f"mount --bind {self.resolv} /etc/resolv.conf; echo ready; exec sleep 3600"
         )
         self.holder = subprocess.Popen(
@@ -68,9 +68,12 @@ class Sandbox:
                 child.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(5)
-        if self.holder is not None and self.holder.poll() is None:
-            self.holder.kill()
-            self.holder.wait(5)
+        if self.holder is not None:
+            if self.holder.poll() is None:
+                self.holder.kill()
+                self.holder.wait(5)
+            if self.holder.stdout is not None:
+                self.holder.stdout.close()
 
     def _enter(self) -> list[str]:
         assert self.holder is not None

@@ -424,7 +424,7 @@ async def test_a_zone_other_than_cluster_local() -> None:
 COREFILE = """\
 cluster.local:53 {
     errors
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
+    kubernetes cluster.local {
         pods insecure
         ttl 30
     }
@@ -437,12 +437,15 @@ cluster.local:53 {
 
 async def test_a_corefile_routes_names_to_its_server_blocks(tmp_path: Path) -> None:
     pytest.importorskip("kdns.config.corefile")
+    from kdns.app import load_config, source_plan
     from kdns.explain.offline import offline_explainer
 
     corefile = tmp_path / "Corefile"
     corefile.write_text(COREFILE)
     data = Path(__file__).parents[1] / "data" / "explain"
-    explainer = offline_explainer(Settings(corefile=corefile, manifests=(data,)))
+    settings = Settings(corefile=corefile, manifests=(data,))
+    config = load_config(settings)
+    explainer = offline_explainer(config, settings, kinds=source_plan(settings, config).kinds)
     try:
         web = await explainer.explain("web.shop.svc.cluster.local.", RType.A)
         out = await explainer.explain("www.example.com.", RType.A)

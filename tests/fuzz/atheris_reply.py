@@ -38,12 +38,12 @@ if str(ROOT) not in sys.path:
 atheris: Any = importlib.import_module("atheris")  # no type stubs; imported untyped
 
 with atheris.instrument_imports(include=["kdns"]):
+    from kdns.build import standalone
     from kdns.cluster.index import Index
     from kdns.config.flags import config_from_settings
     from kdns.config.settings import PodMode, Settings
     from kdns.dns.wire import QueryError, decode_query
     from kdns.observe.stats import Stats
-    from kdns.serve.build import standalone
     from kdns.serve.server import DnsServer
 
 import dnslib  # noqa: E402  (after the instrumented imports: not fuzzed)

@@ -16,7 +16,8 @@ from prometheus_client.samples import Sample
 
 from kdns.config.settings import HostPort
 from kdns.observe.metrics import build_registry, render, server_label
-from kdns.observe.stats import DURATION_BUCKETS, PROGRAMMING_BUCKETS, SIZE_BUCKETS, Histogram, Stats
+from kdns.observe.stats import PROGRAMMING_BUCKETS, SIZE_BUCKETS, Histogram, Stats
+from kdns.serve.fastpath import EntryMeta
 from kdns.zones.zonefile import ZoneSet
 
 SERVER = "dns://:53"
@@ -135,7 +136,8 @@ def test_request_and_response_counters_carry_coredns_labels() -> None:
     stats.count_response(ZONE, "udp", "NOERROR", 90, 0.001)
     stats.count_response(ZONE, "udp", "NOERROR", 90, 0.001)
     stats.count_response(ZONE, "tcp", "NXDOMAIN", 120, 0.001)
-    stats.do_requests[ZONE] = 2
+    stats.count_do_request(ZONE)
+    stats.count_do_request(ZONE)
 
     _, samples = scrape(stats)
 
@@ -194,12 +196,35 @@ def test_size_histograms_are_split_by_proto() -> None:
     assert value(samples, "coredns_dns_response_size_bytes_sum", **udp) == 550
 
 
+def test_fast_path_hits_count_as_udp_requests_and_responses() -> None:
+    stats = Stats()
+    meta = EntryMeta(ZONE, "AAAA", "NOERROR", request_size=40, response_size=550, negative=False)
+    stats.count_cached(meta, "2", 5, 0.0003)  # 0.0003 s in (0.00025, 0.0005]
+    stats.count_request(ZONE, "udp", "2", "AAAA", 40)  # one more through the slow path
+
+    _, samples = scrape(stats)
+
+    base = {"server": SERVER, "zone": ZONE, "view": ""}
+    requests = "coredns_dns_requests_total"
+    assert value(samples, requests, **base, proto="udp", family="2", type="AAAA") == 6
+    assert value(samples, "coredns_dns_responses_total", **base, rcode="NOERROR", plugin="") == 5
+    took = buckets(samples, "coredns_dns_request_duration_seconds", **base)
+    assert (took[0.00025], took[0.0005], took[math.inf]) == (0, 5, 5)
+    sizes = buckets(samples, "coredns_dns_response_size_bytes", **base, proto="udp")
+    assert (sizes[511], sizes[1023]) == (0, 5)
+    assert value(samples, "coredns_dns_request_size_bytes_count", **base, proto="udp") == 6
+
+
 def test_cache_counters_and_requests_equal_hits_plus_misses() -> None:
     stats = Stats()
-    stats.cache_hits.update(success=3, denial=1)
-    stats.cache_misses = 2
-    stats.cache_entries.update(success=7, denial=4)
-    stats.cache_evictions["success"] = 5
+    for kind in ("success", "success", "success", "denial"):
+        stats.count_cache_hit(kind)
+    stats.count_cache_miss()
+    stats.count_cache_miss()
+    stats.set_cache_entries("success", 7)
+    stats.set_cache_entries("denial", 4)
+    for _ in range(5):
+        stats.count_cache_eviction("success")
 
     _, samples = scrape(stats)
 
@@ -215,15 +240,16 @@ def test_cache_counters_and_requests_equal_hits_plus_misses() -> None:
 
 def test_forward_and_programming_metrics() -> None:
     stats = Stats()
-    stats.max_concurrent_rejects = 4
-    stats.proxy_healthcheck_failures["127.0.0.1:5300"] = 2
+    for _ in range(4):
+        stats.count_max_concurrent_reject()
+    stats.count_healthcheck_failure("127.0.0.1:5300")
+    stats.count_healthcheck_failure("127.0.0.1:5300")
     # CoreDNS's measure (trigger time to applied) comes from the index's histograms ...
     applied = Histogram(PROGRAMMING_BUCKETS)
     applied.observe(0.0015)  # in (0.001, 0.002]
     # ... kdns's own (arrival to first answer) from the stats the handler feeds.
     stats.observe_programming("headless_with_selector", 0.003)
-    proxy = stats.proxy_durations[("127.0.0.1:5300", "NOERROR")] = Histogram(DURATION_BUCKETS)
-    proxy.observe(0.003)
+    stats.observe_proxy("127.0.0.1:5300", "NOERROR", 0.003)
 
     _, samples = scrape(stats, programming=lambda: {"cluster_ip": applied})
 
@@ -265,10 +291,13 @@ def test_forward_and_programming_metrics() -> None:
 
 def test_kdns_own_metrics() -> None:
     stats = Stats()
-    stats.watch_restarts["Service"] = 2
-    stats.relists.update(Service=1, EndpointSlice=3)
-    stats.last_sync_unix["Service"] = 990.0
-    stats.api_up = 1
+    stats.count_watch_restart("Service")
+    stats.count_watch_restart("Service")
+    for kind in ("Service", "EndpointSlice", "EndpointSlice", "EndpointSlice"):
+        stats.count_relist(kind)
+    stats.mark_synced("Service", 980.0)
+    stats.mark_synced("Service", 990.0)  # the latest sync counts
+    stats.set_api_up(True)
     stats.dropped = 9
 
     _, samples = scrape(

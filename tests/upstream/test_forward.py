@@ -18,6 +18,7 @@ import pytest
 from dnslib import EDNS0, QTYPE, RCODE, RR, A, DNSRecord
 
 from kdns.config.model import CacheConfig, ForwardConfig, Upstream
+from kdns.config.resolvconf import parse_resolv_conf, upstreams_from_resolv_conf
 from kdns.config.settings import HostPort
 from kdns.dns import wire
 from kdns.dns.records import Question
@@ -26,7 +27,6 @@ from kdns.plugins.cache import CachePlugin
 from kdns.plugins.forward import ForwardPlugin
 from kdns.serve.chain import Request, Response, link
 from kdns.upstream.forward import Forwarder, LoopError, check_self_forwarding
-from kdns.upstream.resolvconf import parse_resolv_conf, upstreams_from_resolv_conf
 from tests.fakes.upstream import Answer, FakeUpstream, with_id
 
 TIMEOUT = 0.3  # per-try upstream timeout in these tests
@@ -204,23 +204,27 @@ async def test_dead_upstream_fails_over_then_is_skipped_until_it_answers(
             assert reply.header.rcode == RCODE.NXDOMAIN
         assert dead.count("a.example.com.") == dead.count("b.example.com.") == 1
         # max_fails 2: marked down, so the next query goes straight to the good one.
-        assert not fwd.forwarder.healthy(dead.addr)
         await ask(fwd, "c.example.com.")
         assert dead.count("c.example.com.") == 0
-        # The health check (`. IN NS`) brings it back once it answers.
+        # The health check (`. IN NS`) fails while it stays silent; it stays skipped.
         failures = fwd.stats.proxy_healthcheck_failures
         for _ in range(40):
             if failures.get(str(dead.addr), 0):
                 break
             await asyncio.sleep(0.05)
         assert failures[str(dead.addr)] >= 1
-        assert not fwd.forwarder.healthy(dead.addr)
+        await ask(fwd, "d.example.com.")
+        assert dead.count("d.example.com.") == 0
+        # Once it answers the health check it is up, and first in line again.
         dead.handler = None
-        for _ in range(40):
-            if fwd.forwarder.healthy(dead.addr):
+        for n in range(40):
+            name = f"back{n}.example.com."
+            await ask(fwd, name)
+            if dead.count(name):
                 break
             await asyncio.sleep(0.05)
-        assert fwd.forwarder.healthy(dead.addr)
+        else:
+            pytest.fail("the upstream got no query after it answered the health check")
         assert dead.count(".") >= 2
         await fwd.close()
 

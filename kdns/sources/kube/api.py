@@ -1,9 +1,10 @@
 """The Kubernetes API over aiohttp: one LIST page, one WATCH stream, typed errors.
 
-Owns the HTTP protocol details (kube-api.md §A): `limit`/`continue` paging, watch query
-parameters, newline-delimited JSON framing split here with no line-length limit (aiohttp's
-`readline` stops at 64 KiB), timeouts, and mapping HTTP statuses to exceptions. It does not
-retry, back off, convert objects or touch the index: that is `watch.py`.
+Owns the HTTP protocol details (docs/architecture.md, "The Kubernetes API source"):
+`limit`/`continue` paging, watch query parameters, newline-delimited JSON framing split
+here with no line-length limit (aiohttp's `readline` stops at 64 KiB), timeouts, and
+mapping HTTP statuses to exceptions. It does not retry, back off, convert objects or touch
+the index: that is `watch.py`.
 """
 
 from __future__ import annotations
@@ -235,8 +236,8 @@ class KubeApi:
         """Open a watch of the changes after `resource_version` (returns once the server
         has answered 200); iterate the stream until the server ends it.
 
-        A bounded `timeoutSeconds` makes the server end it cleanly now and then (kube-api.md
-        §A); the caller re-watches from the last RV. ERROR events are yielded as they come.
+        A bounded `timeoutSeconds` makes the server end it cleanly now and then; the caller
+        re-watches from the last RV. ERROR events are yielded as they come.
         """
         low, high = self._watch_timeout_range
         params = {
@@ -268,7 +269,7 @@ class WatchStream:
         return self._events()
 
     async def _events(self) -> AsyncIterator[WatchEvent]:
-        # kube-api.md §A: chunk boundaries are not line boundaries, and lines may exceed
+        # Chunk boundaries are not line boundaries, and lines may exceed
         # aiohttp's 64 KiB readline limit: split on b"\n" ourselves, with no limit.
         buffer = bytearray()
         try:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kubernetes import config as kube_config  # the sole `kubernetes` import (style.md)
+from kubernetes import config as kube_config  # the sole `kubernetes` import (docs/architecture.md)
 from kubernetes.client import Configuration
 
 log = logging.getLogger(__name__)
@@ -128,10 +128,24 @@ def _ssl_context(config: Configuration, *, source: str) -> ssl.SSLContext:
 
 
 def load_credentials(
-    *, kubeconfig: Path | None, context: str | None = None, in_cluster: bool
+    *,
+    kubeconfig: Path | None,
+    context: str | None = None,
+    in_cluster: bool,
+    endpoint: str | None = None,
 ) -> Credentials:
-    """Credentials from the in-cluster service account or a kubeconfig (else $KUBECONFIG,
-    then ~/.kube/config, as kubectl)."""
+    """Credentials from a kubeconfig, the in-cluster service account, or a bare `endpoint`
+    URL (else $KUBECONFIG, then ~/.kube/config, as kubectl). As CoreDNS's `kubernetes
+    { endpoint URL }` without a kubeconfig: that address, no credentials (e.g. a
+    `kubectl proxy`), TLS verified against the system store."""
+    if endpoint is not None and kubeconfig is None:
+        url = endpoint
+
+        def load_endpoint(config: Configuration) -> None:
+            config.host = url
+
+        return Credentials(load_endpoint, source=f"endpoint {endpoint}")
+
     if in_cluster:
 
         def load_in_cluster(config: Configuration) -> None:

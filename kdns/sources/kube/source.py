@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def required_kinds(pods_verified: bool) -> tuple[Kind, ...]:
-    """The kinds to list and watch: Pods only for `pods verified` (coredns-behaviour.md §4)."""
+    """The kinds to list and watch: Pods only for `pods verified` (docs/rules.md P1)."""
     kinds = (Kind.SERVICE, Kind.ENDPOINT_SLICE, Kind.NAMESPACE)
     return (*kinds, Kind.POD) if pods_verified else kinds
 

@@ -1,12 +1,13 @@
 """One reflector per kind: list, replace the kind in the index, watch from the list's RV.
 
-kopf's three levels (style.md): `Reflector.run` reconnects forever with backoff;
-`list_and_replace` is one complete (paginated) list turned into a `Replace`;
-`watch_once` is one watch stream turned into `Upsert`/`Delete` events. Faults follow
-client-go's Reflector (kube-api.md §A): clean end -> re-watch from the last RV; 410 ->
-relist; errors -> backoff 0.8 s doubling to 30 s with jitter, reset after 2 min healthy;
-429 honours Retry-After; 401 reloads credentials. Index updates go through `apply`, one
-call per event, never awaited in between (Index.apply does not await). No DNS here.
+kopf's three levels (docs/architecture.md, Conventions): `Reflector.run` reconnects
+forever with backoff; `list_and_replace` is one complete (paginated) list turned into a
+`Replace`; `watch_once` is one watch stream turned into `Upsert`/`Delete` events. Faults
+follow client-go's Reflector (docs/architecture.md, "The Kubernetes API source"): clean
+end -> re-watch from the last RV; 410 -> relist; errors -> backoff 0.8 s doubling to 30 s
+with jitter, reset after 2 min healthy; 429 honours Retry-After; 401 reloads credentials.
+Index updates go through `apply`, one call per event, never awaited in between
+(Index.apply does not await). No DNS here.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class _SkippedError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """client-go's reflector backoff (kube-api.md §A)."""
+    """client-go's reflector backoff (docs/architecture.md, "The Kubernetes API source")."""
 
     initial_seconds: float = 0.8
     factor: float = 2.0
@@ -82,19 +83,20 @@ class Health:
 
     def __post_init__(self) -> None:
         self.up = {kind: False for kind in self.kinds}
-        self.stats.api_up = 0
+        self.stats.set_api_up(False)
 
     def set(self, kind: Kind, up: bool, *, why: str = "") -> None:
         if self.up.get(kind) == up:
             return
+        was_all_up = all(self.up.values())
         self.up[kind] = up
-        was = self.stats.api_up
-        self.stats.api_up = int(all(self.up.values()))
+        all_up = all(self.up.values())
+        self.stats.set_api_up(all_up)
         if not up and kind in self.synced:
             log.warning(
                 "kubernetes API lost for %s (%s): answering from the last known data", kind, why
             )
-        elif up and was == 0 and self.stats.api_up == 1:
+        elif all_up and not was_all_up:
             log.info("kubernetes API connected: every watch is live")
 
 
@@ -130,7 +132,7 @@ class Reflector:
                     await self.list_and_replace()
                 await self.watch_once()
             except ExpiredError as exc:
-                # kube-api.md §A: 410 -> relist (and replace), at once.
+                # 410 Gone -> relist (and replace), at once, as client-go does.
                 log.info("%s: %s; relisting", self.kind, exc)
                 self.resource_version = None
             except UnauthorizedError as exc:
@@ -182,8 +184,7 @@ class Reflector:
     async def list_and_replace(self) -> None:
         """One complete list, converted page by page, applied as one Replace."""
         if self.lists:
-            key = self.kind.value
-            self.stats.relists[key] = self.stats.relists.get(key, 0) + 1
+            self.stats.count_relist(self.kind.value)
         self.lists += 1
         objects: list[ClusterObject] = []
         token = ""
@@ -197,7 +198,7 @@ class Reflector:
             except ExpiredError:
                 if not token:
                     raise
-                # kube-api.md §A: an expired continue token -> restart the list.
+                # An expired continue token (410) -> restart the list, as client-go does.
                 log.info("%s: continue token expired after %d pages; restarting", self.kind, pages)
                 objects, token, pages = [], "", 0
                 continue
@@ -213,7 +214,7 @@ class Reflector:
                 if obj is not None:
                     objects.append(obj)
             token = page.continue_token
-            del page, items  # not held while the next page is awaited (issue 5)
+            del page, items  # not held while the next page is awaited (peak memory)
             if not token:
                 break
         received_at = time.monotonic()
@@ -224,7 +225,7 @@ class Reflector:
         del replace
         self.resource_version = resource_version
         self.health.synced.add(self.kind)
-        self.stats.last_sync_unix[self.kind.value] = self.wall_clock()
+        self.stats.mark_synced(self.kind.value, self.wall_clock())
         log.info(
             "%s: listed %d objects in %d pages at resourceVersion %s",
             self.kind,
@@ -236,8 +237,7 @@ class Reflector:
     async def watch_once(self) -> None:
         """One watch from the current RV until the server ends it (then return), or raise."""
         if self.watches:
-            key = self.kind.value
-            self.stats.watch_restarts[key] = self.stats.watch_restarts.get(key, 0) + 1
+            self.stats.count_watch_restart(self.kind.value)
         self.watches += 1
         assert self.resource_version is not None
         started = self.clock()
@@ -287,7 +287,7 @@ class Reflector:
             self.apply(event, received_at=received_at)
         if rv:
             self.resource_version = str(rv)
-        self.stats.last_sync_unix[self.kind.value] = self.wall_clock()
+        self.stats.mark_synced(self.kind.value, self.wall_clock())
 
     def _delete_event(self, obj: Mapping[str, Any], what: str) -> Delete | None:
         try:

@@ -155,3 +155,15 @@ def test_in_cluster_without_a_service_account_is_a_clear_error(monkeypatch: pyte
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(CredentialsError, match="in-cluster"):
         load_credentials(kubeconfig=None, in_cluster=True)
+
+
+async def test_a_bare_endpoint_sends_no_credentials_and_verifies_tls(kube_api: FakeKubeApi):
+    # `kubernetes { endpoint URL }` without a kubeconfig: that address, no token; the fake
+    # API's certificate is not in the system store, so TLS verification must refuse it.
+    creds = load_credentials(kubeconfig=None, in_cluster=True, endpoint=kube_api.url)
+    assert creds.host == kube_api.url
+    assert creds.headers() == {}
+    assert creds.source == f"endpoint {kube_api.url}"
+    async with KubeApi(creds) as api:
+        with pytest.raises(UnreachableError, match=r"(?i)certificate"):
+            await api.list_page(Kind.SERVICE)

@@ -1,0 +1,164 @@
+"""`kdns corefile PATH`: what a Config serves, block by block, in plain words.
+
+For each server block: its zones, where it listens, and its plugins in execution order
+(`PLUGIN_ORDER`, never the order they were written in) with their settings and the
+`FILE:LINE` they came from. The text depends only on the Config, so it is stable.
+
+No I/O here.
+"""
+
+from __future__ import annotations
+
+from kdns.config.corefile.values import format_duration
+from kdns.config.model import (
+    COMBINED_LOG_FORMAT,
+    COMMON_LOG_FORMAT,
+    CacheConfig,
+    Config,
+    ErrorsConfig,
+    FileConfig,
+    ForwardConfig,
+    HealthConfig,
+    KubernetesConfig,
+    LoadbalanceConfig,
+    LogClass,
+    LogConfig,
+    LogRule,
+    LoopConfig,
+    PluginConfig,
+    PrometheusConfig,
+    ReadyConfig,
+    ReloadConfig,
+    ServerBlock,
+)
+
+_WIDTH = 12  # the plugin-name column
+
+
+def render(config: Config) -> str:
+    """The report `kdns corefile` prints (no newline at the end)."""
+    out: list[str] = []
+    if config.corefile is not None:
+        out.append(f"Corefile {config.corefile}")
+    if config.digest:
+        out.append(f"sha512 {config.digest}")
+    for number, block in enumerate(config.blocks, start=1):
+        if out:
+            out.append("")
+        out.extend(_block(number, block))
+    return "\n".join(out)
+
+
+def _block(number: int, block: ServerBlock) -> list[str]:
+    listen = ", ".join(str(hp) for hp in block.listen())
+    lines = [
+        f"server block {number} ({block.origin})",
+        f"  zones   {' '.join(block.zones)}",
+        f"  listen  {listen} (UDP and TCP)",
+    ]
+    names = block.chain_names()
+    if not names:
+        lines.append("  plugins none: every query gets SERVFAIL")
+        return lines
+    lines.append("  plugins, in the order a query meets them:")
+    for name in names:
+        if name == "bind":
+            lines.append(f"    {'bind':<{_WIDTH}} {' '.join(block.bind)}")
+            continue
+        config = block.plugins[name]
+        first, *more = _describe(config)
+        lines.append(f"    {name:<{_WIDTH}} {first}  ({config.origin})")
+        lines.extend(f"    {'':<{_WIDTH}} {part}" for part in more)
+    return lines
+
+
+def _describe(config: PluginConfig) -> list[str]:
+    """The settings of one plugin, one line each."""
+    if isinstance(config, ReloadConfig):
+        interval, jitter = format_duration(config.interval), format_duration(config.jitter)
+        return [f"re-read the Corefile every {interval} ± {jitter}"]
+    if isinstance(config, ReadyConfig):
+        return [f"/ready on {config.addr}"]
+    if isinstance(config, HealthConfig):
+        lameduck = f", lameduck {format_duration(config.lameduck)}" if config.lameduck else ""
+        return [f"/health on {config.addr}{lameduck}"]
+    if isinstance(config, PrometheusConfig):
+        return [f"/metrics on {config.addr}"]
+    if isinstance(config, ErrorsConfig):
+        return ["log errors"] + [
+            f'consolidate {format_duration(c.interval)} "{c.pattern}" {c.level}'
+            for c in config.consolidate
+        ]
+    if isinstance(config, LogConfig):
+        return [_log_rule(rule) for rule in config.rules]
+    if isinstance(config, LoadbalanceConfig):
+        return [f"shuffle A, AAAA and MX records ({config.policy})"]
+    if isinstance(config, CacheConfig):
+        return _cache(config)
+    if isinstance(config, KubernetesConfig):
+        return _kubernetes(config)
+    if isinstance(config, FileConfig):
+        files = " ".join(str(p) for p in config.paths)
+        reload = f"every {format_duration(config.reload)}" if config.reload else "never"
+        return [f"{files} as {' '.join(config.zones) or 'its own zones'}", f"reload {reload}"]
+    if isinstance(config, LoopConfig):
+        return ["stop if a probe query comes back (a forwarding loop)"]
+    return _forward(config)
+
+
+def _log_rule(rule: LogRule) -> str:
+    if rule.format == COMMON_LOG_FORMAT:
+        fmt = "common format"
+    elif rule.format == COMBINED_LOG_FORMAT:
+        fmt = "combined format"
+    else:
+        fmt = f'format "{rule.format}"'
+    classes = ", ".join(sorted(c.value for c in rule.classes))
+    which = "all queries" if rule.classes == {LogClass.ALL} else f"{classes} replies"
+    return f"{which} under {' '.join(rule.names)}, {fmt}"
+
+
+def _cache(config: CacheConfig) -> list[str]:
+    parts = [
+        f"zones {' '.join(config.zones)}",
+        f"success: {config.success_capacity} entries, TTL {config.success_min_ttl}"
+        f"..{config.success_ttl}s",
+        f"denial: {config.denial_capacity} entries, TTL {config.denial_min_ttl}"
+        f"..{config.denial_ttl}s",
+        f"SERVFAIL: {config.servfail_ttl}s",
+    ]
+    if config.disable_success is not None:
+        parts.append(f"no success caching under {' '.join(config.disable_success)}")
+    if config.disable_denial is not None:
+        parts.append(f"no denial caching under {' '.join(config.disable_denial)}")
+    return parts
+
+
+def _kubernetes(config: KubernetesConfig) -> list[str]:
+    parts = [
+        f"zones {' '.join(config.zones)}",
+        f"pods {config.pods.value}, ttl {config.ttl}",
+    ]
+    if config.fallthrough is None:
+        parts.append("no fallthrough")
+    else:
+        parts.append(f"fallthrough {' '.join(config.fallthrough) or 'in every zone'}")
+    if config.kubeconfig is not None:
+        context = f", context {config.context}" if config.context else ""
+        parts.append(f"API from kubeconfig {config.kubeconfig}{context}")
+    elif config.endpoint is not None:
+        parts.append(f"API at {config.endpoint}")
+    else:
+        parts.append("API in-cluster (service account)")
+    return parts
+
+
+def _forward(config: ForwardConfig) -> list[str]:
+    upstreams = " ".join(str(u.addr) for u in config.to) or "nowhere"
+    written = " ".join(config.to_text)
+    parts = [f"{config.from_zone} -> {upstreams}"]
+    if written and written != upstreams:
+        parts.append(f"(from {written})")
+    if config.max_concurrent:
+        parts.append(f"max_concurrent {config.max_concurrent}")
+    return parts

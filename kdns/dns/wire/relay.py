@@ -1,0 +1,150 @@
+"""Relaying upstream replies as bytes, for `kdns.upstream.forward`.
+
+A forward cache hit must cost a copy and a few TTL writes, not a parse and a re-encode
+(which would also change the upstream's bytes). These helpers work on raw messages:
+`reply_matches` (RFC 5452 §9.1), `ttl_offsets` and `rewrite_ttls` (TTLs count down while
+cached), `with_question` and `with_id` (the client's ID and 0x20 spelling),
+`truncated`/`header_rcode` (header bits), `truncate_for` (the client's UDP limit). They
+read names with `read_name`, the strict reader of the query decoder, and raise only
+`FormatError` on malformed bytes.
+
+Pure: no sockets, no asyncio, no logging, no dnslib.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from kdns.dns.records import Rcode, RType
+from kdns.dns.wire.common import HEADER, FormatError, read_name, skip_rr
+from kdns.dns.wire.encode import encode_truncated
+from kdns.dns.wire.query import Query
+
+_U32 = struct.Struct("!I")
+
+
+def _question_key(data: bytes) -> tuple[int, int, bytes, int, int] | None:
+    """(id, opcode, lower-case qname wire, qtype, qclass) of a message's first question."""
+    if len(data) < 12:
+        return None
+    qid, flags, qd, *_ = HEADER.unpack_from(data, 0)
+    if qd != 1:
+        return None
+    try:
+        labels, pos = read_name(data, 12, pointers=True)
+    except FormatError:
+        return None
+    if pos + 4 > len(data):
+        return None
+    qtype, qclass = struct.unpack_from("!HH", data, pos)
+    wire = b"".join(bytes((len(lab),)) + lab for lab in labels) + b"\x00"
+    return qid, (flags >> 11) & 0xF, wire.lower(), qtype, qclass
+
+
+def reply_matches(query: Query | bytes, reply: bytes) -> bool:
+    """RFC 5452 §9.1: the reply is a response with the query's ID, opcode and question
+    (name compared case-insensitively, type, class)."""
+    if len(reply) < 12 or not reply[2] & 0x80:
+        return False
+    if isinstance(query, Query):
+        want = (
+            query.id,
+            query.opcode,
+            query.qname_wire.lower(),
+            query.question.qtype,
+            query.qclass,
+        )
+    else:
+        got_q = _question_key(query)
+        if got_q is None:
+            return False
+        want = got_q
+    return _question_key(reply) == want
+
+
+def ttl_offsets(reply: bytes) -> tuple[int, ...]:
+    """Where the TTL field of every record but the OPT sits in `reply` (RFC 1035 §4.1.3).
+
+    Raises FormatError if the message is malformed; kept by the forward cache so a hit only
+    rewrites these fields.
+    """
+    if len(reply) < 12:
+        raise FormatError("shorter than a DNS header")
+    _, _, qd, an, ns, ar = HEADER.unpack_from(reply, 0)
+    pos = 12
+    for _ in range(qd):
+        _, pos = read_name(reply, pos, pointers=True)
+        pos += 4
+        if pos > len(reply):
+            raise FormatError("question runs past the end")
+    offsets = []
+    for _ in range(an + ns + ar):
+        _, after_name = read_name(reply, pos, pointers=True)
+        rtype, _, _, _, _, pos = skip_rr(reply, pos)
+        if rtype != RType.OPT:  # the OPT's "TTL" is its extended rcode and flags
+            offsets.append(after_name + 4)
+    return tuple(offsets)
+
+
+def rewrite_ttls(
+    reply: bytes,
+    elapsed: int,
+    *,
+    cap: int | None = None,
+    offsets: Sequence[int] | None = None,
+) -> bytes:
+    """`reply` with every record's TTL set to max(0, min(TTL, cap) - elapsed): the TTL
+    counts down while cached (RFC 1035 §4.1.3, RFC 2181 §8). `offsets` from `ttl_offsets`
+    (computed when None). Raises FormatError if the message is malformed."""
+    out = bytearray(reply)
+    for offset in ttl_offsets(reply) if offsets is None else offsets:
+        (ttl,) = _U32.unpack_from(out, offset)
+        if ttl & 0x80000000:  # RFC 2181 §8: treated as 0
+            ttl = 0
+        if cap is not None:
+            ttl = min(ttl, cap)
+        _U32.pack_into(out, offset, max(0, ttl - elapsed))
+    return bytes(out)
+
+
+def with_question(reply: bytes, query: Query) -> bytes:
+    """`reply` carrying the query's ID and its question bytes (the client's 0x20 spelling,
+    RFC 4343 §4.1). The reply's question must be the query's: same name but for case (the
+    query's has no pointers, so equal bytes mean an equal name), same type and class;
+    raises FormatError otherwise."""
+    qwire = query.question_wire
+    name_end = 12 + len(qwire) - 4
+    end = name_end + 4
+    # bytes.lower() is safe on a wire name (label lengths <= 63 sit below "A"), not on the
+    # type and class, which are compared exactly.
+    if (
+        len(reply) < end
+        or reply[12:name_end].lower() != query.qname_wire.lower()
+        or reply[name_end:end] != qwire[-4:]
+    ):
+        raise FormatError("the reply's question is not the query's")
+    return query.id.to_bytes(2, "big") + reply[2:12] + qwire + reply[end:]
+
+
+def with_id(reply: bytes, qid: int) -> bytes:
+    """The same message with its ID replaced."""
+    return qid.to_bytes(2, "big") + reply[2:]
+
+
+def truncated(reply: bytes) -> bool:
+    """The TC bit of a message's header (False when shorter than a header)."""
+    return len(reply) >= 12 and bool(reply[2] & 0x02)
+
+
+def header_rcode(reply: bytes) -> int:
+    """The 4-bit rcode of a message's header (SERVFAIL when shorter than a header)."""
+    return reply[3] & 0xF if len(reply) >= 12 else int(Rcode.SERVFAIL)
+
+
+def truncate_for(query: Query, reply: bytes, *, max_size: int) -> bytes:
+    """`reply` if it fits `max_size`, else an empty TC=1 copy (`encode_truncated`), so the
+    client retries over TCP (RFC 7766 §5, RFC 6891 §6.2.5)."""
+    if len(reply) <= max_size:
+        return reply
+    return encode_truncated(query, reply)

@@ -1,0 +1,95 @@
+"""Corefiles as clusters ship them (kubeadm, EKS, RKE2, k3s, OpenShift, minikube,
+NodeLocal DNSCache) and as people write them (stub domains, Consul, rewrites, DoT
+upstreams): each loads, or is refused with FILE:LINE and the plugin or option it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kdns.config.corefile import CorefileError, parse_corefile_text
+from kdns.config.model import Config, ForwardConfig, KubernetesConfig, LogConfig
+from tests.config.corefiles import read_resolv_conf
+
+DATA = Path(__file__).parent.parent / "data" / "corefiles"
+
+LOADS = [
+    "kubeadm-1.31.Corefile",
+    "kubeadm-1.32.Corefile",
+    "eks.Corefile",
+    "rke2.Corefile",
+    "gke-stub-domains.Corefile",
+    "consul.Corefile",
+    "reverse-cidr.Corefile",
+]
+
+# file -> the (line, word the message must name) of every problem, in order
+REFUSED = {
+    "k3s.Corefile": [(9, "plugin hosts")],
+    "openshift.Corefile": [(3, "plugin bufsize"), (18, "option policy"), (26, "plugin chaos")],
+    "rewrite.Corefile": [(5, "plugin rewrite"), (6, "plugin rewrite")],
+    "autopath.Corefile": [(4, "plugin autopath"), (8, "option endpoint_pod_names")],
+    "minikube-hosts.Corefile": [(14, "plugin hosts")],
+    "nodelocaldns.Corefile": [(11, "option force_tcp"), (23, "option force_tcp")],
+    "dot-upstream.Corefile": [
+        (4, "tls:// upstreams"),
+        (4, "tls:// upstreams"),
+        (5, "option tls_servername"),
+        (6, "option health_check"),
+    ],
+}
+
+
+def read(name: str) -> Config:
+    path = DATA / name
+    return parse_corefile_text(
+        path.read_text(), source=str(path), environ={}, read_resolv_conf=read_resolv_conf
+    )
+
+
+def test_every_data_file_is_covered() -> None:
+    assert sorted(p.name for p in DATA.glob("*.Corefile")) == sorted([*LOADS, *REFUSED])
+
+
+@pytest.mark.parametrize("name", LOADS)
+def test_loads(name: str) -> None:
+    config = read(name)
+    assert config.blocks
+    assert all(b.origin.source == str(DATA / name) for b in config.blocks)
+
+
+@pytest.mark.parametrize(("name", "expected"), REFUSED.items())
+def test_refused_with_file_line_and_name(name: str, expected: list[tuple[int, str]]) -> None:
+    with pytest.raises(CorefileError) as caught:
+        read(name)
+    found = caught.value.problems
+    assert [p.origin.line for p in found] == [line for line, _ in expected]
+    for problem, (line, word) in zip(found, expected, strict=True):
+        assert str(problem).startswith(f"{DATA / name}:{line}: ")
+        assert word in problem.message
+
+
+def test_rke2_lists_cluster_local_twice_and_serves_it_once() -> None:
+    kubernetes = read("rke2.Corefile").blocks[0].plugins["kubernetes"]
+    assert isinstance(kubernetes, KubernetesConfig)
+    assert kubernetes.zones == ("cluster.local.", "in-addr.arpa.", "ip6.arpa.")
+
+
+def test_stub_domains_each_get_their_own_upstreams() -> None:
+    config = read("gke-stub-domains.Corefile")
+    forwards = {b.zones: b.plugins["forward"] for b in config.blocks}
+    assert {zones: [str(u.addr) for u in f.to] for zones, f in forwards.items()
+            if isinstance(f, ForwardConfig)} == {
+        (".",): ["8.8.8.8:53", "8.8.4.4:53"],
+        ("corp.example.",): ["10.150.0.1:53"],
+        ("acme.local.",): ["10.150.0.2:5353", "[fd00::53]:53"],
+    }  # fmt: skip
+
+
+def test_reverse_cidr_keys_and_log_names() -> None:
+    (server,) = read("reverse-cidr.Corefile").blocks
+    assert (server.zones, server.port) == (("example.org.", "10.in-addr.arpa."), 1053)
+    log = server.plugins["log"]
+    assert isinstance(log, LogConfig)
+    assert [r.names for r in log.rules] == [("10.in-addr.arpa.",), ("example.org.",)]
