@@ -466,6 +466,8 @@ class _Cluster:
         total = not_ready + terminating
         if total == 0:
             return "it has no endpoints at all (no EndpointSlice, or no pod matches its selector)"
+        if total == 1:
+            return f"its one endpoint is {'terminating' if terminating else 'not ready'}"
         parts = []
         if not_ready:
             parts.append(f"{not_ready} not ready")

@@ -149,7 +149,7 @@ async def test_headless_without_a_ready_endpoint_does_not_exist() -> None:
     assert exp.answer.rcode == "NXDOMAIN"  # R19
     assert codes(exp) == ["headless-no-ready-endpoints"]
     assert exp.reasons[0].rule == "R19"
-    assert "1 not ready" in exp.reasons[0].message
+    assert "its one endpoint is not ready" in exp.reasons[0].message
     assert excluded(exp) == {"10.244.2.20": "not-ready"}
 
 
