@@ -49,7 +49,7 @@ from kdns.config.model import (
     ReloadConfig,
 )
 from kdns.config.settings import HostPort, PodMode, Settings
-from kdns.observe.http import HttpServers
+from kdns.observe.http import HttpServers, QueryRoute
 from kdns.observe.metrics import HEALTH_BUCKETS, build_registry, server_label
 from kdns.observe.stats import Histogram, Stats, snapshot
 from kdns.plugins.cache import CacheGauge
@@ -588,7 +588,8 @@ class App:
         health = _first(config, "health", HealthConfig)
         ready = _first(config, "ready", ReadyConfig)
         prometheus = _first(config, "prometheus", PrometheusConfig)
-        if health is None and ready is None and prometheus is None:
+        explain = self._debug_explain()
+        if health is None and ready is None and prometheus is None and explain is None:
             return None
         first = next(iter(self.listeners.values()), None)
         server = server_label(first.addr if first is not None else HostPort("", 53))
@@ -612,6 +613,8 @@ class App:
             is_healthy=self.healthy,
             registry=registry,
             health_times=self.health_times,
+            debug=self.settings.debug_addr,
+            explain=explain,
         )
         try:
             await http.start()
@@ -621,6 +624,23 @@ class App:
                 "prometheus (--health-addr, --ready-addr, --metrics-addr)"
             ) from None
         return http
+
+    def _debug_explain(self) -> QueryRoute | None:
+        """`/debug/explain` over this process's listeners and index (`kdns explain --server`)."""
+        if self.settings.debug_addr is None:
+            return None
+        from kdns.explain.debug import DebugExplain
+        from kdns.explain.run import Explainer, Target
+
+        def targets() -> list[Target]:
+            return [
+                Target(server_label(HostPort(addr.host, listener.udp.port)), listener.server)
+                for addr, listener in self.listeners.items()
+            ]
+
+        return DebugExplain(
+            Explainer(targets, self.index, config=lambda: self.config, source="server")
+        )
 
     def _plugins_enabled(self) -> list[tuple[str, str, str]]:
         """(server, zone, plugin) of every plugin of every server block now in service."""

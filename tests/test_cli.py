@@ -182,7 +182,7 @@ def test_the_readme_flag_table_is_the_help() -> None:
 
 
 def test_every_subcommand_has_help_text() -> None:
-    for command in ("serve", "corefile", "manifests"):
+    for command in ("serve", "corefile", "manifests", "explain"):
         out = subprocess.run(
             [sys.executable, "-m", "kdns", command, "--help"],
             capture_output=True,

@@ -325,6 +325,11 @@ class Index:
         self._built[key] = built  # (re)inserted last: the most recently used
         return built
 
+    def slices_of(self, namespace: str, service: str) -> tuple[EndpointSlice, ...]:
+        """Every EndpointSlice labelled for the Service, ready endpoints or not, in name
+        order (not DNS data: for `kdns explain`)."""
+        return tuple(self.slices[k] for k in self._slices_of.get((namespace, service), ()))
+
     def reverse(self, address: IPAddress) -> Sequence[ReverseName]:
         owners = self._cluster_ip.get(address)
         if owners:

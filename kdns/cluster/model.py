@@ -67,6 +67,10 @@ class Endpoint:
     # targetRef name, when the target is a Pod. Not kept by EndpointSlice: no answer uses it
     # (CoreDNS's `endpoint_pod_names` is not implemented), and it costs ~60 bytes an endpoint.
     pod_name: str | None = None
+    # conditions.terminating (EndpointSlice API): the pod is being deleted. Not DNS data (the
+    # answers read `ready` only, docs/rules.md R6); kept so `kdns explain` can say why an
+    # endpoint is left out.
+    terminating: bool = False
 
 
 MIXED = 17
@@ -105,8 +109,9 @@ class EndpointSlice:
 
     Built from `Endpoint` values but stored packed (at most 200 bytes an endpoint,
     docs/benchmarking.md#targets): every address in one `bytes` (`width` bytes each),
-    hostnames only when some endpoint has one, not-ready endpoints by index. Equality is
-    "same DNS data": addresses, readiness, hostnames, ports (not `Endpoint.pod_name`).
+    hostnames only when some endpoint has one, not-ready and terminating endpoints by index.
+    Equality is "same DNS data" plus the terminating condition: addresses, readiness,
+    terminating, hostnames, ports (not `Endpoint.pod_name`).
     `endpoints` rebuilds the values.
     """
 
@@ -118,6 +123,7 @@ class EndpointSlice:
     packed: bytes  # the addresses of every endpoint, in order
     sizes: tuple[int, ...] | None  # addresses of each endpoint; None = one each
     not_ready: frozenset[int]  # indexes of the endpoints that are not ready
+    terminating: frozenset[int]  # indexes of the endpoints with conditions.terminating true
     hostnames: tuple[str | None, ...] | None  # by endpoint index; None = no hostname at all
     # Unix time of annotation endpoints.kubernetes.io/last-change-trigger-time (set by the
     # EndpointSlice controller), for the programming-latency metric; not DNS data, so two
@@ -156,6 +162,8 @@ class EndpointSlice:
         setattr_(self, "sizes", None if all(n == 1 for n in sizes) else sizes)
         not_ready = frozenset(i for i, e in enumerate(eps) if not e.ready)
         setattr_(self, "not_ready", not_ready or _ALL_READY)
+        terminating = frozenset(i for i, e in enumerate(eps) if e.terminating)
+        setattr_(self, "terminating", terminating or _ALL_READY)
         setattr_(self, "hostnames", hostnames if any(hostnames) else None)
         setattr_(self, "trigger_time", trigger_time)
 
@@ -172,9 +180,9 @@ class EndpointSlice:
                 groups.append(tuple(addresses[at : at + n]))
                 at += n
         hostnames = self.hostnames or (None,) * len(groups)
-        not_ready = self.not_ready
+        not_ready, terminating = self.not_ready, self.terminating
         return tuple(
-            Endpoint(group, i not in not_ready, hostname)
+            Endpoint(group, i not in not_ready, hostname, terminating=i in terminating)
             for i, (group, hostname) in enumerate(zip(groups, hostnames, strict=True))
         )
 

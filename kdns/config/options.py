@@ -68,6 +68,12 @@ def _http_addr(text: str, where: str) -> HostPort:
     return parse_hostport(text, where)
 
 
+def _debug_addr(text: str, where: str) -> HostPort | None:
+    if text.strip().lower() == "none":
+        return None
+    return parse_hostport(text, where)
+
+
 def _upstream(text: str, where: str) -> HostPort:
     text = text.strip()
     if text.startswith("[") or text.count(":") == 1:
@@ -290,6 +296,15 @@ OPTIONS: tuple[Option, ...] = (
         "HTTP /metrics, Prometheus text with CoreDNS's metric names",
         _http_addr,
         directive="prometheus HOST:PORT",
+    ),
+    Option(
+        "--debug-addr",
+        "debug_addr",
+        "none|HOST:PORT",
+        "HTTP /debug/explain for `kdns explain --server`: why a name answers as it does "
+        "(cluster data: keep it on loopback); none = off; an address in use is skipped "
+        "with a warning",
+        _debug_addr,
     ),
     Option(
         "--lameduck",

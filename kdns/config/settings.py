@@ -64,6 +64,10 @@ class Settings:
     metrics_addr: HostPort = HostPort("", 9153)
     """CoreDNS's ports for /health, /ready and /metrics."""
 
+    debug_addr: HostPort | None = HostPort("127.0.0.1", 9154)
+    """HTTP /debug/explain (`kdns explain --server`); loopback only unless told otherwise,
+    None = not served."""
+
     lameduck_seconds: float = 5.0
     """After SIGTERM: /ready turns 503 at once, DNS keeps answering this long, then exit."""
 

@@ -1,11 +1,15 @@
 """The HTTP side of kdns: `/health`, `/ready` and `/metrics`, on CoreDNS's ports 8080, 8181 and
-9153 (docs/operations.md#probes), as small asyncio HTTP/1.1 servers (no aiohttp: its import
-costs ~9 MB RSS, against the memory targets of docs/benchmarking.md#targets).
+9153 (docs/operations.md#probes), and `/debug/explain` (on 127.0.0.1:9154 by default), as
+small asyncio HTTP/1.1 servers (no aiohttp: its import costs ~9 MB RSS, against the memory
+targets of docs/benchmarking.md#targets).
 
 Owns the endpoints and their status codes. Addresses that coincide share one server, which then
 serves each of their paths; any other path is 404. Must not expose anything sensitive: bodies
 are "OK", the names of what is not ready, or Prometheus text; no Server header is sent, no
 access log is written (probes come every few seconds), and nothing here reads credentials.
+The one exception is `/debug/explain`, which shows cluster data (Services, endpoints, pods,
+as DNS itself does) and is therefore served on loopback unless `--debug-addr` says otherwise;
+it is optional: an address in use is skipped with a warning instead of stopping start-up.
 Must not import dnslib or the `kubernetes` package.
 
 - `/health`: 200 "OK" while the process serves, including during lameduck (CoreDNS `health`:
@@ -25,7 +29,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from urllib.parse import parse_qs
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
@@ -39,6 +44,7 @@ HEALTH_PATH = "/health"
 SELF_CHECK_SECONDS = 1.0  # CoreDNS health: the self-check runs every second
 READY_PATH = "/ready"
 METRICS_PATH = "/metrics"
+DEBUG_EXPLAIN_PATH = "/debug/explain"
 
 MAX_HEAD_BYTES = 8192
 """Request line plus headers; a longer head is 431 and the connection is closed."""
@@ -56,6 +62,7 @@ _REASONS = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 
@@ -68,6 +75,10 @@ ReadyCheck = Callable[[], ReadyResult]
 
 Route = Callable[[Mapping[str, str]], tuple[int, str, bytes]]
 """Request headers (lower-case names) -> (status, content type, body)."""
+
+QueryRoute = Callable[[Mapping[str, str]], Awaitable[tuple[int, str, bytes]]]
+"""The query string's parameters (the first value of each) -> (status, content type, body)."""
+MAX_QUERY_FIELDS = 16
 
 
 def not_ready_reasons(result: ReadyResult) -> list[str]:
@@ -99,13 +110,17 @@ class HttpServers:
         registry: CollectorRegistry,
         health_times: Histogram | None = None,
         is_healthy: Callable[[], str | None] = lambda: None,
+        debug: HostPort | None = None,
+        explain: QueryRoute | None = None,
     ) -> None:
         """`health`, `ready`, `metrics`: where each path is served (None: not served, as
         when the Corefile has no such plugin). `is_ready`: called on each GET /ready.
         `is_healthy`: None while alive, else why not (/health answers 503 with it).
         `health_times`: where the self-check observes /health round trips (the histogram
-        given to `build_registry(health=...)`); None = no self-check."""
+        given to `build_registry(health=...)`); None = no self-check. `debug`: where
+        `/debug/explain` is served by `explain` (both needed)."""
         self._ready = is_ready
+        self._explain = explain
         self._healthy = is_healthy
         self._registry = registry
         self._health = health_times
@@ -117,6 +132,7 @@ class HttpServers:
             (health, HEALTH_PATH),
             (ready, READY_PATH),
             (metrics, METRICS_PATH),
+            (debug if explain is not None else None, DEBUG_EXPLAIN_PATH),
         ):
             if addr is None:
                 continue
@@ -140,7 +156,10 @@ class HttpServers:
         """Bind and serve every address; on a failure, close what was started and raise."""
         try:
             for addr, paths in self._servers:
-                await self._start_one(addr, paths)
+                if paths == [DEBUG_EXPLAIN_PATH]:
+                    await self._start_optional(addr, paths)
+                else:
+                    await self._start_one(addr, paths)
         except BaseException:
             await self.stop()
             raise
@@ -161,13 +180,31 @@ class HttpServers:
             await listener.close()
         self._bound.clear()
 
+    async def _start_optional(self, addr: HostPort, paths: Sequence[str]) -> None:
+        """A debugging aid never stops start-up: a second kdns on the same host, or anything
+        else on its port, costs only the endpoint."""
+        try:
+            await self._start_one(addr, paths)
+        except OSError as exc:
+            logger.warning(
+                "http: %s not served: cannot listen on %s (%s); pick a free --debug-addr, or none",
+                ", ".join(paths),
+                addr,
+                exc.strerror or exc,
+            )
+
     async def _start_one(self, addr: HostPort, paths: Sequence[str]) -> None:
         handlers: dict[str, Route] = {
             HEALTH_PATH: self._handle_health,
             READY_PATH: self._handle_ready,
             METRICS_PATH: self._handle_metrics,
         }
-        listener = _Listener({path: handlers[path] for path in paths})
+        query_routes: dict[str, QueryRoute] = {}
+        if self._explain is not None and DEBUG_EXPLAIN_PATH in paths:
+            query_routes[DEBUG_EXPLAIN_PATH] = self._explain
+        listener = _Listener(
+            {path: handlers[path] for path in paths if path in handlers}, query_routes
+        )
         # host "" = all addresses: asyncio binds every family when host is None.
         await listener.start(addr.host or None, addr.port)
         self._listeners.append(listener)
@@ -216,8 +253,11 @@ class HttpServers:
 class _Listener:
     """One listening address: HTTP/1.1 GET/HEAD over asyncio streams (RFC 9112)."""
 
-    def __init__(self, routes: Mapping[str, Route]) -> None:
+    def __init__(
+        self, routes: Mapping[str, Route], query_routes: Mapping[str, QueryRoute] | None = None
+    ) -> None:
         self._routes = routes
+        self._query_routes = query_routes or {}
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self.port = 0
@@ -281,13 +321,31 @@ class _Listener:
                 writer, 405, TEXT_PLAIN, b"method not allowed\n", keep=keep, allow="GET, HEAD"
             )
             return keep
-        handler = self._routes.get(target.split("?", 1)[0])
-        if handler is None:
-            status, content_type, body = 404, TEXT_PLAIN, b"404: Not Found\n"
-        else:
+        path, _, query = target.partition("?")
+        handler = self._routes.get(path)
+        query_handler = self._query_routes.get(path)
+        if handler is not None:
             status, content_type, body = handler(headers)
+        elif query_handler is not None:
+            params = _query_params(query)
+            if params is None:
+                status, content_type, body = 400, TEXT_PLAIN, b"bad query string\n"
+            else:
+                status, content_type, body = await query_handler(params)
+        else:
+            status, content_type, body = 404, TEXT_PLAIN, b"404: Not Found\n"
         await _respond(writer, status, content_type, body, keep=keep, head=method == "HEAD")
         return keep
+
+
+def _query_params(query: str) -> dict[str, str] | None:
+    """The first value of each parameter of a query string; None when it is malformed or
+    has more than MAX_QUERY_FIELDS fields."""
+    try:
+        parsed = parse_qs(query, strict_parsing=bool(query), max_num_fields=MAX_QUERY_FIELDS)
+    except ValueError:
+        return None
+    return {key: values[0] for key, values in parsed.items()}
 
 
 def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]] | None:

@@ -33,7 +33,8 @@ class ForwardPlugin(Plugin):
         return self._forward(request)
 
     async def _forward(self, request: Request) -> Response:
-        got = await self.forwarder.forward(request.data, request.query, tcp=request.tcp)
+        via: list[str] = []
+        got = await self.forwarder.forward(request.data, request.query, tcp=request.tcp, via=via)
         if got is None or len(got) < 12:
             tried = ", ".join(str(u.addr) for u in self.config.to)
             return Response(
@@ -41,7 +42,7 @@ class ForwardPlugin(Plugin):
                 plugin=self.name,
                 error=f"no upstream answered (tried {tried})",
             )
-        return Response(wire=got, plugin=self.name)
+        return Response(wire=got, plugin=self.name, upstream=via[0] if via else None)
 
     async def close(self) -> None:
         await self.forwarder.close()

@@ -101,6 +101,9 @@ class Response:
     # Why the reply is SERVFAIL, when something failed (e.g. "no upstream answered:
     # 127.0.0.1:53 timed out"); the `errors` plugin logs it. None for a plain answer.
     error: str | None = None
+    # The upstream that sent a relayed reply ("10.0.0.2:53"), set by `forward`; None for
+    # everything else, a cache hit included. Read by `kdns explain`.
+    upstream: str | None = None
 
     @property
     def rcode(self) -> int:

@@ -160,8 +160,28 @@ class DnsServer(FastPath):
         for change in self.index.take_pending():
             self.stats.observe_programming(change.service_kind, now - change.received_at)
 
+    async def trace(
+        self, data: bytes, *, tcp: bool = False, family: str = "1"
+    ) -> tuple[bytes | None, Response | None]:
+        """Answer `data` as a client's query, on the slow path, and return the reply with the
+        chain's `Response` (who answered; None when no chain ran: REFUSED outside the
+        zones, FORMERR, ...). For `kdns explain`; counted in the metrics like any query."""
+        seen: list[Response] = []
+        try:
+            out = self._answer(data, tcp, family, None, seen)
+            if out is not None and not isinstance(out, bytes):
+                out = await out
+        except Exception as exc:
+            out = self._panic(data, exc)
+        return out, (seen[0] if seen else None)
+
     def _answer(
-        self, data: bytes, tcp: bool, family: str, client: tuple[str, int] | None
+        self,
+        data: bytes,
+        tcp: bool,
+        family: str,
+        client: tuple[str, int] | None,
+        seen: list[Response] | None = None,
     ) -> HandleResult:
         started = time.perf_counter()
         self._check_generation()
@@ -207,19 +227,33 @@ class DnsServer(FastPath):
         )
         result = block.chain.serve(request)
         if isinstance(result, Response):
-            return self._finish(request, block, result, started)
-        return self._finish_later(request, block, result, started)
+            return self._finish(request, block, result, started, seen)
+        return self._finish_later(request, block, result, started, seen)
 
     async def _finish_later(
-        self, request: Request, block: Block, pending: Awaitable[Response], started: float
+        self,
+        request: Request,
+        block: Block,
+        pending: Awaitable[Response],
+        started: float,
+        seen: list[Response] | None,
     ) -> bytes | None:
         try:
             response = await pending
-            return self._finish(request, block, response, started)
+            return self._finish(request, block, response, started, seen)
         except Exception as exc:
             return self._panic(request.data, exc)
 
-    def _finish(self, request: Request, block: Block, response: Response, started: float) -> bytes:
+    def _finish(
+        self,
+        request: Request,
+        block: Block,
+        response: Response,
+        started: float,
+        seen: list[Response] | None = None,
+    ) -> bytes:
+        if seen is not None:
+            seen.append(response)
         query = request.query
         if response.wire is not None:
             out = response.wire

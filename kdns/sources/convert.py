@@ -241,6 +241,7 @@ def _endpoint_from_api(raw: Any, *, field: str) -> Endpoint | None:
         ready=ready,
         hostname=_intern(hostname) if hostname else None,
         pod_name=_pod_ref(raw, field),
+        terminating=conditions.get("terminating") is True,
     )
 
 

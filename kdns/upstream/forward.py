@@ -115,19 +115,22 @@ class Forwarder:
         for up in self._ups:
             up.probe = None
 
-    async def forward(self, query: bytes, parsed: wire.Query, *, tcp: bool) -> bytes | None:
+    async def forward(
+        self, query: bytes, parsed: wire.Query, *, tcp: bool, via: list[str] | None = None
+    ) -> bytes | None:
         """The upstream reply to `query` (decoded as `parsed`) with the client's ID.
 
         None when every tried upstream failed (the caller answers SERVFAIL). REFUSED when
         `max_concurrent` upstream queries are already in flight. The reply is whole: the
         server fits it to the client's size limit (an upstream may have answered over TCP).
+        `via`, when given, receives the address of the upstream that answered.
         """
         if self.max_concurrent and self._inflight >= self.max_concurrent:
             self.stats.count_max_concurrent_reject()
             return _error_reply(parsed, Rcode.REFUSED)
         self._inflight += 1
         try:
-            reply = await self._exchange_any(query, parsed, tcp=tcp)
+            reply = await self._exchange_any(query, parsed, tcp=tcp, via=via)
         finally:
             self._inflight -= 1
         if reply is None:
@@ -145,7 +148,9 @@ class Forwarder:
             self._rng.shuffle(healthy)
         return healthy
 
-    async def _exchange_any(self, query: bytes, parsed: wire.Query, *, tcp: bool) -> bytes | None:
+    async def _exchange_any(
+        self, query: bytes, parsed: wire.Query, *, tcp: bool, via: list[str] | None = None
+    ) -> bytes | None:
         for up in self._order():
             started = self.clock()
             try:
@@ -155,6 +160,8 @@ class Forwarder:
                 continue
             up.fails = 0
             self._observe(up, reply, self.clock() - started)
+            if via is not None:
+                via.append(up.label)
             return reply
         # Not logged here: the SERVFAIL carries the reason to the `errors` plugin, which
         # consolidates repeats (one line per query would flood the log while it is down).

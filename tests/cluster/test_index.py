@@ -380,3 +380,15 @@ def test_reverse_buckets_grow_dense_and_shrink_back() -> None:
     index.apply(Delete(Kind.ENDPOINT_SLICE, "default", "a-1"))
     assert index.reverse(ip_address("10.244.7.2")) == ()
     assert not index.reverse_prefix_exists(IPv4Network("10.0.0.0/8"))
+
+
+def test_slices_of_lists_every_slice_of_a_service_ready_or_not() -> None:
+    index = Index()
+    index.apply(Upsert(svc("web", "10.96.0.5")))
+    index.apply(Upsert(eslice("web-b", "web", ep("10.1.0.2", ready=False))))
+    index.apply(Upsert(eslice("web-a", "web", ep("10.1.0.1"))))
+    index.apply(Upsert(eslice("other", "api", ep("10.1.0.3"))))
+    assert [s.name for s in index.slices_of("default", "web")] == ["web-a", "web-b"]
+    assert index.slices_of("default", "nothing") == ()
+    index.apply(Delete(Kind.ENDPOINT_SLICE, "default", "web-a"))
+    assert [s.name for s in index.slices_of("default", "web")] == ["web-b"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import aiohttp
 import pytest
@@ -346,5 +346,85 @@ async def test_a_silent_client_is_dropped_after_the_read_timeout(
     try:
         # Half a request line, then nothing: the server closes without answering.
         assert await raw(servers, b"GET /hea") == b""
+    finally:
+        await servers.stop()
+
+
+# ---- /debug/explain ----------------------------------------------------------------------
+
+
+def debug_servers(
+    debug: HostPort, seen: list[dict[str, str]], *, metrics: HostPort = ANY
+) -> HttpServers:
+    async def explain(params: Mapping[str, str]) -> tuple[int, str, bytes]:
+        seen.append(dict(params))
+        return 200, "application/json", b'{"ok": true}'
+
+    return HttpServers(
+        health=None,
+        ready=None,
+        metrics=metrics,
+        is_ready=lambda: True,
+        registry=build_registry(
+            stats=Stats(), server="dns://127.0.0.1:53", objects=dict, ready=lambda: True
+        ),
+        debug=debug,
+        explain=explain,
+    )
+
+
+async def test_debug_explain_gets_the_query_parameters(session: aiohttp.ClientSession) -> None:
+    seen: list[dict[str, str]] = []
+    servers = debug_servers(ANY, seen)
+    await servers.start()
+    try:
+        base = url(servers, "/debug/explain")
+        status, body, ctype = await get(session, base + "?name=web.shop.svc.cluster.local&type=A")
+        assert (status, body, ctype) == (200, '{"ok": true}', "application/json")
+        assert seen == [{"name": "web.shop.svc.cluster.local", "type": "A"}]
+        status, _, _ = await get(session, base + "?name=a&" + "&".join(["x=1"] * 20))
+        assert status == 400  # more fields than any explain needs
+        assert len(seen) == 1
+        # Not on the metrics listener: a separate server, as --debug-addr says.
+        status, _, _ = await get(
+            session, url(servers, "/metrics").replace("/metrics", "/debug/explain")
+        )
+        assert status == 404
+    finally:
+        await servers.stop()
+
+
+async def test_a_debug_address_in_use_is_skipped_with_a_warning(
+    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        servers = debug_servers(HostPort("127.0.0.1", port), [])
+        await servers.start()  # does not raise: the other servers still start
+        try:
+            assert "/debug/explain" not in servers.addresses
+            status, _, _ = await get(session, url(servers, "/metrics"))
+            assert status == 200
+            assert any(
+                "/debug/explain not served" in r.getMessage() and "--debug-addr" in r.getMessage()
+                for r in caplog.records
+            )
+        finally:
+            await servers.stop()
+
+
+async def test_debug_on_the_metrics_address_shares_its_server(
+    session: aiohttp.ClientSession,
+) -> None:
+    port = free_port()
+    both = HostPort("127.0.0.1", port)
+    servers = debug_servers(both, [], metrics=both)
+    await servers.start()
+    try:
+        assert servers.addresses["/debug/explain"] == servers.addresses["/metrics"]
+        status, _, _ = await get(session, f"http://127.0.0.1:{port}/debug/explain?name=x")
+        assert status == 200
     finally:
         await servers.stop()

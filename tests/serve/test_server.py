@@ -428,3 +428,26 @@ def test_any_bytes_never_raise_and_replies_fit(data: bytes, tcp: bool) -> None:
             assert out[:2] == data[:2]
             assert len(out) <= (65535 if tcp else reply_limit(data))
     assert stats.panics == 0
+
+
+async def test_trace_gives_the_bytes_handle_sends_and_who_answered() -> None:
+    # `kdns explain` relies on it: the same reply as a client gets, plus the plugin.
+    relayed = upstream_reply("example.com.", 1, qid=0x1234, rcode=0)
+    handler, _ = make_handler(upstream=FakeUpstream(lambda q: relayed))
+    data = make_query(SVC1)
+    out, response = await handler.trace(data)
+    assert out == sync(handler.handle(data, tcp=False, family="1"))
+    assert response is not None
+    assert response.plugin == "kubernetes"
+    out, response = await handler.trace(make_query("example.com"))
+    assert out == relayed
+    assert response is not None
+    assert response.plugin == "forward"
+
+
+async def test_trace_of_a_query_no_chain_sees_has_no_response() -> None:
+    handler, _ = make_handler()
+    out, response = await handler.trace(make_query("example.com"))  # D6: REFUSED
+    assert out is not None
+    assert header(out)[1] & 0xF == Rcode.REFUSED
+    assert response is None

@@ -179,6 +179,32 @@ def test_endpointslice_readiness_true_false_and_absent() -> None:
     )
 
 
+def test_endpointslice_keeps_the_terminating_condition() -> None:
+    """Not DNS data (answers read `ready` only), but `kdns explain` says why an endpoint is
+    left out: a terminating one differs from a merely unready one, and from a terminating
+    one that stays ready (publishNotReadyAddresses)."""
+    obj = slice_obj(
+        [
+            {"addresses": ["10.244.1.5"], "conditions": {"ready": False, "terminating": True}},
+            {"addresses": ["10.244.1.6"], "conditions": {"ready": False}},
+            {"addresses": ["10.244.1.7"], "conditions": {"ready": True, "terminating": True}},
+            {"addresses": ["10.244.1.8"], "conditions": {"terminating": None}},
+        ],
+        [],
+    )
+    got = endpointslice_from_api(obj)
+    assert got is not None
+    assert [(e.ready, e.terminating) for e in got.endpoints] == [
+        (False, True),
+        (False, False),
+        (True, True),
+        (True, False),
+    ]
+    unchanged = endpointslice_from_api(obj)
+    obj["endpoints"][1]["conditions"]["terminating"] = True
+    assert endpointslice_from_api(obj) != unchanged  # a change the index must apply
+
+
 def test_endpointslice_with_null_ports_and_endpoints() -> None:
     got = endpointslice_from_api(slice_obj(None, None))
     assert got is not None

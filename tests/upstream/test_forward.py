@@ -134,6 +134,23 @@ async def test_answer_is_relayed_with_the_client_id(up: FakeUpstream) -> None:
     assert up.count("www.example.com.") == 1
 
 
+async def test_the_response_names_the_upstream_that_answered(up: FakeUpstream) -> None:
+    # For `kdns explain`: a relayed reply says who sent it; a cache hit names no upstream.
+    async with FakeUpstream(handler=lambda _f, _r, _p: Answer(None)) as dead:
+        fwd = make([dead.addr, up.addr], random_order=False)
+        data = query("www.example.com.")
+        request = Request(
+            data=data, query=wire.decode_query(data), tcp=False, family="1", max_size=512, zone="."
+        )
+        result = fwd.chain.serve(request)
+        first = result if isinstance(result, Response) else await result
+        assert (first.plugin, first.upstream) == ("forward", str(up.addr))
+        result = fwd.chain.serve(request)
+        again = result if isinstance(result, Response) else await result
+        assert (again.plugin, again.upstream) == ("cache", None)
+        await fwd.close()
+
+
 async def test_each_upstream_query_gets_a_fresh_random_id(up: FakeUpstream) -> None:
     # RFC 5452 §4.3: the ID sent upstream is random, not the client's.
     fwd = make([up.addr])
