@@ -19,7 +19,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.origin}: {self.message}"
+        # One line, even when the message quotes a token that spans lines.
+        message = self.message.replace("\r", "\\r").replace("\n", "\\n")
+        return f"{self.origin}: {message}"
 
 
 class CorefileError(Exception):
@@ -37,8 +39,7 @@ class Problems:
         self.items: list[Problem] = []
 
     def add(self, origin: Origin, message: str) -> None:
-        # One line per problem, even when it quotes a token that spans lines.
-        self.items.append(Problem(origin, message.replace("\n", "\\n")))
+        self.items.append(Problem(origin, message))
 
     def __bool__(self) -> bool:
         return bool(self.items)
