@@ -301,7 +301,7 @@ class App:
         self._source_job = self._start_source(self.plan)
         self._check_static_loops(config)
         self.built = self._build(config)
-        stack.push_async_callback(self._close_plugins, self.built.plugins)
+        stack.push_async_callback(self._close_current_plugins)
         stack.push_async_callback(self._close_listeners)
         if settings.rrl_responses_per_second > 0:
             self._rrl = RateLimiter(settings.rrl_responses_per_second, slip=settings.rrl_slip)
@@ -438,6 +438,10 @@ class App:
         for listener in listeners.values():
             await listener.close()
 
+    async def _close_current_plugins(self) -> None:
+        if self.built is not None:
+            await self._close_plugins(self.built.plugins)
+
     async def _close_plugins(self, plugins: list[Plugin]) -> None:
         for plugin in plugins:
             for task in self._plugin_tasks.pop(id(plugin), []):
@@ -450,7 +454,8 @@ class App:
         assert self._tasks is not None
         for plugin in built.plugins:
             jobs: list[asyncio.Task[None]] = [
-                self._tasks.create_task(job(), name=plugin.name) for job in plugin.background()
+                self._tasks.create_task(_guarded(job, plugin.name), name=plugin.name)
+                for job in plugin.background()
             ]
             self._plugin_tasks[id(plugin)] = jobs
         for loop_plugin, addr in built.loops:
@@ -786,6 +791,19 @@ class App:
 
 class _StopRequestedError(Exception):
     """Raised inside the task group to end it (cancels every job)."""
+
+
+async def _guarded(job: Callable[[], Awaitable[None]], name: str) -> None:
+    """A plugin's background job, restarted after an unexpected error (one log line each)
+    instead of taking the whole task group, and so kdns, down with it."""
+    while True:
+        try:
+            await job()
+            return
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            log.error("plugin/%s: background job failed (%s); restarting in 1 s", name, why)
+            await asyncio.sleep(1.0)
 
 
 def _worst(statuses: list[tuple[bool, float]]) -> tuple[bool, float]:
