@@ -1,8 +1,11 @@
-"""`file DBFILE [ZONES...]` (and `--zone-file`): authoritative answers from zone files.
+"""`file DBFILE [ZONES...] { reload DURATION }` (and `--zone-file`): authoritative answers
+from zone files.
 
 The files are parsed and reloaded by `kdns.zones.zonefile.ZoneSet` (keep-last-good on a bad
-edit). Names in none of the loaded zones, or outside ZONES when given, pass to the next
-plugin. A reload bumps the shared `Generation`, so the fast path drops what it kept.
+edit), checked every `reload` seconds (CoreDNS's default 1m; 0 = never; `--zone-file`
+checks every second). Names in none of the loaded zones, or outside ZONES when given, pass
+to the next plugin. A reload bumps the shared `Generation`, so the fast path drops what it
+kept.
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ from kdns.serve.chain import Generation, Plugin, Request, Response, Result
 from kdns.zones.zonefile import ZoneSet
 
 log = logging.getLogger(__name__)
-
-RELOAD_SECONDS = 1.0
 
 
 class FilePlugin(Plugin):
@@ -42,11 +43,11 @@ class FilePlugin(Plugin):
         return Response(reply, plugin=self.name, cacheable=reply.cacheable)
 
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-        return [self._reload]
+        return [self._reload] if self.config.reload > 0 else []
 
     async def _reload(self) -> None:
         while True:
-            await asyncio.sleep(RELOAD_SECONDS)
+            await asyncio.sleep(self.config.reload)
             try:
                 changed = self.zones.reload_if_changed()
             except OSError as exc:  # a folder that vanished: keep serving what we have
