@@ -4,7 +4,8 @@ The format is hosts(5) as CoreDNS reads it (its hostsfile.go, after Go's net pac
 starts a comment; a line is `ADDRESS NAME [ALIASES...]`; lines with fewer than two fields
 or an address that does not parse are skipped; an IPv6 zone (`%eth0`) is dropped and an
 IPv4-mapped IPv6 address counts as IPv4. Names are lower-cased and made absolute; names
-outside the plugin's zones, and names that are not valid DNS names, are skipped. A name
+outside the plugin's zones, and names that are not plain DNS names (non-ASCII, escapes,
+labels over 63 octets), are skipped. A name
 whose leftmost label is `*` is a wildcard: it matches exactly one more label (never the
 name itself) and makes no PTR record. An exact name wins over a wildcard.
 
@@ -65,7 +66,10 @@ def parse_address(text: str) -> Address | None:
 
 
 def _valid(name: str) -> bool:
-    if len(name) > _MAX_NAME or name == ".":
+    """A name kdns can write: printable ASCII without escapes, labels of 1..63 octets."""
+    if len(name) > _MAX_NAME or name == "." or "\\" in name:
+        return False
+    if not (name.isascii() and name.isprintable()):
         return False
     return all(0 < len(label.encode()) <= _MAX_LABEL for label in name[:-1].split("."))
 
