@@ -14,27 +14,37 @@ from dataclasses import dataclass, field
 
 from kdns.cluster.model import IPAddress
 from kdns.config.model import (
+    AnyConfig,
+    BufsizeConfig,
     CacheConfig,
     Config,
     ErrorsConfig,
     FileConfig,
     ForwardConfig,
+    HostsConfig,
     KubernetesConfig,
     LoadbalanceConfig,
     LogConfig,
+    RewriteConfig,
     ServerBlock,
+    TemplateConfig,
 )
 from kdns.config.settings import HostPort
 from kdns.dns.view import ClusterView
 from kdns.observe.stats import Stats
+from kdns.plugins.any import AnyPlugin
+from kdns.plugins.bufsize import BufsizePlugin
 from kdns.plugins.cache import CacheGauge, CachePlugin
 from kdns.plugins.errors import ErrorsPlugin
 from kdns.plugins.file import FilePlugin
 from kdns.plugins.forward import ForwardPlugin
+from kdns.plugins.hosts import HostsPlugin
 from kdns.plugins.kubernetes import KubernetesPlugin
 from kdns.plugins.loadbalance import LoadbalancePlugin, rotations
 from kdns.plugins.log import LogPlugin
 from kdns.plugins.loop import LoopPlugin
+from kdns.plugins.rewrite import RewritePlugin
+from kdns.plugins.template import TemplatePlugin
 from kdns.serve.chain import Generation, Plugin, link
 from kdns.serve.fastpath import ReplyCache
 from kdns.serve.server import Block, DnsServer, IndexSource
@@ -114,15 +124,25 @@ def _block(block: ServerBlock, context: Context) -> tuple[Block, LoopPlugin | No
     for name in block.chain_names():
         config = block.plugins.get(name)
         plugin: Plugin | None = None
-        if isinstance(config, ErrorsConfig):
+        if isinstance(config, BufsizeConfig):
+            plugin = BufsizePlugin(config)
+        elif isinstance(config, ErrorsConfig):
             plugin = ErrorsPlugin(config)
         elif isinstance(config, LogConfig):
             plugin = LogPlugin(config)
+        elif isinstance(config, AnyConfig):
+            plugin = AnyPlugin(config)
         elif isinstance(config, LoadbalanceConfig):
             plugin = LoadbalancePlugin(config)
             rotate = rotations
+        elif isinstance(config, RewriteConfig):
+            plugin = RewritePlugin(config)
         elif isinstance(config, CacheConfig):
             plugin = CachePlugin(config, stats=context.stats, gauge=context.gauge)
+        elif isinstance(config, TemplateConfig):
+            plugin = TemplatePlugin(config)
+        elif isinstance(config, HostsConfig):
+            plugin = HostsPlugin(config, generation=context.generation)
         elif isinstance(config, KubernetesConfig):
             plugin = KubernetesPlugin(config, context.view, self_addresses=context.self_addresses)
         elif isinstance(config, FileConfig):

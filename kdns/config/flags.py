@@ -12,6 +12,7 @@ Corefile would. What the flags mean, as a Corefile:
             ttl 5
             fallthrough in-addr.arpa ip6.arpa      # with an upstream
         }
+        hosts FILE { fallthrough }                 # with --hosts
         file ZONEFILES... { reload 1s }            # with --zone-file
         cache 30                                   # with an upstream
         loop                                       # with an upstream
@@ -33,6 +34,7 @@ from kdns.config.model import (
     FileConfig,
     ForwardConfig,
     HealthConfig,
+    HostsConfig,
     KubernetesConfig,
     LoopConfig,
     PluginConfig,
@@ -44,6 +46,7 @@ from kdns.config.model import (
 from kdns.config.settings import Settings
 
 REVERSE_ZONES = ("in-addr.arpa.", "ip6.arpa.")
+ZONE_FILE_RELOAD = 1.0  # --zone-file: an edit shows within a second
 
 
 def config_from_settings(settings: Settings, *, zone_file_apexes: Sequence[str] = ()) -> Config:
@@ -66,8 +69,10 @@ def config_from_settings(settings: Settings, *, zone_file_apexes: Sequence[str] 
         ),
     }
     zones = [zone, *REVERSE_ZONES]
+    if settings.hosts_file is not None:
+        plugins["hosts"] = HostsConfig(path=settings.hosts_file, fallthrough=())
     if settings.zone_files:
-        plugins["file"] = FileConfig(paths=settings.zone_files, reload=1.0)
+        plugins["file"] = FileConfig(paths=settings.zone_files, reload=ZONE_FILE_RELOAD)
         zones.extend(apex for apex in zone_file_apexes if apex not in zones)
     if upstreams:
         plugins["cache"] = CacheConfig(

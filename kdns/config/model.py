@@ -208,8 +208,166 @@ class FileConfig:
     origin: Origin = FLAGS
 
 
+@dataclass(frozen=True, slots=True)
+class BufsizeConfig:
+    """`bufsize [SIZE]`: EDNS UDP payload sizes above SIZE (512..4096, CoreDNS's default
+    1232) are lowered to it before the query goes on."""
+
+    size: int = 1232
+    origin: Origin = FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class AnyConfig:
+    """`any`: ANY queries get a single HINFO record (RFC 8482)."""
+
+    origin: Origin = FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class HostsConfig:
+    """`hosts [FILE [ZONES...]] { INLINE; ttl; no_reverse; reload; fallthrough [ZONES...];
+    fallthrough_unsupported }`: A, AAAA and PTR records from /etc/hosts-style lines."""
+
+    path: Path = Path("/etc/hosts")
+    zones: tuple[str, ...] = (".",)
+    inline: tuple[str, ...] = ()  # the hosts lines written in the Corefile block
+    ttl: int = 3600
+    reverse: bool = True  # False with `no_reverse`
+    reload: float = 5.0  # how often the file is checked; 0 = never
+    # None: no fallthrough; (): fall through for every zone; else only for these zones.
+    fallthrough: tuple[str, ...] | None = None
+    fallthrough_unsupported: bool = False
+    origin: Origin = FLAGS
+
+
+class RewriteMatch(enum.StrEnum):
+    """How a `rewrite` rule matches the question name (lower-case, absolute)."""
+
+    EXACT = "exact"
+    PREFIX = "prefix"
+    SUFFIX = "suffix"
+    SUBSTRING = "substring"
+    REGEX = "regex"
+
+
+@dataclass(frozen=True, slots=True)
+class NameMatch:
+    kind: RewriteMatch
+    pattern: str  # a name (lower-case, with its trailing dot, as CoreDNS) or a regex
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRule:
+    """`answer name FROM TO` (owner names) or `answer value FROM TO` (the names records
+    point to): regex FROM, replacement TO with {N} groups."""
+
+    target: str  # "name" or "value"
+    pattern: str
+    replacement: str
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteName:
+    """`name [MATCH] FROM TO [answer ...]`: the question name is replaced, and names in
+    the reply mapped back (`auto`: the reverse of this rewrite; `answers`: explicit)."""
+
+    match: NameMatch
+    replacement: str  # a name, or for regex a template with {N} groups
+    auto: bool = False
+    answers: tuple[AnswerRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteType:
+    """`type FROM TO`: the question type."""
+
+    from_type: int
+    to_type: int
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteTtl:
+    """`ttl [MATCH] NAME SECONDS|MIN-MAX`: TTLs of the reply clamped into the range."""
+
+    match: NameMatch
+    minimum: int
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteRcode:
+    """`rcode [MATCH] NAME FROM TO`: the reply's rcode FROM becomes TO."""
+
+    match: NameMatch
+    from_rcode: int
+    to_rcode: int
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteEdns0:
+    """`edns0 local|nsid|subnet set|append|replace|unset ... [revert]`: an EDNS option of
+    the query (seen by the plugins that relay it, `forward`)."""
+
+    kind: str  # local, nsid, subnet
+    action: str  # set, append, replace, unset
+    code: int = 0  # the option code (local; nsid 3, subnet 8)
+    data: bytes = b""  # local: fixed data
+    variable: str | None = None  # local: {qname}, {qtype}, {client_ip}, ...
+    v4_bits: int = 0  # subnet: source prefix lengths
+    v6_bits: int = 0
+    revert: bool = False  # the reply's OPT gets the option back as it was
+
+
+RewriteAction = RewriteName | RewriteType | RewriteTtl | RewriteRcode | RewriteEdns0
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteRule:
+    """One `rewrite` line; `stop` (the default) ends the rules when it applies."""
+
+    action: RewriteAction
+    stop: bool = True
+    origin: Origin = FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteConfig:
+    rules: tuple[RewriteRule, ...] = ()
+    origin: Origin = FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """One `template CLASS TYPE [ZONES...] { ... }`. Record templates are kept as written
+    (Go text/template syntax, the subset `kdns.config.gotemplate` reads)."""
+
+    qclass: str  # IN or ANY
+    qtype: int  # 255 = ANY
+    zones: tuple[str, ...] = (".",)
+    regexes: tuple[str, ...] = (".*",)
+    answer: tuple[str, ...] = ()
+    additional: tuple[str, ...] = ()
+    authority: tuple[str, ...] = ()
+    rcode: int = 0
+    # None: no fallthrough (a miss is SERVFAIL); (): every zone; else only these zones.
+    fallthrough: tuple[str, ...] | None = None
+    origin: Origin = FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateConfig:
+    templates: tuple[Template, ...] = ()
+    origin: Origin = FLAGS
+
+
 PluginConfig = (
-    ErrorsConfig
+    BufsizeConfig
+    | AnyConfig
+    | HostsConfig
+    | RewriteConfig
+    | TemplateConfig
+    | ErrorsConfig
     | HealthConfig
     | ReadyConfig
     | PrometheusConfig
@@ -228,14 +386,19 @@ PluginConfig = (
 # listed for `kdns corefile`'s output and for `coredns_plugin_enabled`.
 PLUGIN_ORDER: tuple[str, ...] = (
     "reload",
+    "bufsize",
     "bind",
     "ready",
     "health",
     "prometheus",
     "errors",
     "log",
+    "any",
     "loadbalance",
+    "rewrite",
     "cache",
+    "template",
+    "hosts",
     "kubernetes",
     "file",
     "loop",
@@ -285,6 +448,9 @@ __all__ = [
     "COMMON_LOG_FORMAT",
     "FLAGS",
     "PLUGIN_ORDER",
+    "AnswerRule",
+    "AnyConfig",
+    "BufsizeConfig",
     "CacheConfig",
     "Config",
     "Consolidate",
@@ -292,17 +458,30 @@ __all__ = [
     "FileConfig",
     "ForwardConfig",
     "HealthConfig",
+    "HostsConfig",
     "KubernetesConfig",
     "LoadbalanceConfig",
     "LogClass",
     "LogConfig",
     "LogRule",
     "LoopConfig",
+    "NameMatch",
     "Origin",
     "PluginConfig",
     "PrometheusConfig",
     "ReadyConfig",
     "ReloadConfig",
+    "RewriteAction",
+    "RewriteConfig",
+    "RewriteEdns0",
+    "RewriteMatch",
+    "RewriteName",
+    "RewriteRcode",
+    "RewriteRule",
+    "RewriteTtl",
+    "RewriteType",
     "ServerBlock",
+    "Template",
+    "TemplateConfig",
     "Upstream",
 ]

@@ -325,6 +325,15 @@ OPTIONS: tuple[Option, ...] = (
         directive="file DBFILE [ZONES]",
     ),
     Option(
+        "--hosts",
+        "hosts_file",
+        "FILE",
+        "/etc/hosts-style file (ADDRESS NAME...) answered before the cluster zone, for A, "
+        "AAAA and PTR; other names go on; reloaded on change",
+        existing_path,
+        directive="hosts FILE { fallthrough }",
+    ),
+    Option(
         "--service-cidr",
         "service_cidrs",
         "CIDR",

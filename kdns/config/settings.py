@@ -74,6 +74,10 @@ class Settings:
     zone_files: tuple[Path, ...] = ()
     """RFC 1035 zone files (or folders of them) served beside the cluster zone."""
 
+    hosts_file: Path | None = None
+    """An /etc/hosts-style file whose names are answered first (A, AAAA, PTR); other
+    names go on to the cluster, zone files and upstreams."""
+
     service_cidrs: tuple[IPv4Network | IPv6Network, ...] = (IPv4Network("10.96.0.0/16"),)
     """Where the manifests source allocates ClusterIPs (kind's default service CIDR)."""
 

@@ -137,7 +137,18 @@ class SOA:
         )
 
 
-Rdata = A | AAAA | CNAME | PTR | NS | SRV | MX | TXT | SOA
+@dataclass(frozen=True, slots=True)
+class HINFO:
+    """RFC 1035 §3.3.2: two character-strings; kdns writes one only for ANY (RFC 8482)."""
+
+    cpu: str
+    os: str
+
+    def __str__(self) -> str:
+        return str(TXT((self.cpu, self.os)))
+
+
+Rdata = A | AAAA | CNAME | PTR | NS | SRV | MX | TXT | SOA | HINFO
 
 _RTYPE_OF: dict[type, RType] = {
     A: RType.A,
@@ -149,6 +160,7 @@ _RTYPE_OF: dict[type, RType] = {
     MX: RType.MX,
     TXT: RType.TXT,
     SOA: RType.SOA,
+    HINFO: RType.HINFO,
 }
 
 

@@ -1,8 +1,11 @@
-"""`file DBFILE [ZONES...]` (and `--zone-file`): authoritative answers from zone files.
+"""`file DBFILE [ZONES...] { reload DURATION }` (and `--zone-file`): authoritative answers
+from zone files.
 
 The files are parsed and reloaded by `kdns.zones.zonefile.ZoneSet` (keep-last-good on a bad
-edit). Names in none of the loaded zones, or outside ZONES when given, pass to the next
-plugin. A reload bumps the shared `Generation`, so the fast path drops what it kept.
+edit), checked every `reload` seconds (CoreDNS's default 1m; 0 = never; `--zone-file`
+checks every second). Names in none of the loaded zones, or outside ZONES when given, pass
+to the next plugin. A reload bumps the shared `Generation`, so the fast path drops what it
+kept.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from kdns.dns.records import Question, Rcode, Reply
-from kdns.dns.wire import Query
+from kdns.dns.wire import EDNS_PAYLOAD, Query
 
 # What a cached reply depends on: the (namespace, service) whose data it shows, or None
 # for everything else (structure, other plugins' data). See `kdns.serve.fastpath`.
@@ -42,6 +42,7 @@ class Request:
         "data",
         "family",
         "max_size",
+        "payload",
         "query",
         "question",
         "server",
@@ -67,6 +68,9 @@ class Request:
         self.tcp = tcp
         self.family = family  # "1" IPv4, "2" IPv6 (CoreDNS's label values)
         self.max_size = max_size  # the largest reply the client accepts
+        # The UDP payload size our reply's OPT advertises (RFC 6891 §6.2.3); `bufsize`
+        # lowers it, with `max_size`.
+        self.payload = EDNS_PAYLOAD
         self.zone = zone  # the server block zone the query matched ("." for the root)
         self.server = server  # the metrics label of the listener, e.g. "dns://:53"
         self.client = client  # (address, port), when the transport knows it

@@ -261,7 +261,13 @@ class DnsServer(FastPath):
                 out = encode_truncated(query, out)
         else:
             assert response.reply is not None
-            out = encode_reply(query, response.reply, max_size=request.max_size, ra=block.recursion)
+            out = encode_reply(
+                query,
+                response.reply,
+                max_size=request.max_size,
+                ra=block.recursion,
+                payload=request.payload,
+            )
         if request.after is not None:
             for hook in request.after:
                 hook(out)
@@ -334,7 +340,9 @@ class DnsServer(FastPath):
         if response.rotate and block.rotations is not None:
             variants = block.rotations(reply, MAX_ROTATIONS)[1:]
             encoded = [
-                encode_reply(query, v, max_size=request.max_size, ra=block.recursion)
+                encode_reply(
+                    query, v, max_size=request.max_size, ra=block.recursion, payload=request.payload
+                )
                 for v in variants
             ]
             if any(len(e) != len(out) or e[2:12] != out[2:12] for e in encoded):

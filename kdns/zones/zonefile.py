@@ -356,6 +356,43 @@ def _default_origin(source: str) -> str | None:
     return base.lower().rstrip(".") + "." if base else None
 
 
+def _parse_rr(
+    rest: list[_Token], origin: str | None, *, source: str, line: int
+) -> tuple[int | None, RType, Rdata]:
+    """`[TTL] [CLASS] TYPE RDATA` after the owner: the TTL (None when left out), type, rdata."""
+    ttl: int | None = None
+    while rest and not rest[0].quoted:
+        word = rest[0].text
+        if ttl is None and _is_ttl(word):
+            ttl = _parse_ttl(word, source=source, line=line)
+        elif word.upper() in _CLASSES or word.upper().startswith("CLASS"):
+            if word.upper() != "IN":
+                raise ZoneError(source, line, f"class {word} is not supported, only IN")
+        else:
+            break
+        rest.pop(0)
+    if not rest:
+        raise ZoneError(source, line, "record without a type")
+    mnemonic = rest.pop(0).text.upper()
+    rtype = RType.__members__.get(mnemonic)
+    if rtype is None or rtype not in _SUPPORTED:
+        raise ZoneError(source, line, f"record type {mnemonic} is not supported")
+    return ttl, rtype, _parse_rdata(rtype, rest, origin, source=source, line=line)
+
+
+def parse_record(text: str, *, source: str = "<record>", default_ttl: int = 3600) -> Record:
+    """One record in master-file syntax, as miekg/dns's NewRR reads a record line (what
+    CoreDNS's `template` builds): relative names are relative to the root, the TTL
+    defaults to 3600, the class to IN. Raises ZoneError saying what is wrong."""
+    entries = list(_tokenize(text, source=source))
+    if len(entries) != 1 or entries[0].indented:
+        raise ZoneError(source, 1, f"not one record with an owner name: {text!r}")
+    rest = list(entries[0].tokens)
+    owner = _absolute(rest.pop(0).text, ".", source=source, line=1)
+    ttl, _, rdata = _parse_rr(rest, ".", source=source, line=1)
+    return Record(owner, default_ttl if ttl is None else ttl, rdata)
+
+
 def parse_zone(text: str, *, source: str = "<zone>", origin: str | None = None) -> Zone:
     """Parse a master file (RFC 1035 §5). The zone's apex is the owner of its one SOA.
 
@@ -392,24 +429,7 @@ def parse_zone(text: str, *, source: str = "<zone>", origin: str | None = None) 
                 raise ZoneError(source, line, "record without an owner name")
         else:
             owner = _absolute(rest.pop(0).text, origin, source=source, line=line)
-        ttl: int | None = None
-        while rest and not rest[0].quoted:
-            word = rest[0].text
-            if ttl is None and _is_ttl(word):
-                ttl = _parse_ttl(word, source=source, line=line)
-            elif word.upper() in _CLASSES or word.upper().startswith("CLASS"):
-                if word.upper() != "IN":
-                    raise ZoneError(source, line, f"class {word} is not supported, only IN")
-            else:
-                break
-            rest.pop(0)
-        if not rest:
-            raise ZoneError(source, line, "record without a type")
-        mnemonic = rest.pop(0).text.upper()
-        rtype = RType.__members__.get(mnemonic)
-        if rtype is None or rtype not in _SUPPORTED:
-            raise ZoneError(source, line, f"record type {mnemonic} is not supported")
-        rdata = _parse_rdata(rtype, rest, origin, source=source, line=line)
+        ttl, rtype, rdata = _parse_rr(rest, origin, source=source, line=line)
         # RFC 1035 §5.1: an omitted TTL is the last one given; RFC 2308 §4: $TTL sets it.
         if ttl is None:
             ttl = default_ttl if default_ttl is not None else last_ttl

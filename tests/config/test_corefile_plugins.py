@@ -228,24 +228,16 @@ def test_bind_adds_up_every_line_less_its_excepts() -> None:
 
 SUPPORTED = (
     "kdns supports errors, health, ready, prometheus, reload, loadbalance, log, cache, "
-    "kubernetes, forward, loop, file, bind and import"
+    "kubernetes, forward, loop, file, bind, import, hosts, rewrite, template, any and bufsize"
 )
 
 REFUSED: list[tuple[tuple[str, ...], list[str]]] = [
     # plugins
-    (("rewrite name foo.example.com foo.default.svc.cluster.local",),
-     [f"Corefile:2: plugin rewrite is not supported by kdns (not implemented yet); {SUPPORTED}"]),
-    (("hosts {", "  10.0.0.1 db.example", "}"),
-     ["Corefile:2: plugin hosts is not supported by kdns (not implemented yet; a zone file "
-      f"served with `file` can hold the same names); {SUPPORTED}"]),
     (("autopath @kubernetes",),
      ["Corefile:2: plugin autopath is not supported by kdns (not implemented yet; clients walk "
       f"their search path themselves); {SUPPORTED}"]),
-    (("template IN A example.org {", '  answer "{{ .Name }} 60 IN A 10.0.0.1"', "}"),
-     ["Corefile:2: plugin template is not supported by kdns (not implemented yet; a zone file "
-      f"served with `file` can hold fixed answers); {SUPPORTED}"]),
-    (("bufsize 1232",),
-     [f"Corefile:2: plugin bufsize is not supported by kdns (not implemented); {SUPPORTED}"]),
+    (("chaos CoreDNS-1.12",),
+     [f"Corefile:2: plugin chaos is not supported by kdns (not implemented); {SUPPORTED}"]),
     (("metrics :9153",),
      ["Corefile:2: unknown plugin 'metrics' (not a CoreDNS plugin; did you mean prometheus?); "
       f"{SUPPORTED}"]),

@@ -9,7 +9,19 @@ from pathlib import Path
 import pytest
 
 from kdns.config.corefile import CorefileError, parse_corefile_text
-from kdns.config.model import Config, ForwardConfig, KubernetesConfig, LogConfig
+from kdns.config.model import (
+    AnswerRule,
+    Config,
+    ForwardConfig,
+    HostsConfig,
+    KubernetesConfig,
+    LogConfig,
+    NameMatch,
+    Origin,
+    RewriteConfig,
+    RewriteMatch,
+    RewriteName,
+)
 from tests.config.corefiles import read_resolv_conf
 
 DATA = Path(__file__).parent.parent / "data" / "corefiles"
@@ -22,15 +34,15 @@ LOADS = [
     "gke-stub-domains.Corefile",
     "consul.Corefile",
     "reverse-cidr.Corefile",
+    "k3s.Corefile",
+    "rewrite.Corefile",
+    "minikube-hosts.Corefile",
 ]
 
 # file -> the (line, word the message must name) of every problem, in order
 REFUSED = {
-    "k3s.Corefile": [(9, "plugin hosts")],
-    "openshift.Corefile": [(3, "plugin bufsize"), (18, "option policy"), (26, "plugin chaos")],
-    "rewrite.Corefile": [(5, "plugin rewrite"), (6, "plugin rewrite")],
+    "openshift.Corefile": [(18, "option policy"), (26, "plugin chaos")],
     "autopath.Corefile": [(4, "plugin autopath"), (8, "option endpoint_pod_names")],
-    "minikube-hosts.Corefile": [(14, "plugin hosts")],
     "nodelocaldns.Corefile": [(11, "option force_tcp"), (23, "option force_tcp")],
     "dot-upstream.Corefile": [
         (4, "tls:// upstreams"),
@@ -93,3 +105,43 @@ def test_reverse_cidr_keys_and_log_names() -> None:
     log = server.plugins["log"]
     assert isinstance(log, LogConfig)
     assert [r.names for r in log.rules] == [("10.in-addr.arpa.",), ("example.org.",)]
+
+
+def test_k3s_node_hosts_file_with_its_ttl_reload_and_fallthrough() -> None:
+    (server,) = read("k3s.Corefile").blocks
+    assert server.plugins["hosts"] == HostsConfig(
+        path=Path("/etc/coredns/NodeHosts"),
+        zones=(".",),
+        ttl=60,
+        reload=15.0,
+        fallthrough=(),
+        origin=Origin(str(DATA / "k3s.Corefile"), 9),
+    )
+
+
+def test_minikube_host_entry_is_an_inline_hosts_line() -> None:
+    (server,) = read("minikube-hosts.Corefile").blocks
+    hosts = server.plugins["hosts"]
+    assert isinstance(hosts, HostsConfig)
+    assert (hosts.path, hosts.inline, hosts.fallthrough) == (
+        Path("/etc/hosts"),
+        ("192.168.49.1 host.minikube.internal",),
+        (),
+    )
+
+
+def test_rewrite_rules_in_line_and_block_form_keep_their_order() -> None:
+    (server,) = read("rewrite.Corefile").blocks
+    rewrite = server.plugins["rewrite"]
+    assert isinstance(rewrite, RewriteConfig)
+    first, second = (rule.action for rule in rewrite.rules)
+    assert first == RewriteName(
+        NameMatch(RewriteMatch.REGEX, r"(.*)\.mycompany\.internal"),
+        "{1}.default.svc.cluster.local.",
+    )
+    assert second == RewriteName(
+        NameMatch(RewriteMatch.EXACT, "api.example.com."),
+        "api.default.svc.cluster.local.",
+        auto=True,
+        answers=(AnswerRule("name", "api.default.svc.cluster.local", "api.example.com."),),
+    )

@@ -18,8 +18,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from kdns.config.corefile.any import read_any
+from kdns.config.corefile.bufsize import read_bufsize
+from kdns.config.corefile.hosts import read_hosts
 from kdns.config.corefile.parser import Line
 from kdns.config.corefile.problems import Problems
+from kdns.config.corefile.rewrite import read_rewrite
+from kdns.config.corefile.template import read_template
 from kdns.config.corefile.values import (
     format_duration,
     is_reverse,
@@ -149,15 +154,12 @@ COREDNS_DIRECTIVES: tuple[str, ...] = (
 
 SUPPORTED = (
     "errors, health, ready, prometheus, reload, loadbalance, log, cache, kubernetes, "
-    "forward, loop, file, bind and import"
+    "forward, loop, file, bind, import, hosts, rewrite, template, any and bufsize"
 )
 
 # Why a CoreDNS plugin is missing, and what to do instead, where there is something to say.
 _HINTS = {
-    "rewrite": "not implemented yet",
-    "hosts": "not implemented yet; a zone file served with `file` can hold the same names",
     "autopath": "not implemented yet; clients walk their search path themselves",
-    "template": "not implemented yet; a zone file served with `file` can hold fixed answers",
     "k8s_external": "not implemented yet",
     "root": "write absolute paths (or paths relative to the working directory)",
     "tls": "kdns serves plain DNS over UDP and TCP",
@@ -1119,4 +1121,9 @@ READERS: dict[str, Reader] = {
     "file": read_file,
     "loop": read_loop,
     "forward": read_forward,
+    "hosts": read_hosts,
+    "rewrite": read_rewrite,
+    "template": read_template,
+    "any": read_any,
+    "bufsize": read_bufsize,
 }

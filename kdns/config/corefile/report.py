@@ -13,12 +13,15 @@ from kdns.config.corefile.values import format_duration
 from kdns.config.model import (
     COMBINED_LOG_FORMAT,
     COMMON_LOG_FORMAT,
+    AnyConfig,
+    BufsizeConfig,
     CacheConfig,
     Config,
     ErrorsConfig,
     FileConfig,
     ForwardConfig,
     HealthConfig,
+    HostsConfig,
     KubernetesConfig,
     LoadbalanceConfig,
     LogClass,
@@ -29,8 +32,17 @@ from kdns.config.model import (
     PrometheusConfig,
     ReadyConfig,
     ReloadConfig,
+    RewriteConfig,
+    RewriteEdns0,
+    RewriteName,
+    RewriteRcode,
+    RewriteRule,
+    RewriteTtl,
     ServerBlock,
+    Template,
+    TemplateConfig,
 )
+from kdns.config.rrtypes import rtype_name
 
 _WIDTH = 12  # the plugin-name column
 
@@ -103,6 +115,17 @@ def _describe(config: PluginConfig) -> list[str]:
         return [f"{files} as {' '.join(config.zones) or 'its own zones'}", f"reload {reload}"]
     if isinstance(config, LoopConfig):
         return ["stop if a probe query comes back (a forwarding loop)"]
+    if isinstance(config, BufsizeConfig):
+        return [f"EDNS UDP payload sizes above {config.size} lowered to {config.size}"]
+    if isinstance(config, AnyConfig):
+        return ['ANY queries answered with one HINFO "ANY obsoleted" (RFC 8482)']
+    if isinstance(config, HostsConfig):
+        return _hosts(config)
+    if isinstance(config, RewriteConfig):
+        # The first rule's line is the plugin's: its place is shown once, at the end.
+        return [_rewrite_rule(rule, first=i == 0) for i, rule in enumerate(config.rules)]
+    if isinstance(config, TemplateConfig):
+        return [line for i, t in enumerate(config.templates) for line in _template(t, first=i == 0)]
     return _forward(config)
 
 
@@ -161,4 +184,74 @@ def _forward(config: ForwardConfig) -> list[str]:
         parts.append(f"(from {written})")
     if config.max_concurrent:
         parts.append(f"max_concurrent {config.max_concurrent}")
+    return parts
+
+
+def _fallthrough(zones: tuple[str, ...] | None) -> str:
+    if zones is None:
+        return "no fallthrough"
+    return f"fallthrough {' '.join(zones) or 'in every zone'}"
+
+
+def _hosts(config: HostsConfig) -> list[str]:
+    inline = f" and {len(config.inline)} inline lines" if config.inline else ""
+    reload = f"every {format_duration(config.reload)}" if config.reload else "never"
+    parts = [
+        f"{config.path}{inline} as {' '.join(config.zones)}",
+        f"ttl {config.ttl}, PTR records {'on' if config.reverse else 'off (no_reverse)'}",
+        f"reload {reload}",
+        _fallthrough(config.fallthrough),
+    ]
+    if config.fallthrough_unsupported:
+        parts.append("other query types of known names fall through too")
+    return parts
+
+
+def _rewrite_rule(rule: RewriteRule, *, first: bool) -> str:
+    action = rule.action
+    mode = "stop" if rule.stop else "continue"
+    if isinstance(action, RewriteName):
+        match = action.match
+        text = f"name {match.kind.value} {match.pattern} -> {action.replacement}"
+        back = ["names back" if action.auto else ""] + [
+            f"{a.target} {a.pattern} -> {a.replacement}" for a in action.answers
+        ]
+        if any(back):
+            text += f", answer {'; '.join(b for b in back if b)}"
+    elif isinstance(action, RewriteTtl):
+        match = action.match
+        text = f"ttl {match.kind.value} {match.pattern} -> {action.minimum}..{action.maximum}s"
+    elif isinstance(action, RewriteRcode):
+        match = action.match
+        text = f"rcode {match.kind.value} {match.pattern} {action.from_rcode} -> {action.to_rcode}"
+    elif isinstance(action, RewriteEdns0):
+        text = _edns0(action)
+    else:
+        text = f"type {rtype_name(action.from_type)} -> {rtype_name(action.to_type)}"
+    return f"{text} ({mode})" if first else f"{text} ({mode}, {rule.origin})"
+
+
+def _edns0(action: RewriteEdns0) -> str:
+    if action.kind == "subnet" and action.action != "unset":
+        what = f"subnet /{action.v4_bits} /{action.v6_bits}"
+    elif action.kind == "local" and action.action != "unset":
+        data = action.variable or "0x" + action.data.hex()
+        what = f"local 0x{action.code:04x} {data}"
+    else:
+        what = action.kind if action.kind != "local" else f"local 0x{action.code:04x}"
+    revert = ", reverted in the reply" if action.revert else ""
+    return f"edns0 {action.action} {what}{revert}"
+
+
+def _template(template: Template, *, first: bool) -> list[str]:
+    zones = " ".join(template.zones)
+    head = f"{template.qclass} {rtype_name(template.qtype)} under {zones}"
+    if not first:
+        head += f" ({template.origin})"
+    parts = [head, f"  match {' '.join(template.regexes)}"]
+    for section in ("answer", "additional", "authority"):
+        parts.extend(f'  {section} "{text}"' for text in getattr(template, section))
+    rcode = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+    parts.append(f"  rcode {rcode.get(template.rcode, template.rcode)}, "
+                 f"{_fallthrough(template.fallthrough)}")  # fmt: skip
     return parts

@@ -16,6 +16,8 @@ hand-written, and why:
 * `upstream`: queries kdns sends to upstreams and the decoding of their replies.
 * `relay`: byte operations on upstream replies (match, TTL rewriting, ID and question).
 * `common`: the header layout, the two errors, names, and the strict name reader.
+* `edit`: queries with another question, payload or EDNS options, and replies taken
+  apart and written again (`rewrite`, `bufsize`).
 
 Import everything from `kdns.dns.wire`; the split is an internal matter.
 
@@ -35,6 +37,18 @@ from kdns.dns.wire.common import (
     labels_to_text,
     name_to_wire,
     rcode_name,
+)
+from kdns.dns.wire.edit import (
+    WireMessage,
+    WireRecord,
+    build_message,
+    join_options,
+    parse_message,
+    query_options,
+    requery,
+    split_options,
+    with_options,
+    with_payload,
 )
 from kdns.dns.wire.encode import encode_badvers, encode_error, encode_reply, encode_truncated
 from kdns.dns.wire.query import Edns, Query, decode_query
@@ -61,6 +75,9 @@ __all__ = [
     "FormatError",
     "Query",
     "QueryError",
+    "WireMessage",
+    "WireRecord",
+    "build_message",
     "build_query",
     "decode_query",
     "decode_reply",
@@ -69,14 +86,21 @@ __all__ = [
     "encode_reply",
     "encode_truncated",
     "header_rcode",
+    "join_options",
     "labels_to_text",
     "name_to_wire",
+    "parse_message",
+    "query_options",
     "rcode_name",
     "reply_matches",
+    "requery",
     "rewrite_ttls",
+    "split_options",
     "truncate_for",
     "truncated",
     "ttl_offsets",
     "with_id",
+    "with_options",
+    "with_payload",
     "with_question",
 ]

@@ -42,7 +42,7 @@ from typing import Any
 
 import dnslib
 
-from kdns.dns.records import AAAA, CNAME, MX, NS, PTR, SRV, TXT, A, Rcode, Record, Reply
+from kdns.dns.records import AAAA, CNAME, HINFO, MX, NS, PTR, SRV, TXT, A, Rcode, Record, Reply
 from kdns.dns.wire.common import (
     BADVERS,
     CLASS_IN,
@@ -147,6 +147,11 @@ def _character_strings(texts: tuple[str, ...]) -> list[bytes]:
     return out
 
 
+def _hinfo_strings(rdata: HINFO) -> tuple[bytes, bytes]:
+    """CPU and OS, UTF-8, each cut to one character-string of 255 octets (RFC 1035 §3.3)."""
+    return rdata.cpu.encode("utf-8")[:255], rdata.os.encode("utf-8")[:255]
+
+
 def _rdata(record: Record) -> Any:
     """The dnslib rdata object for a typed record, chosen by type (never by parsing text)."""
     rdata = record.rdata
@@ -167,6 +172,9 @@ def _rdata(record: Record) -> Any:
         return dnslib.MX(dns_name(rdata.exchange), rdata.preference)
     if isinstance(rdata, TXT):
         return dnslib.TXT(_character_strings(rdata.strings))
+    if isinstance(rdata, HINFO):
+        # dnslib has no HINFO type: its generic RD packs the two character-strings as given.
+        return dnslib.RD(b"".join(bytes((len(s),)) + s for s in _hinfo_strings(rdata)))
     return dnslib.SOA(
         dns_name(rdata.mname),
         dns_name(rdata.rname),
@@ -187,11 +195,12 @@ def _rr(record: Record) -> Any:
     )
 
 
-def _opt(query: Query, ext_rcode: int) -> Any:
-    """Our OPT: payload 1232, version 0, DO copied (RFC 6891 §6.1.2, RFC 3225 §3)."""
+def _opt(query: Query, ext_rcode: int, payload: int = EDNS_PAYLOAD) -> Any:
+    """Our OPT: payload 1232 (less under `bufsize`), version 0, DO copied (RFC 6891
+    §6.1.2, RFC 3225 §3)."""
     assert query.edns is not None
     flags = "do" if query.edns.do else ""
-    return dnslib.EDNS0(ext_rcode=ext_rcode, version=0, flags=flags, udp_len=EDNS_PAYLOAD)
+    return dnslib.EDNS0(ext_rcode=ext_rcode, version=0, flags=flags, udp_len=payload)
 
 
 def _flags(query: Query, rcode: int, *, aa: bool, ra: bool) -> int:
@@ -212,15 +221,18 @@ def _finish(buf: _ReplyBuffer, query: Query, flags: int, counts: tuple[int, int,
     return bytes(out)
 
 
-def encode_reply(query: Query, reply: Reply, *, max_size: int, ra: bool = False) -> bytes:
-    """The reply to `query`, truncated to `max_size` bytes.
+def encode_reply(
+    query: Query, reply: Reply, *, max_size: int, ra: bool = False, payload: int = EDNS_PAYLOAD
+) -> bytes:
+    """The reply to `query`, truncated to `max_size` bytes; its OPT (when the query has one)
+    advertises `payload`.
 
     Truncation keeps the longest prefix of answer, then authority, then additional records
     that fits (so additional records go first, then authority, then answers from the end),
     keeps the OPT and sets TC (RFC 1035 §4.2.1; like CoreDNS, TC whenever a record had to go).
     """
     rcode = int(reply.rcode)
-    opt = _opt(query, rcode >> 4) if query.edns is not None else None
+    opt = _opt(query, rcode >> 4, payload) if query.edns is not None else None
     records = (*reply.answer, *reply.authority, *reply.additional)
     buf = _ReplyBuffer(bytes(12) + query.question_wire, query.qname_wire)
     room = max_size - (_OPT_SIZE if opt is not None else 0)
