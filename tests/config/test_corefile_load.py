@@ -305,7 +305,7 @@ def test_process_wide_plugins_must_agree_across_blocks(first: str, second: str, 
 
 def test_every_problem_is_reported_not_just_the_first() -> None:
     text = block("rewrite name a b", "cache 30s", "forward . 10.0.0.1 {", "  policy random", "}",
-                 "kubernetes cluster.local {", "  namespaces default", "}")  # fmt: skip
+                 "kubernetes cluster.local {", "  zonal", "}")  # fmt: skip
     found = problems(text)
     assert [p.split(": ", 1)[0] for p in found] == [
         "Corefile:2", "Corefile:3", "Corefile:5", "Corefile:8",
@@ -326,7 +326,7 @@ def test_problems_point_into_imported_files_and_snippets(tmp_path: Path) -> None
     corefile.write_text(
         "(k8s) {\n"  # 1
         "    kubernetes cluster.local {\n"  # 2
-        "        namespaces default\n"  # 3
+        "        zonal\n"  # 3
         "    }\n"  # 4
         "}\n"  # 5
         ".:{$DNS_PORT} {\n"  # 6
@@ -339,7 +339,7 @@ def test_problems_point_into_imported_files_and_snippets(tmp_path: Path) -> None
         load_corefile(corefile, environ={"DNS_PORT": "1053", "CACHE_TTL": "0"})
     assert [str(p).split(": ", 1)[0] for p in caught.value.problems] == [
         f"{tmp_path / 'plugins.conf'}:3",  # rewrite, written in the imported file
-        f"{corefile}:3",  # namespaces, written in the snippet
+        f"{corefile}:3",  # zonal, written in the snippet
         f"{corefile}:9",  # cache {$CACHE_TTL} = cache 0
     ]
 

@@ -228,7 +228,13 @@ def test_bind_adds_up_every_line_less_its_excepts() -> None:
 
 SUPPORTED = (
     "kdns supports errors, health, ready, prometheus, reload, loadbalance, log, cache, "
-    "kubernetes, forward, loop, file, bind and import"
+    "autopath, kubernetes, forward, loop, file, bind and import"
+)
+
+K8S_TAKES = (
+    "`pods disabled|insecure|verified`, `ttl SECONDS`, `fallthrough [ZONES...]`, `kubeconfig "
+    "FILE [CONTEXT]`, `endpoint URL`, `namespaces NAMESPACE...`, `namespace_labels SELECTOR`, "
+    "`labels SELECTOR`, `endpoint_pod_names`, `noendpoints` and `ignore empty_service`"
 )
 
 REFUSED: list[tuple[tuple[str, ...], list[str]]] = [
@@ -238,9 +244,6 @@ REFUSED: list[tuple[tuple[str, ...], list[str]]] = [
     (("hosts {", "  10.0.0.1 db.example", "}"),
      ["Corefile:2: plugin hosts is not supported by kdns (not implemented yet; a zone file "
       f"served with `file` can hold the same names); {SUPPORTED}"]),
-    (("autopath @kubernetes",),
-     ["Corefile:2: plugin autopath is not supported by kdns (not implemented yet; clients walk "
-      f"their search path themselves); {SUPPORTED}"]),
     (("template IN A example.org {", '  answer "{{ .Name }} 60 IN A 10.0.0.1"', "}"),
      ["Corefile:2: plugin template is not supported by kdns (not implemented yet; a zone file "
       f"served with `file` can hold fixed answers); {SUPPORTED}"]),
@@ -363,14 +366,12 @@ REFUSED: list[tuple[tuple[str, ...], list[str]]] = [
      ["Corefile:3: kubernetes: ttl must be a whole number, not '30s'"]),
     (("kubernetes cluster.local {", "  endpoint https://a:6443 https://b:6443", "}"),
      ["Corefile:3: kubernetes: endpoint takes one URL (CoreDNS uses only the first of several)"]),
-    (("kubernetes cluster.local {", "  namespaces default kube-system", "}"),
-     ["Corefile:3: kubernetes: option namespaces is not implemented in kdns yet; kubernetes "
-      "takes `pods disabled|insecure|verified`, `ttl SECONDS`, `fallthrough [ZONES...]`, "
-      "`kubeconfig FILE [CONTEXT]` and `endpoint URL`"]),
+    (("kubernetes cluster.local {", "  zonal", "}"),
+     [f"Corefile:3: kubernetes: option zonal is not implemented in kdns yet; kubernetes takes "
+      f"{K8S_TAKES}"]),
     (("kubernetes cluster.local {", "  upstream", "}"),
-     ["Corefile:3: kubernetes: option upstream was removed from CoreDNS; kubernetes takes `pods "
-      "disabled|insecure|verified`, `ttl SECONDS`, `fallthrough [ZONES...]`, `kubeconfig FILE "
-      "[CONTEXT]` and `endpoint URL`"]),
+     [f"Corefile:3: kubernetes: option upstream was removed from CoreDNS; kubernetes takes "
+      f"{K8S_TAKES}"]),
     (("kubernetes cluster.local {", "  ttl 5", "  ttl 30", "}"),
      ["Corefile:4: kubernetes: option ttl is given twice (first at Corefile:3); keep one"]),
     # forward

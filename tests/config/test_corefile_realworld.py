@@ -22,6 +22,7 @@ LOADS = [
     "gke-stub-domains.Corefile",
     "consul.Corefile",
     "reverse-cidr.Corefile",
+    "autopath.Corefile",
 ]
 
 # file -> the (line, word the message must name) of every problem, in order
@@ -29,7 +30,6 @@ REFUSED = {
     "k3s.Corefile": [(9, "plugin hosts")],
     "openshift.Corefile": [(3, "plugin bufsize"), (18, "option policy"), (26, "plugin chaos")],
     "rewrite.Corefile": [(5, "plugin rewrite"), (6, "plugin rewrite")],
-    "autopath.Corefile": [(4, "plugin autopath"), (8, "option endpoint_pod_names")],
     "minikube-hosts.Corefile": [(14, "plugin hosts")],
     "nodelocaldns.Corefile": [(11, "option force_tcp"), (23, "option force_tcp")],
     "dot-upstream.Corefile": [
