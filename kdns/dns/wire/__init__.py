@@ -37,7 +37,7 @@ from kdns.dns.wire.common import (
     rcode_name,
 )
 from kdns.dns.wire.encode import encode_badvers, encode_error, encode_reply, encode_truncated
-from kdns.dns.wire.query import Edns, Query, decode_query
+from kdns.dns.wire.query import Edns, Query, decode_query, with_qname
 from kdns.dns.wire.relay import (
     header_rcode,
     reply_matches,
@@ -78,5 +78,6 @@ __all__ = [
     "truncated",
     "ttl_offsets",
     "with_id",
+    "with_qname",
     "with_question",
 ]
