@@ -68,3 +68,11 @@ def upstreams_from_resolv_conf(path: Path | str = Path("/etc/resolv.conf")) -> l
         logger.warning("%s lists no nameserver; names outside the served zones get REFUSED",
                        path)  # fmt: skip
     return found
+
+
+def search_from_resolv_conf(path: Path | str = Path("/etc/resolv.conf")) -> list[str]:
+    """The search list of `path`; [] when it cannot be read (as CoreDNS)."""
+    try:
+        return parse_search(Path(path).read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return []
