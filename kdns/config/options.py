@@ -299,6 +299,7 @@ OPTIONS: tuple[Option, ...] = (
         "name endpoints without a hostname by their pod, not by their dashed address",
         _bool,
         directive="kubernetes { endpoint_pod_names }",
+        show_default="false",
     ),
     Option(
         "--autopath",
@@ -308,6 +309,7 @@ OPTIONS: tuple[Option, ...] = (
         "each name (needs --pods verified)",
         _bool,
         directive="autopath @kubernetes",
+        show_default="false",
     ),
     Option(
         "--manifests",
