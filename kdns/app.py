@@ -58,6 +58,7 @@ from kdns.serve.chain import Generation, Plugin
 from kdns.serve.rrl import RateLimiter
 from kdns.serve.server import Block, DnsServer
 from kdns.serve.transport import TcpLimits, TcpServer, UdpServer, bind_tcp, bind_udp
+from kdns.sources.convert import SourceFilter
 from kdns.upstream.forward import LoopError, check_self_forwarding
 from kdns.zones.zonefile import Protected
 
@@ -181,7 +182,14 @@ def load_config(settings: Settings) -> Config:
             apexes = list(ZoneSet.load(settings.zone_files).zones)
         except ZoneError as exc:
             raise StartupError(f"--zone-file: {exc}") from None
-    return config_from_settings(_with_upstreams(settings), zone_file_apexes=apexes)
+    host_search: list[str] = []
+    if settings.autopath:  # the node's search domains follow the pod's (autopath @kubernetes)
+        from kdns.config.resolvconf import search_from_resolv_conf
+
+        host_search = search_from_resolv_conf("/etc/resolv.conf")
+    return config_from_settings(
+        _with_upstreams(settings), zone_file_apexes=apexes, host_search=host_search
+    )
 
 
 def _with_upstreams(settings: Settings) -> Settings:
@@ -209,25 +217,35 @@ def _first(config: Config, name: str, kind: type[T]) -> T | None:
 
 @dataclass(frozen=True, slots=True)
 class SourcePlan:
-    """What feeds the index: which kinds, from where. Derived from the flags and the
-    `kubernetes` plugin; a reload that would change it needs a restart."""
+    """What feeds the index: which kinds, from where, filtered how. Derived from the flags
+    and the `kubernetes` plugin; a reload that would change it needs a restart."""
 
     kind: str  # "manifests", "kubernetes" or "none"
     kinds: tuple[Kind, ...]
     kubeconfig: Path | None = None
     context: str | None = None
     endpoint: str | None = None
+    filters: SourceFilter = field(default_factory=SourceFilter)
+
+
+class PlanError(Exception):
+    """The kubernetes plugins of the server blocks want different data in the one index."""
 
 
 def source_plan(settings: Settings, config: Config) -> SourcePlan:
     kube = _first(config, "kubernetes", KubernetesConfig)
     if kube is None:
         return SourcePlan("none", ())
+    filters = _source_filter(config)
     if settings.manifests:
         return SourcePlan(
-            "manifests", (Kind.SERVICE, Kind.ENDPOINT_SLICE, Kind.NAMESPACE, Kind.POD)
+            "manifests",
+            (Kind.SERVICE, Kind.ENDPOINT_SLICE, Kind.NAMESPACE, Kind.POD),
+            filters=filters,
         )
     kinds = [Kind.SERVICE, Kind.ENDPOINT_SLICE, Kind.NAMESPACE]
+    if not filters.endpoints:
+        kinds.remove(Kind.ENDPOINT_SLICE)
     if any(
         isinstance(p, KubernetesConfig) and p.pods is PodMode.VERIFIED
         for _, p in config.plugin("kubernetes")
@@ -239,7 +257,34 @@ def source_plan(settings: Settings, config: Config) -> SourcePlan:
         kubeconfig=settings.kubeconfig or kube.kubeconfig,
         context=kube.context,
         endpoint=kube.endpoint,
+        filters=filters,
     )
+
+
+def _source_filter(config: Config) -> SourceFilter:
+    """What the source keeps, from the kubernetes plugins' options: one index serves every
+    server block, so they must agree on it (raises PlanError naming both)."""
+    found: SourceFilter | None = None
+    first: KubernetesConfig | None = None
+    for _, plugin in config.plugin("kubernetes"):
+        if not isinstance(plugin, KubernetesConfig):
+            continue
+        wanted = SourceFilter(
+            labels=plugin.labels,
+            namespace_labels=plugin.namespace_labels,
+            endpoints=not plugin.noendpoints,
+            pod_names=plugin.endpoint_pod_names,
+        )
+        if found is None:
+            found, first = wanted, plugin
+        elif wanted != found:
+            assert first is not None
+            raise PlanError(
+                f"{plugin.origin}: kubernetes: kdns keeps one index for every server block, "
+                f"so its labels, namespace_labels, noendpoints and endpoint_pod_names must "
+                f"be those of the kubernetes plugin at {first.origin}"
+            )
+    return found or SourceFilter()
 
 
 @dataclass(slots=True)
@@ -296,7 +341,10 @@ class App:
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings
         config = self.config = load_config(settings)
-        self.plan = source_plan(settings, config)
+        try:
+            self.plan = source_plan(settings, config)
+        except PlanError as exc:
+            raise StartupError(str(exc)) from None
         self.index = Index(required=self.plan.kinds)
         self._source_job = self._start_source(self.plan)
         self._check_static_loops(config)
@@ -486,11 +534,13 @@ class App:
         from kdns.sources.manifests import ManifestError, events, load_manifests, run_manifests
 
         settings = self.settings
+        filters = self.plan.filters
         try:
             data = load_manifests(
                 settings.manifests,
                 service_cidrs=settings.service_cidrs,
                 pod_cidrs=settings.pod_cidrs,
+                filters=filters,
             )
         except ManifestError as exc:
             raise StartupError(str(exc)) from None
@@ -509,6 +559,7 @@ class App:
                 service_cidrs=settings.service_cidrs,
                 pod_cidrs=settings.pod_cidrs,
                 initial=first,  # type: ignore[arg-type]
+                filters=filters,
             )
 
         return job
@@ -534,7 +585,8 @@ class App:
             await run_kube_source(
                 credentials=credentials,
                 apply=self.index.apply,
-                pods_verified=Kind.POD in plan.kinds,
+                kinds=plan.kinds,
+                filters=plan.filters,
                 stats=self.stats,
             )
 
@@ -716,10 +768,15 @@ class App:
             return self._reload_failed(str(exc))
         if config.digest == self.config.digest:
             return False
-        if source_plan(self.settings, config) != self.plan:
+        try:
+            plan = source_plan(self.settings, config)
+        except PlanError as exc:
+            return self._reload_failed(str(exc))
+        if plan != self.plan:
             return self._reload_failed(
-                f"{path}: the kubernetes data source changed (kubeconfig, endpoint or pods "
-                "verified); restart kdns to apply it"
+                f"{path}: the kubernetes data source changed (kubeconfig, endpoint, pods "
+                "verified, labels, namespace_labels, noendpoints or endpoint_pod_names); "
+                "restart kdns to apply it"
             )
         try:
             self._check_static_loops(config)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from kdns.cluster.model import IPAddress
 from kdns.config.model import (
     AnyConfig,
+    AutopathConfig,
     BufsizeConfig,
     CacheConfig,
     Config,
@@ -33,6 +34,7 @@ from kdns.config.settings import HostPort
 from kdns.dns.view import ClusterView
 from kdns.observe.stats import Stats
 from kdns.plugins.any import AnyPlugin
+from kdns.plugins.autopath import AutopathPlugin
 from kdns.plugins.bufsize import BufsizePlugin
 from kdns.plugins.cache import CacheGauge, CachePlugin
 from kdns.plugins.errors import ErrorsPlugin
@@ -151,8 +153,11 @@ def _block(block: ServerBlock, context: Context) -> tuple[Block, LoopPlugin | No
             plugin = loop = LoopPlugin(block.zones[0], on_loop=context.on_loop)
         elif isinstance(config, ForwardConfig):
             plugin = ForwardPlugin(config, stats=context.stats)
+        elif isinstance(config, AutopathConfig):
+            plugin = AutopathPlugin(config, stats=context.stats)
         if plugin is not None:
             plugins.append(plugin)
+    _connect_autopath(plugins)
     first = link(plugins)
     return (
         Block(
@@ -164,6 +169,21 @@ def _block(block: ServerBlock, context: Context) -> tuple[Block, LoopPlugin | No
         ),
         loop,
     )
+
+
+def _connect_autopath(plugins: Sequence[Plugin]) -> None:
+    """`autopath @kubernetes` asks the kubernetes plugin of its block for each client's
+    search path (the Corefile reader made sure there is one, with pods verified)."""
+    kubernetes = next((p for p in plugins if isinstance(p, KubernetesPlugin)), None)
+    for plugin in plugins:
+        if isinstance(plugin, AutopathPlugin) and plugin.config.plugin == "kubernetes":
+            if kubernetes is None:
+                raise BuildError(
+                    f"{plugin.config.origin}: autopath: @kubernetes needs the kubernetes "
+                    "plugin in this server block"
+                )
+            plugin.search_path = kubernetes.search_path
+            plugin.set_cluster_zones(kubernetes.cluster_zones)
 
 
 def _file(config: FileConfig, context: Context) -> FilePlugin:

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from kdns.cluster.index import dashed_label
@@ -78,14 +78,17 @@ def eps(
     *,
     endpoints: Iterable[Endpoint] = (),
     ports: Iterable[str] = (),
+    pod_names: bool = False,
 ) -> EndpointSlice:
-    """An EndpointSlice labelled for `service`; `ports` are the endpoint ports."""
+    """An EndpointSlice labelled for `service`; `ports` are the endpoint ports;
+    `pod_names` keeps the endpoints' pod names (`endpoint_pod_names`)."""
     return EndpointSlice(
         namespace=namespace,
         name=name,
         service=service,
         endpoints=tuple(endpoints),
         ports=tuple(port(p) for p in ports),
+        pod_names=pod_names,
     )
 
 
@@ -142,7 +145,7 @@ class StaticView:
                 if not endpoint.ready:
                     continue
                 for address in endpoint.addresses:
-                    label = endpoint.hostname or dashed_label(address)
+                    label = endpoint.hostname or endpoint.pod_name or dashed_label(address)
                     merged.setdefault((label, address), ReadyEndpoint(label, address, sl.ports))
         return tuple(merged.values())
 
@@ -163,6 +166,12 @@ class StaticView:
 
     def pod_exists(self, namespace: str, address: IPAddress) -> bool:
         return any(p.namespace == namespace and address in p.ips for p in self.pods)
+
+    def pod_namespace(self, address: IPAddress) -> str | None:
+        return next((p.namespace for p in self.pods if address in p.ips), None)
+
+    def listed_namespaces(self) -> Collection[str]:
+        return self.namespaces
 
     def _owned_addresses(self) -> list[IPAddress]:
         owned: list[IPAddress] = []

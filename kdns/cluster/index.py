@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
@@ -132,13 +132,16 @@ class _Ready:
 
 
 def _segment(es: EndpointSlice, seen: set[tuple[str | None, bytes]]) -> _Segment | None:
-    """The ready endpoints of `es` not already in `seen` (as (hostname, raw address); a
-    hostname equal to the dashed label counts as none, as the label is the same)."""
+    """The ready endpoints of `es` not already in `seen` (as (label, raw address); a
+    label equal to the dashed one counts as none, as the label is the same). The label is
+    the hostname, else the pod name where the slice keeps one (`endpoint_pod_names`)."""
     width, packed, hostnames, sizes = es.width, es.packed, es.hostnames, es.sizes
+    pod_names = es.pod_names
     not_ready = es.not_ready
     chunks: list[bytes] = []
     hosts: list[str | None] = []
-    whole = True  # every address kept as the slice has it: share the slice's bytes
+    # Every address kept as the slice has it: share the slice's bytes and hostnames.
+    whole = pod_names is None
     at = 0
     for i in range(len(sizes) if sizes is not None else len(packed) // width):
         n = sizes[i] if sizes is not None else 1
@@ -147,6 +150,8 @@ def _segment(es: EndpointSlice, seen: set[tuple[str | None, bytes]]) -> _Segment
             whole = False
             continue
         hostname = hostnames[i] if hostnames is not None else None
+        if hostname is None and pod_names is not None:
+            hostname = pod_names[i]
         for k in range(at, at + n):
             chunk = packed[k * width : (k + 1) * width]
             raw = raw_address(packed, width, k) if width == MIXED else chunk
@@ -281,7 +286,9 @@ class Index:
         self._cluster_ip: dict[IPAddress, Key | list[Key]] = {}
         # Endpoint reverse owners by bucket (see _Bucket); labels are found when asked.
         self._endpoint_ip: dict[int, _Bucket] = {}
-        self._pod_ip: dict[tuple[str, IPAddress], int] = {}
+        # Pod IP -> the namespace of the one Pod that has it, or the number of Pods per
+        # namespace when several do (hostNetwork Pods share their node's address).
+        self._pod_ip: dict[IPAddress, str | dict[str, int]] = {}
         # (version, prefix length, prefix) -> how many owned addresses lie under it.
         self._prefixes: dict[tuple[int, int, int], int] = {}
         self._pending: list[Change] = []
@@ -357,7 +364,17 @@ class Index:
         return self._prefixes.get(key, 0) > 0
 
     def pod_exists(self, namespace: str, address: IPAddress) -> bool:
-        return self._pod_ip.get((namespace, address), 0) > 0
+        found = self._pod_ip.get(address)
+        return found == namespace or (isinstance(found, dict) and namespace in found)
+
+    def pod_namespace(self, address: IPAddress) -> str | None:
+        found = self._pod_ip.get(address)
+        if isinstance(found, dict):
+            return next(iter(found))  # the first Pod seen with it still there
+        return found
+
+    def listed_namespaces(self) -> Collection[str]:
+        return self.namespaces.keys()
 
     # ---- state -------------------------------------------------------------------------
 
@@ -599,9 +616,15 @@ class Index:
                 self._rebuild_endpoints(service_key)
         elif isinstance(obj, Pod):
             self._count(obj.namespace, 1)
+            pod_ip = self._pod_ip
             for ip in obj.ips:
-                k = (obj.namespace, ip)
-                self._pod_ip[k] = self._pod_ip.get(k, 0) + 1
+                found = pod_ip.get(ip)
+                if found is None:
+                    pod_ip[ip] = obj.namespace
+                    continue
+                if not isinstance(found, dict):
+                    found = pod_ip[ip] = {found: 1}
+                found[obj.namespace] = found.get(obj.namespace, 0) + 1
 
     def _unlink(self, obj: ClusterObject) -> None:
         if isinstance(obj, Service):
@@ -635,13 +658,23 @@ class Index:
                 self._rebuild_endpoints(service_key)
         elif isinstance(obj, Pod):
             self._count(obj.namespace, -1)
+            pod_ip = self._pod_ip
             for ip in obj.ips:
-                k = (obj.namespace, ip)
-                n = self._pod_ip.get(k, 0) - 1
+                found = pod_ip.get(ip)
+                if not isinstance(found, dict):
+                    if found == obj.namespace:
+                        del pod_ip[ip]
+                    continue
+                n = found.get(obj.namespace, 0) - 1
                 if n > 0:
-                    self._pod_ip[k] = n
+                    found[obj.namespace] = n
                 else:
-                    self._pod_ip.pop(k, None)
+                    found.pop(obj.namespace, None)
+                left = sum(found.values())
+                if left == 1:
+                    pod_ip[ip] = next(iter(found))  # one Pod again: back to its namespace
+                elif not left:
+                    del pod_ip[ip]
 
     def _add_prefixes(self, address: IPAddress, delta: int) -> None:
         self._add_raw_prefixes(address.packed, delta)

@@ -8,6 +8,7 @@ lower-case (RFC 4343: DNS compares case-insensitively). No I/O here.
 from __future__ import annotations
 
 import enum
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -64,13 +65,22 @@ class Endpoint:
     addresses: tuple[IPAddress, ...]
     ready: bool = True  # EndpointSlice API: conditions.ready absent means unknown -> ready
     hostname: str | None = None  # lower-case; set by the controller for hostname+subdomain pods
-    # targetRef name, when the target is a Pod. Not kept by EndpointSlice: no answer uses it
-    # (CoreDNS's `endpoint_pod_names` is not implemented), and it costs ~60 bytes an endpoint.
+    # targetRef name, when the target is a Pod. Kept by EndpointSlice only when asked
+    # (`endpoint_pod_names`): it costs ~60 bytes an endpoint.
     pod_name: str | None = None
     # conditions.terminating (EndpointSlice API): the pod is being deleted. Not DNS data (the
     # answers read `ready` only, docs/rules.md R6); kept so `kdns explain` can say why an
     # endpoint is left out.
     terminating: bool = False
+
+
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def endpoint_label(name: str | None) -> str | None:
+    """`name` if it can name an endpoint: one DNS label (RFC 1123, at most 63 characters;
+    CoreDNS's `endpoint_pod_names` skips longer pod names), else None."""
+    return name if name and _LABEL.fullmatch(name) else None
 
 
 MIXED = 17
@@ -109,9 +119,11 @@ class EndpointSlice:
 
     Built from `Endpoint` values but stored packed (at most 200 bytes an endpoint,
     docs/benchmarking.md#targets): every address in one `bytes` (`width` bytes each),
-    hostnames only when some endpoint has one, not-ready and terminating endpoints by index.
-    Equality is "same DNS data" plus the terminating condition: addresses, readiness,
-    terminating, hostnames, ports (not `Endpoint.pod_name`).
+    hostnames only when some endpoint has one, not-ready and terminating endpoints by index;
+    pod names only when built with `pod_names=True`, and only for endpoints without a
+    hostname whose pod name is a DNS label (they name the endpoint then: CoreDNS's
+    `endpoint_pod_names`). Equality is "same DNS data" plus the terminating condition:
+    addresses, readiness, terminating, hostnames, kept pod names, ports.
     `endpoints` rebuilds the values.
     """
 
@@ -125,6 +137,7 @@ class EndpointSlice:
     not_ready: frozenset[int]  # indexes of the endpoints that are not ready
     terminating: frozenset[int]  # indexes of the endpoints with conditions.terminating true
     hostnames: tuple[str | None, ...] | None  # by endpoint index; None = no hostname at all
+    pod_names: tuple[str | None, ...] | None  # by endpoint index; None = none kept
     # Unix time of annotation endpoints.kubernetes.io/last-change-trigger-time (set by the
     # EndpointSlice controller), for the programming-latency metric; not DNS data, so two
     # slices differing only here are equal.
@@ -138,6 +151,8 @@ class EndpointSlice:
         endpoints: Iterable[Endpoint] = (),
         ports: tuple[ServicePort, ...] = (),
         trigger_time: float | None = None,
+        *,
+        pod_names: bool = False,
     ) -> None:
         eps = tuple(endpoints)
         versions = {a.version for e in eps for a in e.addresses}
@@ -165,11 +180,17 @@ class EndpointSlice:
         terminating = frozenset(i for i, e in enumerate(eps) if e.terminating)
         setattr_(self, "terminating", terminating or _ALL_READY)
         setattr_(self, "hostnames", hostnames if any(hostnames) else None)
+        names = (
+            tuple(None if e.hostname else endpoint_label(e.pod_name) for e in eps)
+            if pod_names
+            else ()
+        )
+        setattr_(self, "pod_names", names if any(names) else None)
         setattr_(self, "trigger_time", trigger_time)
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
-        """The endpoints as values (built on each call; `pod_name` is not kept)."""
+        """The endpoints as values (built on each call; `pod_name` only where kept)."""
         addresses = self.addresses()
         groups: list[tuple[IPAddress, ...]]
         if self.sizes is None:
@@ -180,10 +201,13 @@ class EndpointSlice:
                 groups.append(tuple(addresses[at : at + n]))
                 at += n
         hostnames = self.hostnames or (None,) * len(groups)
+        pod_names = self.pod_names or (None,) * len(groups)
         not_ready, terminating = self.not_ready, self.terminating
         return tuple(
-            Endpoint(group, i not in not_ready, hostname, terminating=i in terminating)
-            for i, (group, hostname) in enumerate(zip(groups, hostnames, strict=True))
+            Endpoint(group, i not in not_ready, hostname, pod_name, terminating=i in terminating)
+            for i, (group, hostname, pod_name) in enumerate(
+                zip(groups, hostnames, pod_names, strict=True)
+            )
         )
 
     def addresses(self) -> list[IPAddress]:
@@ -221,7 +245,7 @@ class Namespace:
 
 @dataclass(frozen=True, slots=True)
 class Pod:
-    """A running Pod: only what `pods verified` needs (namespace and IPs)."""
+    """A running Pod: only what `pods verified` and `autopath` need (namespace and IPs)."""
 
     namespace: str
     name: str

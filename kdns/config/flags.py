@@ -7,10 +7,15 @@ Corefile would. What the flags mean, as a Corefile:
         health HOST:PORT { lameduck SECONDS }
         ready HOST:PORT
         prometheus HOST:PORT
+        autopath @kubernetes                       # with --autopath true
         kubernetes cluster.local in-addr.arpa ip6.arpa {
             pods insecure
             ttl 5
             fallthrough in-addr.arpa ip6.arpa      # with an upstream
+            namespaces NS...                       # with --namespaces
+            namespace_labels SELECTOR              # with --namespace-labels
+            labels SELECTOR                        # with --labels
+            endpoint_pod_names                     # with --endpoint-pod-names true
         }
         hosts FILE { fallthrough }                 # with --hosts
         file ZONEFILES... { reload 1s }            # with --zone-file
@@ -28,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kdns.config.model import (
+    AutopathConfig,
     CacheConfig,
     Config,
     ErrorsConfig,
@@ -49,9 +55,12 @@ REVERSE_ZONES = ("in-addr.arpa.", "ip6.arpa.")
 ZONE_FILE_RELOAD = 1.0  # --zone-file: an edit shows within a second
 
 
-def config_from_settings(settings: Settings, *, zone_file_apexes: Sequence[str] = ()) -> Config:
+def config_from_settings(
+    settings: Settings, *, zone_file_apexes: Sequence[str] = (), host_search: Sequence[str] = ()
+) -> Config:
     """The Config the flags describe. `settings.upstreams` must be resolved (not None);
-    `zone_file_apexes`: the zones the `--zone-file` files hold, routed to this block."""
+    `zone_file_apexes`: the zones the `--zone-file` files hold, routed to this block;
+    `host_search`: the search domains of /etc/resolv.conf, for `--autopath`."""
     zone = settings.zone.rstrip(".") + "."
     upstreams = settings.upstreams or ()
     plugins: dict[str, PluginConfig] = {
@@ -66,6 +75,10 @@ def config_from_settings(settings: Settings, *, zone_file_apexes: Sequence[str] 
             fallthrough=REVERSE_ZONES if upstreams else None,
             kubeconfig=settings.kubeconfig,
             final_networks=(*settings.service_cidrs, *settings.pod_cidrs),
+            namespaces=settings.namespaces,
+            namespace_labels=settings.namespace_labels,
+            labels=settings.labels,
+            endpoint_pod_names=settings.endpoint_pod_names,
         ),
     }
     zones = [zone, *REVERSE_ZONES]
@@ -89,6 +102,8 @@ def config_from_settings(settings: Settings, *, zone_file_apexes: Sequence[str] 
             max_concurrent=settings.max_concurrent,
         )
         zones.insert(0, ".")  # first: `loop` probes a name under the block's first zone
+    if settings.autopath:
+        plugins["autopath"] = AutopathConfig(zones=(zone,), search=tuple(host_search))
     host = settings.dns_addr.host
     block = ServerBlock(
         zones=tuple(zones),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
+from kdns.config.selector import Selector
 from kdns.config.settings import HostPort, PodMode
 
 
@@ -164,6 +165,15 @@ class KubernetesConfig:
     # front end sets the service and pod CIDRs; a Corefile passes every miss on, as
     # CoreDNS does with `fallthrough in-addr.arpa ip6.arpa`).
     final_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    # What is served (CoreDNS's options of the same names): only these namespaces (() =
+    # all), only namespaces whose labels match, only Services, EndpointSlices and Pods
+    # whose labels match (None = no filter).
+    namespaces: tuple[str, ...] = ()
+    namespace_labels: Selector | None = None
+    labels: Selector | None = None
+    endpoint_pod_names: bool = False  # an endpoint without hostname is named by its pod
+    noendpoints: bool = False  # no EndpointSlices: endpoint and headless names NXDOMAIN
+    ignore_empty_service: bool = False  # ClusterIP Services without ready endpoints NXDOMAIN
     origin: Origin = FLAGS
 
     @property
@@ -172,6 +182,22 @@ class KubernetesConfig:
             if not zone.endswith(("in-addr.arpa.", "ip6.arpa.")):
                 return zone
         return "cluster.local."
+
+
+@dataclass(frozen=True, slots=True)
+class AutopathConfig:
+    """`autopath [ZONES...] RESOLV-CONF`: server-side search path completion.
+
+    `plugin` "kubernetes" (`@kubernetes`): the search path of the pod that asks, from its
+    namespace, then `search` (the search domains of kdns's own /etc/resolv.conf, as
+    CoreDNS's kubernetes plugin reads them). `plugin` None: `search` is the search list of
+    the RESOLV-CONF file, the same for every client."""
+
+    zones: tuple[str, ...] = (".",)
+    plugin: str | None = "kubernetes"
+    search: tuple[str, ...] = ()  # absolute, lower-case
+    resolv_conf: str = "@kubernetes"  # as written
+    origin: Origin = FLAGS
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +388,8 @@ class TemplateConfig:
 
 
 PluginConfig = (
-    BufsizeConfig
+    AutopathConfig
+    | BufsizeConfig
     | AnyConfig
     | HostsConfig
     | RewriteConfig
@@ -396,6 +423,7 @@ PLUGIN_ORDER: tuple[str, ...] = (
     "any",
     "loadbalance",
     "rewrite",
+    "autopath",
     "cache",
     "template",
     "hosts",
@@ -450,6 +478,7 @@ __all__ = [
     "PLUGIN_ORDER",
     "AnswerRule",
     "AnyConfig",
+    "AutopathConfig",
     "BufsizeConfig",
     "CacheConfig",
     "Config",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from kdns.config.selector import Selector, SelectorError, parse_selector
 from kdns.config.settings import HostPort, PodMode, Settings
 
 ENV_PREFIX = "KDNS_"
@@ -147,6 +148,30 @@ def _pods(text: str, where: str) -> PodMode:
         ) from None
 
 
+def _namespace(text: str, where: str) -> str:
+    name = text.strip().lower()
+    if not _LABEL.match(name):
+        raise UsageError(
+            f"{where}: {text!r} is not a namespace name (a DNS label); give one namespace "
+            "per flag, e.g. --namespaces default --namespaces kube-system"
+        )
+    return name
+
+
+def _selector(text: str, where: str) -> Selector:
+    try:
+        return parse_selector(text)
+    except SelectorError as exc:
+        raise UsageError(f"{where}: {text!r}: {exc}") from None
+
+
+def _bool(text: str, where: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise UsageError(f"{where}: {text!r} is not true or false")
+    return value == "true"
+
+
 def _log_level(text: str, where: str) -> str:
     level = text.strip().lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -245,6 +270,52 @@ OPTIONS: tuple[Option, ...] = (
         "namespace) or verified (only IPs of running pods)",
         _pods,
         directive="kubernetes { pods MODE }",
+    ),
+    Option(
+        "--namespaces",
+        "namespaces",
+        "NAMESPACE",
+        "serve only these namespaces; names elsewhere are NXDOMAIN; repeatable",
+        _namespace,
+        repeat=True,
+        directive="kubernetes { namespaces NAMESPACE... }",
+        show_default="all",
+    ),
+    Option(
+        "--namespace-labels",
+        "namespace_labels",
+        "SELECTOR",
+        "serve only namespaces whose labels match this label selector, e.g. team=a",
+        _selector,
+        directive="kubernetes { namespace_labels SELECTOR }",
+    ),
+    Option(
+        "--labels",
+        "labels",
+        "SELECTOR",
+        "serve only Services, EndpointSlices and Pods whose labels match this label "
+        "selector, e.g. 'environment in (staging, qa)'",
+        _selector,
+        directive="kubernetes { labels SELECTOR }",
+    ),
+    Option(
+        "--endpoint-pod-names",
+        "endpoint_pod_names",
+        "true|false",
+        "name endpoints without a hostname by their pod, not by their dashed address",
+        _bool,
+        directive="kubernetes { endpoint_pod_names }",
+        show_default="false",
+    ),
+    Option(
+        "--autopath",
+        "autopath",
+        "true|false",
+        "complete a pod's search path server-side: one query instead of up to five for "
+        "each name (needs --pods verified)",
+        _bool,
+        directive="autopath @kubernetes",
+        show_default="false",
     ),
     Option(
         "--manifests",
@@ -466,6 +537,16 @@ def settings_from_values(
             "--kubeconfig FILE, or run inside a cluster"
         )
     kwargs["in_cluster"] = not manifests and kubeconfig is None and in_cluster_env
+    if kwargs.get("autopath") and kwargs.get("pods", Settings().pods) is not PodMode.VERIFIED:
+        raise UsageError(
+            f"{where.get('--autopath', '--autopath')} needs --pods verified: autopath finds "
+            "the asking pod by its address"
+        )
+    if kwargs.get("namespaces") and kwargs.get("namespace_labels") is not None:
+        raise UsageError(
+            "--namespaces and --namespace-labels cannot both be given (as in CoreDNS); keep "
+            "one, e.g. --namespace-labels 'kubernetes.io/metadata.name in (a, b)'"
+        )
     return Settings(**kwargs)
 
 

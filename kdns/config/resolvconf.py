@@ -1,5 +1,5 @@
 """Default upstreams: the `nameserver` lines of /etc/resolv.conf (CoreDNS's
-`forward . /etc/resolv.conf`).
+`forward . /etc/resolv.conf`); and the search list, for `autopath`.
 
 Only reads the file; never sends anything.
 """
@@ -40,6 +40,21 @@ def parse_resolv_conf(text: str, *, source: str = "resolv.conf") -> list[HostPor
     return found[:MAX_UPSTREAMS]
 
 
+def parse_search(text: str) -> list[str]:
+    """The search list: the last `search` or `domain` line wins (`domain X` means the list
+    X), as CoreDNS reads resolv.conf; names lower-case and absolute, duplicates dropped."""
+    found: list[str] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0][0] in "#;":
+            continue
+        if fields[0] == "search":
+            found = fields[1:]
+        elif fields[0] == "domain":
+            found = fields[1:2]
+    return list(dict.fromkeys(name.lower().rstrip(".") + "." for name in found if name != "."))
+
+
 def upstreams_from_resolv_conf(path: Path | str = Path("/etc/resolv.conf")) -> list[HostPort]:
     """The nameservers of `path`; [] (and a warning) when it is missing or lists none."""
     path = Path(path)
@@ -53,3 +68,11 @@ def upstreams_from_resolv_conf(path: Path | str = Path("/etc/resolv.conf")) -> l
         logger.warning("%s lists no nameserver; names outside the served zones get REFUSED",
                        path)  # fmt: skip
     return found
+
+
+def search_from_resolv_conf(path: Path | str = Path("/etc/resolv.conf")) -> list[str]:
+    """The search list of `path`; [] when it cannot be read (as CoreDNS)."""
+    try:
+        return parse_search(Path(path).read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return []

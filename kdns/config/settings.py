@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
+from kdns.config.selector import Selector
+
 
 class PodMode(enum.StrEnum):
     """How `a-b-c-d.<ns>.pod.<zone>` is answered (CoreDNS's `pods` option)."""
@@ -42,6 +44,22 @@ class Settings:
 
     pods: PodMode = PodMode.INSECURE
     """Pod records; `insecure` is what kubeadm's Corefile sets and the e2e tests need."""
+
+    namespaces: tuple[str, ...] = ()
+    """Serve only these namespaces (CoreDNS's `namespaces`); () = all."""
+
+    labels: Selector | None = None
+    """Serve only Services, EndpointSlices and Pods whose labels match (`labels`)."""
+
+    namespace_labels: Selector | None = None
+    """Serve only namespaces whose labels match (`namespace_labels`)."""
+
+    endpoint_pod_names: bool = False
+    """Name endpoints without a hostname by their pod (`endpoint_pod_names`)."""
+
+    autopath: bool = False
+    """Complete pods' search paths server-side (`autopath @kubernetes`; needs pods
+    verified)."""
 
     corefile: Path | None = None
     """A CoreDNS Corefile to serve; None = the flags describe the one server block."""

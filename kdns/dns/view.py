@@ -6,7 +6,7 @@ No I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
@@ -18,8 +18,9 @@ from kdns.cluster.model import IPAddress, Service, ServicePort
 class ReadyEndpoint:
     """A ready address of a Service, merged over its EndpointSlices.
 
-    `label` is the endpoint's hostname when set, else the system-assigned one: the address
-    with dashes (spec R7, CoreDNS's form: `10-244-1-5`, `fd00--1`).
+    `label` is the endpoint's hostname when set, else its pod name where the slice keeps
+    one (`endpoint_pod_names`), else the system-assigned one: the address with dashes
+    (spec R7, CoreDNS's form: `10-244-1-5`, `fd00--1`).
     """
 
     label: str
@@ -68,3 +69,11 @@ class ClusterView(Protocol):
 
     def pod_exists(self, namespace: str, address: IPAddress) -> bool:
         """A running Pod in `namespace` has `address` (for `--pods verified`)."""
+
+    def pod_namespace(self, address: IPAddress) -> str | None:
+        """The namespace of a running Pod that has `address` (for `autopath`); when several
+        Pods share it, one of them. None when no Pod has it."""
+
+    def listed_namespaces(self) -> Collection[str]:
+        """The names of the Namespace objects held (as the API lists them; with
+        `namespace_labels`, the ones whose labels match)."""

@@ -151,6 +151,7 @@ class KdnsCollector(Collector):
         yield from self._dns(stats)
         yield from self._cache(stats)
         yield from self._forward(stats)
+        yield from self._autopath(stats)
         yield from self._kubernetes(stats)
         yield from self._process_level(stats)
         if self._api:
@@ -282,6 +283,16 @@ class KdnsCollector(Collector):
             "maximum.",
             value=stats.max_concurrent_rejects,
         )
+
+    def _autopath(self, stats: Stats) -> Iterator[Metric]:
+        success = CounterMetricFamily(
+            "coredns_autopath_success_total",
+            "Counter of requests that did autopath.",
+            labels=["server"],
+        )
+        for server, n in sorted(stats.autopath_success.items()):
+            success.add_metric([server], n)
+        yield success
 
     def _kubernetes(self, stats: Stats) -> Iterator[Metric]:
         programmed = self._programming() if self._programming is not None else {}

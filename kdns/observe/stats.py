@@ -99,6 +99,8 @@ class Stats:
     api_up: int = 0  # 1 while every watch is connected
     rrl: dict[str, int] = field(default_factory=dict)  # response-rate limiting: outcome -> n
     reload_failed: int = 0  # Corefile reloads refused (coredns_reload_failed_total)
+    # autopath: server -> queries answered from the search path (coredns_autopath_success_total)
+    autopath_success: dict[str, int] = field(default_factory=dict)
     # Callables run before each scrape to fold fast-path counts into the fields above.
     flushers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -171,6 +173,12 @@ class Stats:
 
     def count_healthcheck_failure(self, to: str) -> None:
         _bump(self.proxy_healthcheck_failures, to)
+
+    # - autopath (coredns_autopath_*) -
+
+    def count_autopath_success(self, server: str) -> None:
+        """A query autopath answered from its search path (`server`: the listener label)."""
+        _bump(self.autopath_success, server)
 
     # - the Kubernetes source (coredns_kubernetes_*, kdns_*) -
 
@@ -254,6 +262,7 @@ def merge_into(total: Stats, other: Stats) -> None:
     for name in (
         "requests", "responses", "do_requests", "cache_hits", "cache_entries",
         "cache_evictions", "proxy_healthcheck_failures", "watch_restarts", "relists", "rrl",
+        "autopath_success",
     ):  # fmt: skip
         _add(getattr(total, name), getattr(other, name))
     for name in ("request_sizes", "response_sizes", "durations", "proxy_durations", "programming"):

@@ -16,16 +16,28 @@ negative answers still carry the SOA of `in-addr.arpa.`/`ip6.arpa.`.
 Replies are cacheable by the fast path while the index is synced: the fast path drops them
 precisely when the data they show changes. A reply that chased an ExternalName target depends
 on an upstream and is not kept.
+
+The options that choose what is served are applied twice over: the source keeps out what
+the API can filter (`labels`, `namespace_labels`, `noendpoints`, and keeps pod names for
+`endpoint_pod_names`), and `kdns.dns.filtered.FilteredView` hides the rest when asked
+(`namespaces`, the namespaces `namespace_labels` left out, `ignore empty_service`).
+
+`search_path()` is what `autopath @kubernetes` asks for (CoreDNS's AutoPath): the search
+path of the pod that sent the query, found by its address (`pods verified` keeps the pods).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
+from ipaddress import IPv6Address, ip_address
 
 from kdns.cluster.model import IPAddress
 from kdns.config.model import KubernetesConfig
+from kdns.config.settings import PodMode
 from kdns.dns.answer import AnswerConfig, answer
+from kdns.dns.filtered import FilteredView
 from kdns.dns.records import Question, Rcode, Record, Reply, RType
 from kdns.dns.view import ClusterView
 from kdns.dns.wire import FormatError, build_query, decode_query, decode_reply
@@ -60,6 +72,13 @@ class KubernetesPlugin(Plugin):
     ) -> None:
         super().__init__()
         self.config = config
+        if config.namespaces or config.namespace_labels or config.ignore_empty_service:
+            view = FilteredView(
+                view,
+                namespaces=config.namespaces,
+                listed_only=config.namespace_labels is not None,
+                ignore_empty_service=config.ignore_empty_service,
+            )
         self.view = view
         self.zones = config.zones
         forward = [z for z in config.zones if not z.endswith(_REVERSE)] or ["cluster.local."]
@@ -100,6 +119,27 @@ class KubernetesPlugin(Plugin):
             cacheable=reply.cacheable and self.view.synced,
             dep=_dependency(lname, config.zone, reply),
         )
+
+    def search_path(self, request: Request, host: Sequence[str]) -> tuple[str, ...] | None:
+        """The search path of the pod that sent `request`, as its resolv.conf has it
+        (kubelet: `<ns>.svc.<zone> svc.<zone> <zone>`, then the node's `host` domains),
+        ending with "" (the name itself); None when no autopath applies: the name is
+        outside this plugin's zones, pods are not verified, or the client is no known pod.
+        CoreDNS's AutoPath of the kubernetes plugin."""
+        zone = longest_zone(request.question.lname, self.zones)
+        if zone is None or self.config.pods is not PodMode.VERIFIED or request.client is None:
+            return None
+        try:
+            address = ip_address(request.client[0].split("%", 1)[0])
+        except ValueError:
+            return None
+        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # a dual-stack socket's IPv4 client
+        namespace = self.view.pod_namespace(address)
+        if namespace is None:
+            return None
+        svc = "svc." if zone == "." else f"svc.{zone}"
+        return (f"{namespace}.{svc}", svc, zone, *host, "")
 
     def _falls_through(self, lname: str, reply: Reply) -> bool:
         fallthrough = self.config.fallthrough

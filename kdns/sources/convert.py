@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import ip_address
 from typing import Any
@@ -20,11 +21,13 @@ from kdns.cluster.model import (
     Endpoint,
     EndpointSlice,
     IPAddress,
+    Kind,
     Namespace,
     Pod,
     Service,
     ServicePort,
 )
+from kdns.config.selector import Selector
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 """The label tying an EndpointSlice to its Service (discovery.k8s.io/v1)."""
@@ -41,6 +44,39 @@ measures from it, as CoreDNS does."""
 NOT_RUNNING_PHASES = frozenset({"Succeeded", "Failed", "Unknown"})
 """Pods in these phases get no DNS (CoreDNS lists pods with the field selector
 `status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown`)."""
+
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+"""Set by the API server on every Namespace to its name (Kubernetes 1.21+)."""
+
+RUNNING_PODS = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown"
+"""The field selector of CoreDNS's Pod watch: the phases `NOT_RUNNING_PHASES` leave out."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFilter:
+    """What a source keeps, from the kubernetes plugin's options (CoreDNS watches the same
+    way): Services, EndpointSlices and Pods whose labels match `labels`; Namespaces whose
+    labels match `namespace_labels`; no EndpointSlices at all without `endpoints`
+    (`noendpoints`); endpoints' pod names with `pod_names` (`endpoint_pod_names`). The
+    API source asks the server for these (`labelSelector`); the manifests source applies
+    them to the objects it builds."""
+
+    labels: Selector | None = None
+    namespace_labels: Selector | None = None
+    endpoints: bool = True
+    pod_names: bool = False
+
+    def selector(self, kind: Kind) -> Selector | None:
+        """The label selector objects of `kind` must match; None = all of them."""
+        return self.namespace_labels if kind is Kind.NAMESPACE else self.labels
+
+    def keeps(self, kind: Kind, labels: Mapping[str, str] | None) -> bool:
+        """An object of `kind` with these labels is served."""
+        if kind is Kind.ENDPOINT_SLICE and not self.endpoints:
+            return False
+        selector = self.selector(kind)
+        return selector is None or selector.matches(labels)
 
 
 class ConversionError(ValueError):
@@ -270,9 +306,20 @@ def trigger_time(obj: Mapping[str, Any]) -> float | None:
     return parsed.timestamp()
 
 
-def endpointslice_from_api(obj: Mapping[str, Any]) -> EndpointSlice | None:
+def labels_of(obj: Mapping[str, Any]) -> dict[str, str]:
+    """`metadata.labels` (string values only; anything else is not a label)."""
+    meta = obj.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, Mapping) else None
+    if not isinstance(labels, Mapping):
+        return {}
+    return {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def endpointslice_from_api(
+    obj: Mapping[str, Any], *, pod_names: bool = False
+) -> EndpointSlice | None:
     """Convert a discovery.k8s.io/v1 EndpointSlice; FQDN slices give None (DNS serves only
-    IP endpoints, as CoreDNS)."""
+    IP endpoints, as CoreDNS). `pod_names`: keep the endpoints' pod names."""
     namespace, name = metadata_names(obj)
     address_type = string_at(obj, "addressType", field="addressType", default="IPv4")
     if address_type == "FQDN":
@@ -299,6 +346,7 @@ def endpointslice_from_api(obj: Mapping[str, Any]) -> EndpointSlice | None:
         endpoints=tuple(endpoints),
         ports=shared_ports(ports),
         trigger_time=trigger_time(obj),
+        pod_names=pod_names,
     )
 
 
@@ -315,7 +363,9 @@ def _endpoints_address(raw: Any, *, field: str, ready: bool) -> Endpoint:
     )
 
 
-def slices_from_endpoints(obj: Mapping[str, Any]) -> list[EndpointSlice]:
+def slices_from_endpoints(
+    obj: Mapping[str, Any], *, pod_names: bool = False
+) -> list[EndpointSlice]:
     """Convert a legacy v1 Endpoints object: one slice per subset, named
     `<name>:endpoints:<i>`, for the Service of the same name."""
     namespace, name = metadata_names(obj)
@@ -349,6 +399,7 @@ def slices_from_endpoints(obj: Mapping[str, Any]) -> list[EndpointSlice]:
                 endpoints=tuple(endpoints),
                 ports=ports,
                 trigger_time=triggered,
+                pod_names=pod_names,
             )
         )
     return slices
@@ -392,15 +443,18 @@ def pod_from_api(obj: Mapping[str, Any]) -> Pod | None:
     return Pod(namespace, name, ips=pod_ips_from_api(obj))
 
 
-def object_from_api(obj: Mapping[str, Any], *, kind: str | None = None) -> ClusterObject | None:
+def object_from_api(
+    obj: Mapping[str, Any], *, kind: str | None = None, pod_names: bool = False
+) -> ClusterObject | None:
     """Convert a Service, EndpointSlice, Namespace or Pod by its kind; None for a kind DNS
     does not use, an FQDN slice or a Pod that is not running. `kind` overrides
-    `obj["kind"]` (items of a LIST carry no kind)."""
+    `obj["kind"]` (items of a LIST carry no kind); `pod_names` keeps endpoints' pod
+    names."""
     kind = kind or string_at(obj, "kind", field="kind")
     if kind == "Service":
         return service_from_api(obj)
     if kind == "EndpointSlice":
-        return endpointslice_from_api(obj)
+        return endpointslice_from_api(obj, pod_names=pod_names)
     if kind == "Namespace":
         return namespace_from_api(obj)
     if kind == "Pod":

@@ -46,12 +46,19 @@ The rules, fixed so answers are the same on every start:
   without it has no endpoint for that port); endpoint `hostname` only when the pod sets a
   hostname and its subdomain is the Service name; ready = pod ready or
   `publishNotReadyAddresses`. One group per (address family, resolved ports), at most 100
-  endpoints per slice, named `<service>-<5 chars>`.
+  endpoints per slice, named `<service>-<5 chars>`, labelled as the controller labels them
+  (the Service's labels, `kubernetes.io/service-name`, `endpointslice.kubernetes.io/
+  managed-by`, and `service.kubernetes.io/headless` for headless Services).
+- Filters (`SourceFilter`, the kubernetes plugin's `labels`, `namespace_labels`,
+  `noendpoints`, `endpoint_pod_names`): applied to what was built, after every address was
+  allocated, so a filter never moves an address. Every Namespace carries
+  `kubernetes.io/metadata.name` as the API server sets it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import hashlib
 import json
@@ -80,7 +87,10 @@ from kdns.cluster.model import (
     raw_address,
 )
 from kdns.sources.convert import (
+    NAMESPACE_NAME_LABEL,
+    SERVICE_NAME_LABEL,
     ConversionError,
+    SourceFilter,
     endpointslice_from_api,
     list_at,
     mapping_at,
@@ -94,6 +104,7 @@ from kdns.sources.convert import (
     slices_from_endpoints,
     string_at,
 )
+from kdns.sources.convert import labels_of as _labels_of
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +142,9 @@ IGNORED_KINDS = frozenset(
 )
 STANDARD_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
 MAX_ENDPOINTS_PER_SLICE = 100  # the EndpointSlice controller's default
+MANAGED_BY = {"endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}
+HEADLESS_LABEL = "service.kubernetes.io/headless"
+KUBERNETES_LABELS = {"component": "apiserver", "provider": "kubernetes"}  # default/kubernetes
 SERVICE_RESERVED_OFFSETS = frozenset({1, 10})  # kubernetes.default; kube-dns in kind
 POD_RESERVED_OFFSETS = frozenset({1})  # the node's gateway
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' rand.SafeEncodeString alphabet
@@ -806,6 +820,8 @@ def _computed_slices(
     spec: _ServiceSpec,
     pods: Iterable[_PodSpec],
     pod_ips: Mapping[tuple[str, str], Sequence[IPAddress]],
+    *,
+    pod_names: bool = False,
 ) -> list[EndpointSlice]:
     svc = spec.service
     assert spec.selector is not None
@@ -848,12 +864,27 @@ def _computed_slices(
                     service=svc.name,
                     endpoints=tuple(endpoints[start : start + MAX_ENDPOINTS_PER_SLICE]),
                     ports=ports_key,
+                    pod_names=pod_names,
                 )
             )
     return slices
 
 
 # ---- loading ---------------------------------------------------------------------------
+
+
+def _builtin_labels(key: tuple[str, str]) -> Mapping[str, str]:
+    """The labels of a Service no manifest gave: the synthesized default/kubernetes's."""
+    return KUBERNETES_LABELS if key == ("default", "kubernetes") else {}
+
+
+def _slice_labels(spec: _ServiceSpec, own: Mapping[str, str]) -> dict[str, str]:
+    """The labels the EndpointSlice controller gives a Service's slices: the Service's own,
+    then its name, the controller's, and the headless mark."""
+    out = {**own, SERVICE_NAME_LABEL: spec.service.name, **MANAGED_BY}
+    if spec.service.headless:
+        out[HEADLESS_LABEL] = ""
+    return out
 
 
 def _rank(families: Sequence[int], version: int) -> int:
@@ -874,8 +905,10 @@ def load_manifests(
     service_cidrs: Sequence[Network],
     pod_cidrs: Sequence[Network],
     synthesize_kubernetes: bool = True,
+    filters: SourceFilter | None = None,
 ) -> ManifestData:
-    """Read manifests and build the objects the cluster would have. Raises ManifestError.
+    """Read manifests and build the objects the cluster would have, keeping what `filters`
+    serves (everything when None). Raises ManifestError.
 
     A load parses far more than it keeps (each object's dicts, the per-object parse
     state): once that is garbage, free heap pages go back to the system (issue 5)."""
@@ -885,6 +918,7 @@ def load_manifests(
             service_cidrs=service_cidrs,
             pod_cidrs=pod_cidrs,
             synthesize_kubernetes=synthesize_kubernetes,
+            filters=filters or SourceFilter(),
         )
     finally:
         gc.collect()
@@ -915,6 +949,7 @@ def _load(
     service_cidrs: Sequence[Network],
     pod_cidrs: Sequence[Network],
     synthesize_kubernetes: bool,
+    filters: SourceFilter,
 ) -> ManifestData:
     if not service_cidrs:
         raise ManifestError("no service CIDR; give at least one --service-cidr")
@@ -931,6 +966,10 @@ def _load(
     warnings: list[str] = []
     warned: set[str] = set()
     seen: dict[tuple[str, str, str], _Origin] = {}
+    # Labels of Namespaces, Services and given slices, kept only for a filter that reads them.
+    labels: dict[tuple[Kind, str, str], dict[str, str]] = {}
+    by_labels = filters.labels is not None
+    pod_names = filters.pod_names
 
     def check_duplicate(kind: str, key: tuple[str, str], origin: _Origin) -> None:
         first = seen.setdefault((kind, *key), origin)
@@ -950,20 +989,28 @@ def _load(
                     declared = namespace_from_api(obj)
                     check_duplicate(kind, ("", declared.name), origin)
                     namespaces[declared.name] = declared
+                    if filters.namespace_labels is not None:
+                        labels[(Kind.NAMESPACE, "", declared.name)] = _labels_of(obj)
                 elif kind == "Service":
                     spec = _service_spec(obj, origin, primary=primary, configured=configured)
                     key = (spec.service.namespace, spec.service.name)
                     check_duplicate(kind, key, origin)
                     services[key] = spec
+                    if by_labels:
+                        labels[(Kind.SERVICE, *key)] = _labels_of(obj)
                 elif kind == "EndpointSlice":
-                    es = endpointslice_from_api(obj)
+                    es = endpointslice_from_api(obj, pod_names=pod_names)
                     if es is not None:
                         check_duplicate(kind, (es.namespace, es.name), origin)
                         given_slices[(es.namespace, es.name)] = (es, origin)
+                        if by_labels:
+                            labels[(Kind.ENDPOINT_SLICE, es.namespace, es.name)] = _labels_of(obj)
                 elif kind == "Endpoints":
-                    for es in slices_from_endpoints(obj):
+                    for es in slices_from_endpoints(obj, pod_names=pod_names):
                         check_duplicate(kind, (es.namespace, es.name), origin)
                         given_slices[(es.namespace, es.name)] = (es, origin)
+                        if by_labels:
+                            labels[(Kind.ENDPOINT_SLICE, es.namespace, es.name)] = _labels_of(obj)
                 elif kind == "Pod":
                     pod = _pod_spec(obj, origin)
                     if pod is not None:
@@ -1080,17 +1127,42 @@ def _load(
         candidates = min(
             (by_label.get((key[0], *label), []) for label in spec.selector.items()), key=len
         )
-        slices.extend(_computed_slices(spec, candidates, pod_ips))
+        computed = _computed_slices(spec, candidates, pod_ips, pod_names=pod_names)
+        if by_labels:  # as the controller labels them
+            own = labels.get((Kind.SERVICE, *key), _builtin_labels(key))
+            for es in computed:
+                labels[(Kind.ENDPOINT_SLICE, es.namespace, es.name)] = _slice_labels(spec, own)
+        slices.extend(computed)
 
     used = [s.service.namespace for s in services.values()]
     used += [s.namespace for s in slices] + [p.namespace for p in pods.values()]
     for name in used:
         namespaces.setdefault(name, Namespace(name))
+
+    # What the filters keep (the API source asks the server for the same).
+    def kept(kind: Kind, namespace: str, name: str, own: Mapping[str, str] | None = None) -> bool:
+        if kind is Kind.NAMESPACE and filters.namespace_labels is not None:
+            own = {**labels.get((kind, "", name), {}), NAMESPACE_NAME_LABEL: name}
+        elif own is None:
+            own = labels.get((kind, namespace, name))
+            if own is None and kind is Kind.SERVICE:
+                own = _builtin_labels((namespace, name))
+        return filters.keeps(kind, own)
+
     return ManifestData(
-        services=tuple(services[k].service for k in sorted(services)),
-        slices=tuple(sorted(slices, key=lambda s: (s.namespace, s.name))),
-        namespaces=tuple(namespaces[n] for n in sorted(namespaces)),
-        pods=tuple(Pod(ns, name, ips=pod_ips[(ns, name)]) for ns, name in sorted(pods)),
+        services=tuple(services[k].service for k in sorted(services) if kept(Kind.SERVICE, *k)),
+        slices=tuple(
+            sorted(
+                (s for s in slices if kept(Kind.ENDPOINT_SLICE, s.namespace, s.name)),
+                key=lambda s: (s.namespace, s.name),
+            )
+        ),
+        namespaces=tuple(namespaces[n] for n in sorted(namespaces) if kept(Kind.NAMESPACE, "", n)),
+        pods=tuple(
+            Pod(ns, name, ips=pod_ips[(ns, name)])
+            for ns, name in sorted(pods)
+            if kept(Kind.POD, ns, name, pods[(ns, name)].labels)
+        ),
         files=tuple(files),
         service_types={k: s.type for k, s in services.items()},
         warnings=tuple(warnings),
@@ -1246,6 +1318,7 @@ async def run_manifests(
     poll_seconds: float = 0.5,
     on_error: Callable[[str], None] | None = None,
     initial: ManifestData | None = None,
+    filters: SourceFilter | None = None,
 ) -> None:
     """Serve the manifests: load and apply them (unless `initial` was already applied),
     then poll the files every `poll_seconds` and apply a full reload on any change.
@@ -1256,7 +1329,13 @@ async def run_manifests(
     snapshot = await asyncio.to_thread(_snapshot, paths)
     if initial is None:
         initial = await asyncio.to_thread(
-            load_manifests, paths, service_cidrs=service_cidrs, pod_cidrs=pod_cidrs
+            functools.partial(
+                load_manifests,
+                paths,
+                service_cidrs=service_cidrs,
+                pod_cidrs=pod_cidrs,
+                filters=filters,
+            )
         )
         for event in events(initial):
             apply(event)
@@ -1276,7 +1355,13 @@ async def run_manifests(
         snapshot = now
         try:
             data = await asyncio.to_thread(
-                load_manifests, paths, service_cidrs=service_cidrs, pod_cidrs=pod_cidrs
+                functools.partial(
+                    load_manifests,
+                    paths,
+                    service_cidrs=service_cidrs,
+                    pod_cidrs=pod_cidrs,
+                    filters=filters,
+                )
             )
         except ManifestError as exc:
             message = f"manifests reload failed, keeping the last good data: {exc}"

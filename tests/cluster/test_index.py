@@ -314,7 +314,7 @@ def test_a_slice_equal_in_dns_data_is_equal_and_its_endpoints_come_back() -> Non
         ep("10.1.0.2", ready=False),
     )
     sl = EndpointSlice("default", "s", "svc", endpoints, HTTP)
-    # The pod name is not DNS data (no answer uses it) and is not kept.
+    # The pod name is kept only when asked (`endpoint_pod_names`): not here.
     without_pod = Endpoint((ip_address("10.1.0.1"), ip_address("fd00::1")), hostname="a")
     assert sl == EndpointSlice("default", "s", "svc", (without_pod, endpoints[1]), HTTP)
     assert sl.endpoints == (
@@ -392,3 +392,87 @@ def test_slices_of_lists_every_slice_of_a_service_ready_or_not() -> None:
     assert index.slices_of("default", "nothing") == ()
     index.apply(Delete(Kind.ENDPOINT_SLICE, "default", "web-a"))
     assert [s.name for s in index.slices_of("default", "web")] == ["web-b"]
+
+
+# ---- endpoint_pod_names, autopath's pod lookup, namespace_labels' namespaces -------------
+
+
+def pod_ep(address: str, pod: str | None, *, hostname: str | None = None) -> Endpoint:
+    return Endpoint((ip_address(address),), hostname=hostname, pod_name=pod)
+
+
+def test_kept_pod_names_name_endpoints_without_a_hostname() -> None:
+    long_name = "p" * 64  # not a DNS label: the dashed address names it (CoreDNS: < 64)
+    slice_ = EndpointSlice(
+        "default",
+        "web-1",
+        service="web",
+        endpoints=(
+            pod_ep("10.1.0.1", "web-7d9f-abcde"),
+            pod_ep("10.1.0.2", "web-7d9f-fghij", hostname="web-0"),  # the hostname wins
+            pod_ep("10.1.0.3", None),
+            pod_ep("10.1.0.4", long_name),
+            pod_ep("10.1.0.5", "dotted.name"),
+        ),
+        ports=HTTP,
+        pod_names=True,
+    )
+    assert slice_.pod_names == ("web-7d9f-abcde", None, None, None, None)
+    index = Index()
+    index.apply(Replace(Kind.SERVICE, (headless("web"),)))
+    index.apply(Replace(Kind.ENDPOINT_SLICE, (slice_,)))
+    assert labels(index, "web") == [
+        ("10-1-0-3", "10.1.0.3"),
+        ("10-1-0-4", "10.1.0.4"),
+        ("10-1-0-5", "10.1.0.5"),
+        ("web-0", "10.1.0.2"),
+        ("web-7d9f-abcde", "10.1.0.1"),
+    ]
+    assert index.reverse(ip_address("10.1.0.1")) == (
+        ReverseName("default", "web", "web-7d9f-abcde"),
+    )
+    # Built without pod_names, the same endpoints keep none and are named as before.
+    plain = EndpointSlice("default", "web-1", "web", slice_.endpoints, HTTP)
+    assert plain.pod_names is None
+    assert plain != slice_  # a kept pod name is DNS data: it names the endpoint
+    index.apply(Upsert(plain))
+    assert ("10-1-0-1", "10.1.0.1") in labels(index, "web")
+
+
+def test_pod_namespace_by_address_with_shared_addresses() -> None:
+    node = ip_address("172.18.0.2")  # hostNetwork pods share their node's address
+    index = Index()
+    index.apply(
+        Replace(
+            Kind.POD,
+            (
+                Pod("apps", "web", ips=(ip_address("10.244.0.5"), ip_address("fd00::5"))),
+                Pod("kube-system", "proxy", ips=(node,)),
+                Pod("monitoring", "exporter", ips=(node,)),
+            ),
+        )
+    )
+    assert index.pod_namespace(ip_address("10.244.0.5")) == "apps"
+    assert index.pod_namespace(ip_address("fd00::5")) == "apps"
+    assert index.pod_namespace(ip_address("10.244.0.6")) is None
+    assert index.pod_namespace(node) == "kube-system"  # one of them: the first seen
+    assert index.pod_exists("monitoring", node)
+    assert index.pod_exists("kube-system", node)
+    index.apply(Delete(Kind.POD, "kube-system", "proxy"))
+    assert index.pod_namespace(node) == "monitoring"
+    assert not index.pod_exists("kube-system", node)
+    index.apply(Upsert(Pod("monitoring", "exporter-2", ips=(node,))))
+    index.apply(Delete(Kind.POD, "monitoring", "exporter"))
+    assert index.pod_exists("monitoring", node)  # the second pod of that namespace
+    index.apply(Delete(Kind.POD, "monitoring", "exporter-2"))
+    index.apply(Delete(Kind.POD, "apps", "web"))
+    assert index.pod_namespace(node) is None
+    assert index.pod_namespace(ip_address("10.244.0.5")) is None
+
+
+def test_listed_namespaces_are_the_namespace_objects_only() -> None:
+    index = Index()
+    index.apply(Replace(Kind.NAMESPACE, (Namespace("default"), Namespace("prod"))))
+    index.apply(Replace(Kind.SERVICE, (svc("a", "10.96.0.1", ns="other"),)))
+    assert sorted(index.listed_namespaces()) == ["default", "prod"]
+    assert index.namespace_exists("other")  # an object lives there, but it is not listed

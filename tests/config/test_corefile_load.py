@@ -306,8 +306,8 @@ def test_process_wide_plugins_must_agree_across_blocks(first: str, second: str, 
 
 
 def test_every_problem_is_reported_not_just_the_first() -> None:
-    text = block("autopath @kubernetes", "cache 30s", "forward . 10.0.0.1 {", "  policy random",
-                 "}", "kubernetes cluster.local {", "  namespaces default", "}")  # fmt: skip
+    text = block("chaos CoreDNS-1.12", "cache 30s", "forward . 10.0.0.1 {", "  policy random",
+                 "}", "kubernetes cluster.local {", "  zonal", "}")  # fmt: skip
     found = problems(text)
     assert [p.split(": ", 1)[0] for p in found] == [
         "Corefile:2", "Corefile:3", "Corefile:5", "Corefile:8",
@@ -323,12 +323,12 @@ def test_server_block_listen_addresses_follow_bind() -> None:
 
 
 def test_problems_point_into_imported_files_and_snippets(tmp_path: Path) -> None:
-    (tmp_path / "plugins.conf").write_text("# shared plugins\nerrors\nautopath @kubernetes\n")
+    (tmp_path / "plugins.conf").write_text("# shared plugins\nerrors\nchaos CoreDNS-1.12\n")
     corefile = tmp_path / "Corefile"
     corefile.write_text(
         "(k8s) {\n"  # 1
         "    kubernetes cluster.local {\n"  # 2
-        "        namespaces default\n"  # 3
+        "        zonal\n"  # 3
         "    }\n"  # 4
         "}\n"  # 5
         ".:{$DNS_PORT} {\n"  # 6
@@ -340,8 +340,8 @@ def test_problems_point_into_imported_files_and_snippets(tmp_path: Path) -> None
     with pytest.raises(CorefileError) as caught:
         load_corefile(corefile, environ={"DNS_PORT": "1053", "CACHE_TTL": "0"})
     assert [str(p).split(": ", 1)[0] for p in caught.value.problems] == [
-        f"{tmp_path / 'plugins.conf'}:3",  # autopath, written in the imported file
-        f"{corefile}:3",  # namespaces, written in the snippet
+        f"{tmp_path / 'plugins.conf'}:3",  # chaos, written in the imported file
+        f"{corefile}:3",  # zonal, written in the snippet
         f"{corefile}:9",  # cache {$CACHE_TTL} = cache 0
     ]
 

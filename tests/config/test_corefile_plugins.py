@@ -228,14 +228,18 @@ def test_bind_adds_up_every_line_less_its_excepts() -> None:
 
 SUPPORTED = (
     "kdns supports errors, health, ready, prometheus, reload, loadbalance, log, cache, "
-    "kubernetes, forward, loop, file, bind, import, hosts, rewrite, template, any and bufsize"
+    "autopath, kubernetes, forward, loop, file, bind, import, hosts, rewrite, template, any and "
+    "bufsize"
+)
+
+K8S_TAKES = (
+    "`pods disabled|insecure|verified`, `ttl SECONDS`, `fallthrough [ZONES...]`, `kubeconfig "
+    "FILE [CONTEXT]`, `endpoint URL`, `namespaces NAMESPACE...`, `namespace_labels SELECTOR`, "
+    "`labels SELECTOR`, `endpoint_pod_names`, `noendpoints` and `ignore empty_service`"
 )
 
 REFUSED: list[tuple[tuple[str, ...], list[str]]] = [
     # plugins
-    (("autopath @kubernetes",),
-     ["Corefile:2: plugin autopath is not supported by kdns (not implemented yet; clients walk "
-      f"their search path themselves); {SUPPORTED}"]),
     (("chaos CoreDNS-1.12",),
      [f"Corefile:2: plugin chaos is not supported by kdns (not implemented); {SUPPORTED}"]),
     (("metrics :9153",),
@@ -355,14 +359,12 @@ REFUSED: list[tuple[tuple[str, ...], list[str]]] = [
      ["Corefile:3: kubernetes: ttl must be a whole number, not '30s'"]),
     (("kubernetes cluster.local {", "  endpoint https://a:6443 https://b:6443", "}"),
      ["Corefile:3: kubernetes: endpoint takes one URL (CoreDNS uses only the first of several)"]),
-    (("kubernetes cluster.local {", "  namespaces default kube-system", "}"),
-     ["Corefile:3: kubernetes: option namespaces is not implemented in kdns yet; kubernetes "
-      "takes `pods disabled|insecure|verified`, `ttl SECONDS`, `fallthrough [ZONES...]`, "
-      "`kubeconfig FILE [CONTEXT]` and `endpoint URL`"]),
+    (("kubernetes cluster.local {", "  zonal", "}"),
+     [f"Corefile:3: kubernetes: option zonal is not implemented in kdns yet; kubernetes takes "
+      f"{K8S_TAKES}"]),
     (("kubernetes cluster.local {", "  upstream", "}"),
-     ["Corefile:3: kubernetes: option upstream was removed from CoreDNS; kubernetes takes `pods "
-      "disabled|insecure|verified`, `ttl SECONDS`, `fallthrough [ZONES...]`, `kubeconfig FILE "
-      "[CONTEXT]` and `endpoint URL`"]),
+     [f"Corefile:3: kubernetes: option upstream was removed from CoreDNS; kubernetes takes "
+      f"{K8S_TAKES}"]),
     (("kubernetes cluster.local {", "  ttl 5", "  ttl 30", "}"),
      ["Corefile:4: kubernetes: option ttl is given twice (first at Corefile:3); keep one"]),
     # forward

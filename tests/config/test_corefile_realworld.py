@@ -37,12 +37,12 @@ LOADS = [
     "k3s.Corefile",
     "rewrite.Corefile",
     "minikube-hosts.Corefile",
+    "autopath.Corefile",
 ]
 
 # file -> the (line, word the message must name) of every problem, in order
 REFUSED = {
     "openshift.Corefile": [(18, "option policy"), (26, "plugin chaos")],
-    "autopath.Corefile": [(4, "plugin autopath"), (8, "option endpoint_pod_names")],
     "nodelocaldns.Corefile": [(11, "option force_tcp"), (23, "option force_tcp")],
     "dot-upstream.Corefile": [
         (4, "tls:// upstreams"),

@@ -39,6 +39,7 @@ from kdns.dns.wire import (
     truncate_for,
     ttl_offsets,
     with_id,
+    with_qname,
     with_question,
 )
 
@@ -114,6 +115,17 @@ def test_decode_query_reads_edns() -> None:
     edns = decode_query(make_query(QNAME, opt=with_cookie)).edns
     assert edns is not None
     assert edns.has_options
+
+
+def test_with_qname_asks_another_name_with_the_same_header_type_and_edns() -> None:
+    data = make_query("Web.prod.svc.cluster.local", 28, flags=0x0110, opt=opt_rr(4096, do=True))
+    query = decode_query(data)
+    other = decode_query(with_qname(data, query, "web.dev.svc.cluster.local."))
+    assert other.question == Question("web.dev.svc.cluster.local.", 28)
+    assert (other.id, other.flags, other.qclass) == (query.id, query.flags, query.qclass)
+    assert other.edns == query.edns
+    with pytest.raises(ValueError, match="longer than 63"):
+        with_qname(data, query, "a" * 64 + ".example.")
 
 
 BAD_QUERIES = {

@@ -32,11 +32,19 @@ def sandbox_available() -> str | None:
 class Sandbox:
     """`with Sandbox(tmp_path, resolv_conf="nameserver 127.0.0.2\\n") as box:`"""
 
-    def __init__(self, tmp_path: Path, *, resolv_conf: str, addresses: Sequence[str] = ()):
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        resolv_conf: str,
+        addresses: Sequence[str] = (),
+        commands: Sequence[str] = (),
+    ):
         self.tmp_path = tmp_path
         self.resolv = tmp_path / "resolv.conf"
         self.resolv.write_text(resolv_conf)
         self.addresses = addresses  # extra loopback addresses, e.g. "127.0.0.2/8" is implied
+        self.commands = commands  # shell commands run inside once the addresses are up
         self.holder: subprocess.Popen[bytes] | None = None
         self.children: list[subprocess.Popen[bytes]] = []
 
@@ -48,7 +56,10 @@ class Sandbox:
             pytest.skip(f"pod sandbox: {why}")
         script = (
             "set -e; ip link set lo up; "
-            + "".join(f"ip addr add {a} dev lo nodad; " for a in self.addresses)
+            + "".join(
+                f"ip addr add {a} dev lo{' nodad' if ':' in a else ''}; " for a in self.addresses
+            )
+            + "".join(f"{c}; " for c in self.commands)
             + f"mount --bind {self.resolv} /etc/resolv.conf; echo ready; exec sleep 3600"
         )
         self.holder = subprocess.Popen(

@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -107,7 +107,9 @@ class Proc:
 
 
 @contextlib.asynccontextmanager
-async def kdns_on(kubeconfig: Path, tmp_path: Path) -> AsyncIterator[Proc]:
+async def kdns_on(
+    kubeconfig: Path, tmp_path: Path, extra: Sequence[str] = ()
+) -> AsyncIterator[Proc]:
     dns, health, ready, metrics = free_port(), free_port(), free_port(), free_port()
     log = tmp_path / "kdns.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KDNS_", "KUBERNETES_"))}
@@ -116,7 +118,7 @@ async def kdns_on(kubeconfig: Path, tmp_path: Path) -> AsyncIterator[Proc]:
             [sys.executable, "-m", "kdns", "serve", "--kubeconfig", str(kubeconfig),
              "--dns-addr", f"127.0.0.1:{dns}", "--upstream", "none",
              "--health-addr", f"127.0.0.1:{health}", "--ready-addr", f"127.0.0.1:{ready}",
-             "--metrics-addr", f"127.0.0.1:{metrics}"],
+             "--metrics-addr", f"127.0.0.1:{metrics}", *extra],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )  # fmt: skip
     p = Proc(proc, dns, ready, log)

@@ -5,6 +5,10 @@ enough for kubectl; LIST with `kind: XList`, `metadata.resourceVersion`, `limit`
 (an expired continue -> 410); WATCH with real RV semantics (unset/"0": synthetic ADDED then
 live; X: changes after X), idle BOOKMARKs, `timeoutSeconds` clean close, a history window
 with `compact()` (old RVs get 200 + ERROR 410, or HTTP 410 with `watch_410_as_http`).
+`labelSelector` and `fieldSelector` (metadata.name, metadata.namespace, and a Pod's
+status.phase; `=`, `==`, `!=`) filter LIST and WATCH as the API's watch cache does: a
+change that makes an object match is sent as ADDED, one that makes it stop matching as
+DELETED (its previous state at the new RV); a bad selector is 400 BadRequest.
 Mutations through Python (`apply`, `delete`) or HTTP POST/PUT/DELETE JSON. Fault knobs:
 `drop_watches()`, `stall()`, `fail_next()`, `expire_watches()`, `rotate_token()`,
 `stop()`/`start()` on the same port. Binds 127.0.0.1 only.
@@ -25,13 +29,15 @@ import ssl
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+
+from kdns.config.selector import Selector, SelectorError, parse_selector
 
 GROUP_VERSIONS = {"": "v1", "discovery.k8s.io": "v1"}
 
@@ -145,6 +151,52 @@ class _Event:
     plural: str
     type: str
     obj: dict[str, Any]
+    prev: dict[str, Any] | None = None  # MODIFIED: the state before; DELETED: the last one
+
+
+class BadSelectorError(ValueError):
+    """A labelSelector or fieldSelector the API would refuse (400 BadRequest)."""
+
+
+@dataclass(frozen=True)
+class Filter:
+    """The selectors of one LIST or WATCH request."""
+
+    labels: Selector | None = None
+    fields: tuple[tuple[str, str, str], ...] = ()  # (path, "=" or "!=", value)
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str], res: Resource) -> Filter:
+        labels = None
+        text = query.get("labelSelector", "")
+        if text.strip():
+            try:
+                labels = parse_selector(text)
+            except SelectorError as exc:
+                raise BadSelectorError(f"unable to parse requirement: {exc}") from None
+        fields: list[tuple[str, str, str]] = []
+        for part in filter(None, (p.strip() for p in query.get("fieldSelector", "").split(","))):
+            op = "!=" if "!=" in part else "==" if "==" in part else "="
+            path, _, value = part.partition(op)
+            path = path.strip()
+            allowed = {"metadata.name", "metadata.namespace"}
+            if res.kind == "Pod":
+                allowed.add("status.phase")
+            if path not in allowed:
+                raise BadSelectorError(f'field label not supported: "{path}"')
+            fields.append((path, "!=" if op == "!=" else "=", value.strip()))
+        return cls(labels, tuple(fields))
+
+    def matches(self, obj: dict[str, Any]) -> bool:
+        meta = obj.get("metadata") or {}
+        if self.labels is not None and not self.labels.matches(meta.get("labels") or {}):
+            return False
+        for path, op, value in self.fields:
+            section, _, key = path.partition(".")
+            got = str((obj.get(section) or {}).get(key) or "")
+            if (got == value) != (op == "="):
+                return False
+        return True
 
 
 class FakeKubeApi:
@@ -221,8 +273,10 @@ class FakeKubeApi:
         self.rv += 1
         return self.rv
 
-    def _record(self, plural: str, type_: str, obj: dict[str, Any]) -> None:
-        self.events.append(_Event(self.rv, plural, type_, obj))
+    def _record(
+        self, plural: str, type_: str, obj: dict[str, Any], prev: dict[str, Any] | None = None
+    ) -> None:
+        self.events.append(_Event(self.rv, plural, type_, obj, prev))
         if len(self.events) > self.history:
             dropped = self.events[: len(self.events) - self.history]
             del self.events[: len(dropped)]
@@ -249,7 +303,7 @@ class FakeKubeApi:
         meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
         meta["resourceVersion"] = str(self._bump())
         self.objects[key] = obj
-        self._record(res.plural, "MODIFIED" if old else "ADDED", obj)
+        self._record(res.plural, "MODIFIED" if old else "ADDED", obj, old)
         return obj
 
     def delete(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -260,7 +314,7 @@ class FakeKubeApi:
             return None
         obj = copy.deepcopy(obj)
         obj["metadata"]["resourceVersion"] = str(self._bump())
-        self._record(res.plural, "DELETED", obj)
+        self._record(res.plural, "DELETED", obj, obj)
         return obj
 
     def compact(self) -> None:
@@ -405,9 +459,13 @@ class FakeKubeApi:
             )
         res, namespace, name = route
         if request.method == "GET" and name is None:
+            try:
+                selected = Filter.from_query(request.query, res)
+            except BadSelectorError as exc:
+                return web.json_response(status(400, "BadRequest", str(exc)), status=400)
             if is_watch:
-                return await self._watch(request, res, namespace)
-            return self._list(request, res, namespace)
+                return await self._watch(request, res, namespace, selected)
+            return self._list(request, res, namespace, selected)
         if request.method == "GET":
             obj = self.objects.get((res.plural, namespace or "", name or ""))
             if obj is None:
@@ -467,7 +525,9 @@ class FakeKubeApi:
             if plural == res.plural and (namespace is None or ns == namespace):
                 yield obj
 
-    def _list(self, request: web.Request, res: Resource, namespace: str | None) -> web.Response:
+    def _list(
+        self, request: web.Request, res: Resource, namespace: str | None, selected: Filter
+    ) -> web.Response:
         token = request.query.get("continue", "")
         limit = int(request.query.get("limit") or 0)
         if request.query.get("resourceVersion") == "0" and not token:
@@ -483,7 +543,9 @@ class FakeKubeApi:
                 return web.json_response(body, status=410)
             del self._snapshots[token]
         else:
-            items = [copy.deepcopy(o) for o in self._matching(res, namespace)]
+            items = [
+                copy.deepcopy(o) for o in self._matching(res, namespace) if selected.matches(o)
+            ]
             for item in items:
                 item.pop("kind", None)  # list items carry no kind/apiVersion
                 item.pop("apiVersion", None)
@@ -502,7 +564,7 @@ class FakeKubeApi:
         return web.json_response(body)
 
     async def _watch(
-        self, request: web.Request, res: Resource, namespace: str | None
+        self, request: web.Request, res: Resource, namespace: str | None, selected: Filter
     ) -> web.StreamResponse:
         query = request.query
         rv_param = query.get("resourceVersion", "")
@@ -527,7 +589,8 @@ class FakeKubeApi:
             if rv_param in ("", "0"):
                 position = self.rv
                 for obj in list(self._matching(res, namespace)):
-                    await self._send(resp, "ADDED", obj)
+                    if selected.matches(obj):
+                        await self._send(resp, "ADDED", obj)
             else:
                 position = int(rv_param)
             deadline = time.monotonic() + timeout
@@ -547,8 +610,11 @@ class FakeKubeApi:
                     if event.plural != res.plural:
                         continue
                     ns = event.obj["metadata"].get("namespace")
-                    if namespace is None or ns == namespace:
-                        await self._send(resp, event.type, event.obj)
+                    if namespace is not None and ns != namespace:
+                        continue
+                    seen = _as_seen(event, selected)
+                    if seen is not None:
+                        await self._send(resp, *seen)
                         sent = True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -571,6 +637,21 @@ class FakeKubeApi:
 
     async def _send(self, resp: web.StreamResponse, type_: str, obj: dict[str, Any]) -> None:
         await resp.write(json.dumps({"type": type_, "object": obj}).encode() + b"\n")
+
+
+def _as_seen(event: _Event, selected: Filter) -> tuple[str, dict[str, Any]] | None:
+    """What a watch with `selected` sees of `event` (the API's watch cache): whether the
+    object matches now and matched before decides ADDED, MODIFIED, DELETED or nothing."""
+    now = event.type != "DELETED" and selected.matches(event.obj)
+    before = event.prev is not None and selected.matches(event.prev)
+    if now:
+        return ("MODIFIED" if before else "ADDED"), event.obj
+    if before:
+        assert event.prev is not None
+        gone = copy.deepcopy(event.prev)
+        gone["metadata"]["resourceVersion"] = str(event.rv)
+        return "DELETED", gone
+    return None
 
 
 # ---- builders ----------------------------------------------------------------------------

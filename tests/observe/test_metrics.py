@@ -451,3 +451,16 @@ def test_a_zone_set_reports_a_stuck_reload(tmp_path: Path) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
     zones.reload_if_changed()
     assert failed() == 1
+
+
+def test_autopath_successes_per_server_add_up_over_workers() -> None:
+    from kdns.observe.stats import combined, snapshot
+
+    a, b = Stats(), Stats()
+    a.count_autopath_success(SERVER)
+    b.count_autopath_success(SERVER)
+    b.count_autopath_success("dns://:1053")
+    types, samples = scrape(combined(a, [snapshot(b)]))
+    assert types["coredns_autopath_success"] == "counter"
+    assert value(samples, "coredns_autopath_success_total", server=SERVER) == 2
+    assert value(samples, "coredns_autopath_success_total", server="dns://:1053") == 1

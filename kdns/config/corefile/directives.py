@@ -64,6 +64,7 @@ from kdns.config.model import (
     Upstream,
 )
 from kdns.config.resolvconf import MAX_UPSTREAMS, parse_resolv_conf
+from kdns.config.selector import SelectorError, parse_selector
 from kdns.config.settings import HostPort, PodMode
 
 
@@ -153,13 +154,12 @@ COREDNS_DIRECTIVES: tuple[str, ...] = (
 )
 
 SUPPORTED = (
-    "errors, health, ready, prometheus, reload, loadbalance, log, cache, kubernetes, "
-    "forward, loop, file, bind, import, hosts, rewrite, template, any and bufsize"
+    "errors, health, ready, prometheus, reload, loadbalance, log, cache, autopath, "
+    "kubernetes, forward, loop, file, bind, import, hosts, rewrite, template, any and bufsize"
 )
 
 # Why a CoreDNS plugin is missing, and what to do instead, where there is something to say.
 _HINTS = {
-    "autopath": "not implemented yet; clients walk their search path themselves",
     "k8s_external": "not implemented yet",
     "root": "write absolute paths (or paths relative to the working directory)",
     "tls": "kdns serves plain DNS over UDP and TCP",
@@ -706,15 +706,24 @@ def _cache_servfail(option: Line, block: Block, values: dict[str, Any]) -> bool:
 
 _K8S_TAKES = (
     "`pods disabled|insecure|verified`, `ttl SECONDS`, `fallthrough [ZONES...]`, "
-    "`kubeconfig FILE [CONTEXT]` and `endpoint URL`"
+    "`kubeconfig FILE [CONTEXT]`, `endpoint URL`, `namespaces NAMESPACE...`, "
+    "`namespace_labels SELECTOR`, `labels SELECTOR`, `endpoint_pod_names`, `noendpoints` "
+    "and `ignore empty_service`"
 )
-_K8S_NOT_YET = (
+_K8S_OPTIONS = (
+    "pods",
+    "ttl",
+    "fallthrough",
+    "kubeconfig",
+    "endpoint",
     "namespaces",
     "namespace_labels",
     "labels",
     "endpoint_pod_names",
     "noendpoints",
     "ignore",
+)
+_K8S_NOT_YET = (
     "tls",
     "multicluster",
     "zonal",
@@ -754,13 +763,20 @@ def read_kubernetes(lines: Sequence[Line], block: Block) -> KubernetesConfig | N
                 f"kubernetes takes {_K8S_TAKES}",
             )
             ok = False
-        elif name not in ("pods", "ttl", "fallthrough", "kubeconfig", "endpoint"):
+        elif name not in _K8S_OPTIONS:
             _unknown_option("kubernetes", option, block, _K8S_TAKES)
             ok = False
         elif _twice("kubernetes", option, seen, block):
             ok = False
         else:
             ok = _k8s_option(option, block, values) and ok
+    if "namespaces" in seen and "namespace_labels" in seen:
+        block.add(
+            seen["namespace_labels"],
+            "kubernetes: namespaces and namespace_labels cannot both be set (as in CoreDNS); "
+            "keep one, e.g. `namespace_labels kubernetes.io/metadata.name in (a, b)`",
+        )
+        ok = False
     if not ok:
         return None
     return replace(KubernetesConfig(zones=tuple(zones), origin=line.origin), **values)
@@ -798,6 +814,9 @@ def _k8s_option(option: Line, block: Block, values: dict[str, Any]) -> bool:
             return False
         values["kubeconfig"] = Path(args[0])
         values["context"] = args[1] if len(args) == 2 else None
+    elif name in ("namespaces", "namespace_labels", "labels", "endpoint_pod_names",
+                  "noendpoints", "ignore"):  # fmt: skip
+        return _k8s_filter(option, block, values)
     else:  # endpoint
         if len(args) != 1:
             block.add(
@@ -813,6 +832,48 @@ def _k8s_option(option: Line, block: Block, values: dict[str, Any]) -> bool:
             )
             return False
         values["endpoint"] = args[0].rstrip("/")
+    return True
+
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _k8s_filter(option: Line, block: Block, values: dict[str, object]) -> bool:
+    """The options that choose what is served: namespaces, label selectors, endpoints."""
+    args = option.args
+    name = option.name
+    if name == "namespaces":
+        if not args:
+            block.add(option.origin, "kubernetes: namespaces takes at least one NAMESPACE")
+            return False
+        bad = [a for a in args if not _NAMESPACE.fullmatch(a.lower())]
+        if bad:
+            block.add(
+                option.origin,
+                f"kubernetes: namespaces: {bad[0]!r} is not a namespace name (a DNS label); "
+                "separate namespaces with spaces, e.g. `namespaces default kube-system`",
+            )
+            return False
+        values["namespaces"] = tuple(dict.fromkeys(a.lower() for a in args))
+    elif name in ("namespace_labels", "labels"):
+        if not args:
+            block.add(option.origin, f"kubernetes: {name} takes a label SELECTOR, e.g. app=web")
+            return False
+        try:
+            values[name] = parse_selector(" ".join(args))
+        except SelectorError as exc:
+            block.add(option.origin, f"kubernetes: {name} {' '.join(args)!r}: {exc}")
+            return False
+    elif name == "ignore":
+        if args != ("empty_service",):
+            block.add(option.origin, "kubernetes: ignore takes one value: `ignore empty_service`")
+            return False
+        values["ignore_empty_service"] = True
+    else:  # endpoint_pod_names, noendpoints
+        if args:
+            block.add(option.origin, f"kubernetes: {name} takes no arguments")
+            return False
+        values[name] = True
     return True
 
 
@@ -1108,6 +1169,14 @@ def _bind_ips(texts: Sequence[str], line: Line, block: Block, what: str) -> list
 
 Reader = Callable[[Sequence[Line], Block], PluginConfig | None]
 
+
+def _read_autopath(lines: Sequence[Line], block: Block) -> PluginConfig | None:
+    # Its own module, which uses the helpers above: imported when first needed.
+    from kdns.config.corefile.autopath import read_autopath
+
+    return read_autopath(lines, block)
+
+
 READERS: dict[str, Reader] = {
     "errors": read_errors,
     "health": read_health,
@@ -1117,6 +1186,7 @@ READERS: dict[str, Reader] = {
     "loadbalance": read_loadbalance,
     "log": read_log,
     "cache": read_cache,
+    "autopath": _read_autopath,
     "kubernetes": read_kubernetes,
     "file": read_file,
     "loop": read_loop,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from kdns.config.corefile.autopath import check_autopath
 from kdns.config.corefile.directives import READERS, Block, read_bind, refuse_unknown
 from kdns.config.corefile.parser import BlockSyntax, Line, parse
 from kdns.config.corefile.problems import CorefileError, Problem, Problems
@@ -159,13 +160,15 @@ def _server_blocks(
         if name == "bind":
             bind = read_bind(lines, block) or ()
         elif name in READERS:
-            if block.zones or name not in ("kubernetes", "cache", "file", "forward"):
+            if block.zones or name not in ("kubernetes", "cache", "file", "forward", "autopath"):
                 config = READERS[name](lines, block)
                 if config is not None:
                     plugins[name] = config
         else:
             for line in lines:
                 refuse_unknown(line, block)
+    if not check_autopath(plugins, block):
+        plugins.pop("autopath")
 
     ports = list(dict.fromkeys(p for _, p in keys))
     return [

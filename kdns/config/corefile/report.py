@@ -14,6 +14,7 @@ from kdns.config.model import (
     COMBINED_LOG_FORMAT,
     COMMON_LOG_FORMAT,
     AnyConfig,
+    AutopathConfig,
     BufsizeConfig,
     CacheConfig,
     Config,
@@ -109,6 +110,8 @@ def _describe(config: PluginConfig) -> list[str]:
         return _cache(config)
     if isinstance(config, KubernetesConfig):
         return _kubernetes(config)
+    if isinstance(config, AutopathConfig):
+        return _autopath(config)
     if isinstance(config, FileConfig):
         files = " ".join(str(p) for p in config.paths)
         reload = f"every {format_duration(config.reload)}" if config.reload else "never"
@@ -173,7 +176,29 @@ def _kubernetes(config: KubernetesConfig) -> list[str]:
         parts.append(f"API at {config.endpoint}")
     else:
         parts.append("API in-cluster (service account)")
+    if config.namespaces:
+        parts.append(f"only namespaces {' '.join(config.namespaces)}")
+    if config.namespace_labels is not None:
+        parts.append(f"only namespaces labelled {config.namespace_labels}")
+    if config.labels is not None:
+        parts.append(f"only Services, EndpointSlices and Pods labelled {config.labels}")
+    if config.endpoint_pod_names:
+        parts.append("endpoints without a hostname are named by their pod")
+    if config.noendpoints:
+        parts.append("no endpoints: endpoint and headless names are NXDOMAIN")
+    if config.ignore_empty_service:
+        parts.append("Services without ready endpoints are NXDOMAIN (ignore empty_service)")
     return parts
+
+
+def _autopath(config: AutopathConfig) -> list[str]:
+    search = " ".join(config.search) or "none"
+    if config.plugin == "kubernetes":
+        return [
+            f"complete the search path of the asking pod under {' '.join(config.zones)}",
+            f"then the host's search domains: {search}",
+        ]
+    return [f"complete the search path {search} under {' '.join(config.zones)}"]
 
 
 def _forward(config: ForwardConfig) -> list[str]:

@@ -51,7 +51,7 @@ from kdns.dns.wire.edit import (
     with_payload,
 )
 from kdns.dns.wire.encode import encode_badvers, encode_error, encode_reply, encode_truncated
-from kdns.dns.wire.query import Edns, Query, decode_query
+from kdns.dns.wire.query import Edns, Query, decode_query, with_qname
 from kdns.dns.wire.relay import (
     header_rcode,
     reply_matches,
@@ -102,5 +102,6 @@ __all__ = [
     "with_id",
     "with_options",
     "with_payload",
+    "with_qname",
     "with_question",
 ]

@@ -38,6 +38,7 @@ from kdns.dns.wire.common import (
     FormatError,
     QueryError,
     labels_to_text,
+    name_to_wire,
     read_name,
     skip_rr,
 )
@@ -143,3 +144,12 @@ def decode_query(data: bytes) -> Query:
         nscount=ns,
         arcount=ar,
     )
+
+
+def with_qname(data: bytes, query: Query, name: str) -> bytes:
+    """The query `data` (decoded as `query`) asking `name` instead: the same header, type,
+    class and EDNS, for a plugin that asks the rest of its chain another name on the
+    client's behalf (`autopath`). The question sits at offset 12 without pointers (the
+    decoder refuses others), so only its name changes. Raises ValueError for a name that
+    has no wire form (a label over 63 octets, a name over 255)."""
+    return data[:12] + name_to_wire(name) + data[12 + len(query.qname_wire) :]

@@ -210,10 +210,18 @@ class KubeApi:
         return resp
 
     async def list_page(
-        self, kind: Kind, *, continue_token: str = "", limit: int = PAGE_SIZE
+        self,
+        kind: Kind,
+        *,
+        continue_token: str = "",
+        limit: int = PAGE_SIZE,
+        label_selector: str = "",
+        field_selector: str = "",
     ) -> Page:
-        """GET one page of the cluster-wide list (RV unset: a consistent, current read)."""
-        params = {"limit": str(limit)}
+        """GET one page of the cluster-wide list (RV unset: a consistent, current read) of
+        the objects the selectors match (every page asks with the same selectors, as
+        client-go's pager does)."""
+        params = {"limit": str(limit), **_selectors(label_selector, field_selector)}
         if continue_token:
             params["continue"] = continue_token
         resp = await self._get(RESOURCE_PATHS[kind], params)
@@ -232,12 +240,21 @@ class KubeApi:
             continue_token=str(meta.get("continue") or ""),
         )
 
-    async def watch(self, kind: Kind, *, resource_version: str) -> WatchStream:
+    async def watch(
+        self,
+        kind: Kind,
+        *,
+        resource_version: str,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> WatchStream:
         """Open a watch of the changes after `resource_version` (returns once the server
         has answered 200); iterate the stream until the server ends it.
 
         A bounded `timeoutSeconds` makes the server end it cleanly now and then; the caller
-        re-watches from the last RV. ERROR events are yielded as they come.
+        re-watches from the last RV. ERROR events are yielded as they come. With selectors
+        the server sends only matching objects: one that stops matching comes as DELETED,
+        one that starts matching as ADDED.
         """
         low, high = self._watch_timeout_range
         params = {
@@ -245,6 +262,7 @@ class KubeApi:
             "resourceVersion": resource_version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(self._rng.randint(low, high)),
+            **_selectors(label_selector, field_selector),
         }
         return WatchStream(kind, await self._get(RESOURCE_PATHS[kind], params))
 
@@ -290,6 +308,15 @@ class WatchStream:
             raise UnreachableError(
                 f"WATCH {self._kind}: stream ended mid-line ({len(buffer)} bytes)"
             )
+
+
+def _selectors(label_selector: str, field_selector: str) -> dict[str, str]:
+    params = {}
+    if label_selector:
+        params["labelSelector"] = label_selector
+    if field_selector:
+        params["fieldSelector"] = field_selector
+    return params
 
 
 def _parse_line(line: bytes, received_at: float) -> WatchEvent:

@@ -12,22 +12,35 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
 
-from kdns.cluster.model import Kind
+from kdns.cluster.model import ClusterObject, Kind
 from kdns.observe.stats import Stats
+from kdns.sources.convert import RUNNING_PODS, SourceFilter, object_from_api
 from kdns.sources.kube.api import PAGE_SIZE, KubeApi
 from kdns.sources.kube.auth import Credentials
-from kdns.sources.kube.watch import Apply, Backoff, Health, Reflector, Sleep
+from kdns.sources.kube.watch import Apply, Backoff, Health, Reflector, Sleep, convert_object
 
 log = logging.getLogger(__name__)
 
 
-def required_kinds(pods_verified: bool) -> tuple[Kind, ...]:
-    """The kinds to list and watch: Pods only for `pods verified` (docs/rules.md P1)."""
-    kinds = (Kind.SERVICE, Kind.ENDPOINT_SLICE, Kind.NAMESPACE)
-    return (*kinds, Kind.POD) if pods_verified else kinds
+def required_kinds(pods_verified: bool, *, endpoints: bool = True) -> tuple[Kind, ...]:
+    """The kinds to list and watch: Pods only for `pods verified` (docs/rules.md P1) or
+    autopath, EndpointSlices unless `noendpoints`."""
+    kinds = [Kind.SERVICE, Kind.ENDPOINT_SLICE, Kind.NAMESPACE]
+    if not endpoints:
+        kinds.remove(Kind.ENDPOINT_SLICE)
+    return (*kinds, Kind.POD) if pods_verified else tuple(kinds)
+
+
+def selectors(kind: Kind, filters: SourceFilter) -> tuple[str, str]:
+    """(labelSelector, fieldSelector) of a kind's LIST and WATCH, as CoreDNS's watches:
+    `labels` on Services, EndpointSlices and Pods, `namespace_labels` on Namespaces, and
+    Pods that are not running left out by the server."""
+    selector = filters.selector(kind)
+    fields = RUNNING_PODS if kind is Kind.POD else ""
+    return ("" if selector is None else str(selector)), fields
 
 
 async def run_kube_source(
@@ -37,6 +50,7 @@ async def run_kube_source(
     stats: Stats,
     pods_verified: bool = False,
     kinds: Sequence[Kind] | None = None,
+    filters: SourceFilter | None = None,
     read_timeout_seconds: float = 90.0,
     watch_timeout_range: tuple[int, int] = (240, 300),
     backoff: Backoff | None = None,
@@ -46,16 +60,19 @@ async def run_kube_source(
     page_size: int = PAGE_SIZE,
 ) -> NoReturn:
     """List and watch forever, feeding `apply` (`Index.apply`). The kinds are
-    `required_kinds(pods_verified)` unless `kinds` names them."""
+    `required_kinds(pods_verified)` unless `kinds` names them; `filters` says which
+    objects to ask the server for, and whether to keep endpoints' pod names."""
+    filters = filters or SourceFilter()
     kinds = tuple(kinds) if kinds is not None else required_kinds(pods_verified)
     rng = rng or random.Random()
     health = Health(stats, kinds)
     log.info(
         "watching %s at %s (credentials: %s)",
-        ", ".join(kinds),
+        ", ".join(_described(kind, filters) for kind in kinds),
         credentials.host,
         credentials.source,
     )
+    convert = _keeping_pod_names if filters.pod_names else convert_object
     async with KubeApi(
         credentials,
         read_timeout_seconds=read_timeout_seconds,
@@ -69,6 +86,9 @@ async def run_kube_source(
                 apply,
                 stats,
                 health,
+                convert=convert,
+                label_selector=selectors(kind, filters)[0],
+                field_selector=selectors(kind, filters)[1],
                 backoff=backoff or Backoff(),
                 sleep=sleep,
                 rng=random.Random(rng.random()),
@@ -81,3 +101,13 @@ async def run_kube_source(
             for reflector in reflectors:
                 group.create_task(reflector.run(), name=f"reflector-{reflector.kind}")
     raise AssertionError("unreachable: reflectors never return")
+
+
+def _keeping_pod_names(obj: Mapping[str, Any], kind: Kind) -> ClusterObject | None:
+    """The shared converter, keeping endpoints' pod names (`endpoint_pod_names`)."""
+    return object_from_api(obj, kind=str(kind), pod_names=True)
+
+
+def _described(kind: Kind, filters: SourceFilter) -> str:
+    selector = filters.selector(kind)
+    return str(kind) if selector is None else f"{kind} labelled {selector}"

@@ -116,6 +116,8 @@ class Reflector:
     wall_clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
     page_size: int = PAGE_SIZE
+    label_selector: str = ""  # only objects whose labels match (the API filters)
+    field_selector: str = ""
     resource_version: str | None = None  # None: the next step is a (re)list
     failures: int = 0
     last_failure_at: float = float("-inf")
@@ -193,7 +195,11 @@ class Reflector:
         while True:
             try:
                 page = await self.api.list_page(
-                    self.kind, continue_token=token, limit=self.page_size
+                    self.kind,
+                    continue_token=token,
+                    limit=self.page_size,
+                    label_selector=self.label_selector,
+                    field_selector=self.field_selector,
                 )
             except ExpiredError:
                 if not token:
@@ -242,7 +248,12 @@ class Reflector:
         assert self.resource_version is not None
         started = self.clock()
         events = 0
-        stream = await self.api.watch(self.kind, resource_version=self.resource_version)
+        stream = await self.api.watch(
+            self.kind,
+            resource_version=self.resource_version,
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
+        )
         async with stream:
             self.health.set(self.kind, True)  # the server answered 200: we are watching
             async for event in stream:

@@ -15,6 +15,7 @@ from typing import Any
 from kdns.cluster.index import Index
 from kdns.cluster.model import Event, Kind
 from kdns.observe.stats import Stats
+from kdns.sources.convert import SourceFilter
 from kdns.sources.kube.auth import load_credentials
 from kdns.sources.kube.source import required_kinds, run_kube_source
 from tests.fakes.kubeapi import FakeKubeApi, kubeconfig_for
@@ -68,6 +69,7 @@ async def run_source(
     read_timeout_seconds: float = 90.0,
     watch_timeout_range: tuple[int, int] = (240, 300),
     page_size: int = 500,
+    filters: SourceFilter | None = None,
 ) -> AsyncIterator[Running]:
     """Run `run_kube_source` feeding a real Index until the block ends."""
     kinds = tuple(kinds or required_kinds(False))
@@ -93,6 +95,7 @@ async def run_source(
             sleep=sleep,
             rng=random.Random(7),
             page_size=page_size,
+            filters=filters,
         )
     )
     try:

@@ -149,12 +149,12 @@ async def test_expired_continue_token_restarts_the_list(kube_api, tmp_path):
     original = kube_api._list
     expired: list[str] = []
 
-    def list_expiring(request, res, ns):
+    def list_expiring(request, res, ns, selected):
         # The first continued page finds its token expired (the API expires them after ~5 min).
         if request.query.get("continue") and not expired:
             expired.append(request.path_qs)
             kube_api.expire_continue_tokens()
-        return original(request, res, ns)
+        return original(request, res, ns, selected)
 
     kube_api._list = list_expiring
     async with run_source(kube_api, tmp_path, page_size=2) as run:
