@@ -21,6 +21,7 @@ on an upstream and is not kept.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from kdns.cluster.model import IPAddress
@@ -76,6 +77,7 @@ class KubernetesPlugin(Plugin):
             for zone in forward
         }
         self._primary = self._answer_configs[primary]
+        self._absent: dict[str, Callable[[bytes], bool]] = {}
 
     def serve(self, request: Request) -> Result:
         lname = request.question.lname
@@ -94,12 +96,37 @@ class KubernetesPlugin(Plugin):
             return then(self.next.serve(request), lambda got: _own_if_failed(got, reply))
         if reply.chase is not None:
             return self._chase(request, reply)
+        cacheable = reply.cacheable and self.view.synced
+        siblings = None
+        if cacheable and reply.rcode == Rcode.NXDOMAIN:
+            siblings = self._siblings(lname, config.zone)
         return Response(
             reply,
             plugin=self.name,
-            cacheable=reply.cacheable and self.view.synced,
+            cacheable=cacheable,
             dep=_dependency(lname, config.zone, reply),
+            siblings=siblings,
         )
+
+    def _siblings(self, lname: str, zone: str) -> Callable[[bytes], bool] | None:
+        """For an NXDOMAIN `<svc>.<ns>.svc.<zone>`: which sibling names share the reply.
+        `<x>.<ns>.svc.<zone>` does not exist exactly when no Service `x` does in `ns` (the
+        test `answer()` applies), whatever the type, and its NXDOMAIN holds the zone's SOA
+        only; so the reply holds for every `x` naming no Service. Labels that are not plain
+        (`[a-z0-9_-]`) are left to the slow path. None for other names, and when one of our
+        zones lies below the parent (it would answer some siblings)."""
+        labels = lname[: -len(zone) - 1].split(".") if lname.endswith("." + zone) else []
+        if len(labels) != 3 or labels[2] != "svc" or "\\" in lname:
+            return None
+        parent = lname.split(".", 1)[1]
+        if any(z.endswith("." + parent) for z in self.zones):
+            return None
+        absent = self._absent.get(labels[1])
+        if absent is None:
+            if len(self._absent) >= _ABSENT_CACHE:
+                self._absent.clear()
+            absent = self._absent[labels[1]] = _no_service_in(self.view, labels[1])
+        return absent
 
     def _falls_through(self, lname: str, reply: Reply) -> bool:
         fallthrough = self.config.fallthrough
@@ -147,6 +174,22 @@ class KubernetesPlugin(Plugin):
             return Response(replace(done, answer=done.answer + extra), plugin=self.name)
 
         return then(self.next.serve(sub), append)
+
+
+_ABSENT_CACHE = 1024  # namespaces whose sibling tests are kept (they hold no data)
+_PLAIN_LABEL = b"abcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _no_service_in(view: ClusterView, namespace: str) -> Callable[[bytes], bool]:
+    """Whether a plain lower-case label names no Service in `namespace`, read live."""
+    service = view.service
+
+    def absent(label: bytes) -> bool:
+        if label.translate(None, _PLAIN_LABEL):
+            return False  # not plain: the slow path decides
+        return service(namespace, label.decode("ascii")) is None
+
+    return absent
 
 
 def _own_if_failed(got: Response, own: Reply) -> Response:
