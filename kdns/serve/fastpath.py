@@ -208,6 +208,16 @@ class ChangeSource(GenerationSource, Protocol):
         """The (namespace, service) keys changed after `generation`; None = anything."""
 
 
+def main_key(key: bytes) -> bytes:
+    """The key of a plain or EDNS entry, from the lower-case wire qname and the qtype as
+    sent (`key`). The hot path lower-cases the qname and the qtype in one go; a qtype with
+    an ASCII letter octet (HTTPS, 65 = 0x0041) would change and could meet another type
+    (0x0061), so such keys get one more octet, which no query's key of that name has:
+    `_general` finds them."""
+    qtype = key[-2:]
+    return key if qtype.lower() == qtype.upper() else key + b"\x00"
+
+
 def _headers(reply: bytes) -> tuple[bytes, bytes]:
     """The reply's header after the ID, with RD clear and with RD set (echoing the query)."""
     flags0 = reply[2] & 0xFE
@@ -504,9 +514,9 @@ class FastPath:
         # byte 2: QR, opcode, AA, TC must be 0 (RD free); byte 3: only AD may be set.
         if data[2] > 1 or data[3] & 0xDF or data[end + 3 : end + 5] != _CLASS_IN:
             return self._slow(data, tcp, family, client)
-        # The key: the name lower-cased (0x20, D4), the qtype as sent. bytes.lower() is safe
-        # on wire names: label lengths (<= 63) are below "A".
-        entry = table.get(data[12 : end + 1].lower() + data[end + 1 : end + 3])
+        # The key: name and qtype lower-cased (0x20, D4; see `main_key`). bytes.lower() is
+        # safe on wire names: label lengths (<= 63) are below "A".
+        entry = table.get(data[12 : end + 3].lower())
         if entry is None:
             return self._general(data, tcp, family, client, True)
         if entry.need and int.from_bytes(data[end + 8 : end + 10], "big") < entry.need:
@@ -519,7 +529,7 @@ class FastPath:
         if entry.tails is not None:  # loadbalance: the next rotation is served next time
             entry.turn = turn = (entry.turn + 1) % len(entry.tails)
             entry.tail = entry.tails[turn]
-        return data[:2] + entry.headers[data[2]] + data[12 : end + 5] + tail
+        return b"".join((data[:2], entry.headers[data[2]], data[12 : end + 5], tail))
 
     def _general(
         self,
@@ -568,7 +578,8 @@ class FastPath:
             edns = PLAIN
         cache = self.cache
         key = data[12 : end + 1].lower() + data[end + 1 : end + 3]
-        entry = None if missed else (cache.edns if edns else cache.plain).get(key)
+        mkey = main_key(key)
+        entry = None if missed and mkey is key else (cache.edns if edns else cache.plain).get(mkey)
         tail = None
         if entry is None:
             aging = cache.aging[edns]
@@ -610,7 +621,7 @@ class FastPath:
             entry.hits_v4 += 1
         else:
             entry.hits_v6 += 1
-        return data[:2] + entry.headers[data[2]] + data[12:qend] + tail
+        return b"".join((data[:2], entry.headers[data[2]], data[12:qend], tail))
 
     def observe_batch(self, queries: int, seconds: float) -> None:
         """Called by the UDP transport after each drained batch (for hit durations)."""

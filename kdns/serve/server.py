@@ -48,6 +48,7 @@ from kdns.serve.fastpath import (
     FastPath,
     HandleResult,
     ReplyCache,
+    main_key,
 )
 
 log = logging.getLogger(__name__)
@@ -353,7 +354,7 @@ class DnsServer(FastPath):
         )
         self.cache.store(
             edns=edns is not None,
-            key=key,
+            key=main_key(key),
             reply=out,
             question_len=len(qwire),
             need=need,

@@ -624,10 +624,15 @@ def test_the_key_keeps_the_qtype_as_sent() -> None:
     plugin = ByType()
     block = Block(zones=(".",), chain=link([plugin]), plugins=[plugin])
     handler = DnsServer([block], index=default_index(), stats=Stats())
-    ask(handler, make_query("example.org", 97))
-    ask(handler, make_query("example.org", 97))
+    for _ in range(2):
+        ask(handler, make_query("example.org", 97))
     https = ask(handler, make_query("example.org", 65))
     assert header(https)[1] & 0xF == Rcode.NOERROR
+    before = slow_queries(handler.stats)
+    assert ask(handler, make_query("example.org", 65)) == https  # HTTPS is kept too
+    ask(handler, make_query("example.org", 65, opt=opt_rr()))
+    ask(handler, make_query("example.org", 65, opt=opt_rr(do=True)))
+    assert slow_queries(handler.stats) == before + 1  # only the EDNS variant's first
 
 
 # ---- aging entries: forward cache replies, TTLs counted down ---------------------------------
