@@ -77,7 +77,7 @@ class KubernetesPlugin(Plugin):
             for zone in forward
         }
         self._primary = self._answer_configs[primary]
-        self._absent: dict[str, Callable[[bytes], bool]] = {}
+        self._absent: dict[tuple[int, str], Callable[[bytes], bool]] = {}
 
     def serve(self, request: Request) -> Result:
         lname = request.question.lname
@@ -109,23 +109,35 @@ class KubernetesPlugin(Plugin):
         )
 
     def _siblings(self, lname: str, zone: str) -> Callable[[bytes], bool] | None:
-        """For an NXDOMAIN `<svc>.<ns>.svc.<zone>`: which sibling names share the reply.
-        `<x>.<ns>.svc.<zone>` does not exist exactly when no Service `x` does in `ns` (the
-        test `answer()` applies), whatever the type, and its NXDOMAIN holds the zone's SOA
-        only; so the reply holds for every `x` naming no Service. Labels that are not plain
-        (`[a-z0-9_-]`) are left to the slow path. None for other names, and when one of our
-        zones lies below the parent (it would answer some siblings)."""
+        """For an NXDOMAIN: which sibling names (another first label) share the reply, at
+        the levels random-subdomain floods aim at. Every NXDOMAIN of the zone holds only its
+        SOA, so the reply holds for every sibling that does not exist either, by the test
+        `answer()` applies to its shape:
+        * `<x>.<ns>.svc.<zone>`: no Service `x` in `ns`;
+        * `<x>.svc.<zone>`: no Service in namespace `x` (D3);
+        * `<x>.<zone>`: `x` is none of the names the zone has (and not `hostmaster`, which
+          the SOA names: its reply compresses differently).
+        Labels that are not plain (`[a-z0-9_-]`) are left to the slow path. None for other
+        names, and when one of our zones lies below the parent (it answers some siblings)."""
         labels = lname[: -len(zone) - 1].split(".") if lname.endswith("." + zone) else []
-        if len(labels) != 3 or labels[2] != "svc" or "\\" in lname:
+        shape = len(labels)
+        if "\\" in lname or not 0 < shape <= 3 or (shape > 1 and labels[-1] != "svc"):
             return None
         parent = lname.split(".", 1)[1]
         if any(z.endswith("." + parent) for z in self.zones):
             return None
-        absent = self._absent.get(labels[1])
+        key = (shape, labels[1] if shape == 3 else "")
+        absent = self._absent.get(key)
         if absent is None:
             if len(self._absent) >= _ABSENT_CACHE:
                 self._absent.clear()
-            absent = self._absent[labels[1]] = _no_service_in(self.view, labels[1])
+            if shape == 3:
+                absent = _no_service_in(self.view, key[1])
+            elif shape == 2:
+                absent = _no_namespace(self.view)
+            else:
+                absent = _not_in_zone
+            self._absent[key] = absent
         return absent
 
     def _falls_through(self, lname: str, reply: Reply) -> bool:
@@ -176,8 +188,10 @@ class KubernetesPlugin(Plugin):
         return then(self.next.serve(sub), append)
 
 
-_ABSENT_CACHE = 1024  # namespaces whose sibling tests are kept (they hold no data)
+_ABSENT_CACHE = 1024  # sibling tests kept (one per namespace; they hold no data)
 _PLAIN_LABEL = b"abcdefghijklmnopqrstuvwxyz0123456789-_"
+# The names directly below a cluster zone (`parse_name`), and the SOA's RNAME.
+_ZONE_CHILDREN = frozenset((b"dns-version", b"svc", b"pod", b"dns", b"hostmaster"))
 
 
 def _no_service_in(view: ClusterView, namespace: str) -> Callable[[bytes], bool]:
@@ -190,6 +204,23 @@ def _no_service_in(view: ClusterView, namespace: str) -> Callable[[bytes], bool]
         return service(namespace, label.decode("ascii")) is None
 
     return absent
+
+
+def _no_namespace(view: ClusterView) -> Callable[[bytes], bool]:
+    """Whether a plain lower-case label names a namespace without Services, read live."""
+    has_services = view.has_services
+
+    def absent(label: bytes) -> bool:
+        if label.translate(None, _PLAIN_LABEL):
+            return False
+        return not has_services(label.decode("ascii"))
+
+    return absent
+
+
+def _not_in_zone(label: bytes) -> bool:
+    """Whether a plain lower-case label is none of the names below a cluster zone."""
+    return not label.translate(None, _PLAIN_LABEL) and label not in _ZONE_CHILDREN
 
 
 def _own_if_failed(got: Response, own: Reply) -> Response:

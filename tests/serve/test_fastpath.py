@@ -451,6 +451,35 @@ def test_a_namespace_without_services_has_its_template_too() -> None:
     assert slow_queries(stats) == before
 
 
+def test_random_names_below_the_zone_and_svc_have_templates_too() -> None:
+    index = default_index()
+    handler, stats = make_handler(index)
+    for first, sibling in [
+        ("abcd.cluster.local", "wxyz.cluster.local"),
+        ("nons.svc.cluster.local", "zzzz.svc.cluster.local"),  # no such namespace (D3)
+    ]:
+        ask(handler, make_query(first))
+        before = slow_queries(stats)
+        query = make_query(sibling)
+        out = ask(handler, query)
+        assert header(out)[1] & 0xF == Rcode.NXDOMAIN
+        assert out == fresh(query, index)
+        assert slow_queries(stats) == before
+    # Siblings that exist, or that the SOA names, are left to the slow path.
+    for first, sibling, rcode in [
+        ("abcdefghij.cluster.local", "hostmaster.cluster.local", Rcode.NXDOMAIN),
+        ("abcdefghijk.cluster.local", "dns-version.cluster.local", Rcode.NOERROR),
+        ("nonsns.svc.cluster.local", "testns.svc.cluster.local", Rcode.NOERROR),
+    ]:
+        ask(handler, make_query(first))
+        before = slow_queries(stats)
+        query = make_query(sibling)
+        out = ask(handler, query)
+        assert header(out)[1] & 0xF == rcode
+        assert out == fresh(query, index)
+        assert slow_queries(stats) == before + 1
+
+
 def test_a_template_never_answers_for_a_name_that_exists() -> None:
     index = clocked_index(Clock())
     handler, _ = make_handler(index)
@@ -772,6 +801,8 @@ NAMES = [
     ("1.0.0.10.in-addr.arpa", 12),
     ("nope.testns.svc.cluster.local", 1),
     ("nope.empty.svc.cluster.local", 16),
+    ("abcdefghij.cluster.local", 1),
+    ("nonsns.svc.cluster.local", 28),
 ]
 # Siblings of the names above (as long as "svc0", "svc1", "hdls", "nope"), some of which
 # the events below create: answered from templates only while they do not exist.
@@ -780,6 +811,10 @@ SIBLINGS = [
     ("SvC2.testNS.svc.cluster.local", 1),
     ("zzzz.testns.svc.cluster.local", 1),
     ("hdlz.empty.svc.cluster.local", 16),
+    ("hostmaster.cluster.local", 1),
+    ("zzzzzzzzzz.cluster.local", 1),
+    ("testns.svc.cluster.local", 28),
+    ("zzzzzz.svc.cluster.local", 28),
 ]
 SHAPES = [
     {},
