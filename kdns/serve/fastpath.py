@@ -97,8 +97,11 @@ Dep = tuple[str, str] | None
 # An entry's place in the cache: (table, key).
 OKey = tuple[int, bytes]
 
-# Tables: the kind of entry, plus EDNS (bit 0) for the variant with an OPT.
-PLAIN, EDNS, TEMPLATE, AGING = 0, 1, 2, 4
+# Tables: the kind of entry, plus EDNS (bit 0) for the variant with an OPT. PLAIN: replies
+# about one Service (`dep`), dropped exactly when it changes, looked up first. LAZY: the
+# rest of the local replies (structural, negative), valid while the epochs they were stored
+# in last (`ReplyCache.current`), so a change forgets them all at once.
+PLAIN, EDNS, LAZY, TEMPLATE, AGING = 0, 1, 2, 4, 6
 
 
 class Entry:
@@ -107,6 +110,8 @@ class Entry:
 
     __slots__ = (
         "dep",
+        "epoch_soa",
+        "epoch_structure",
         "headers",
         "hits_v4",
         "hits_v6",
@@ -138,6 +143,9 @@ class Entry:
         self.odd: dict[OddKey, int] | None = None  # hits of the other shapes
         self.tails: tuple[bytes, ...] | None = None  # rotations served in turn (loadbalance)
         self.turn = 0
+        # The epochs of the cache the reply is valid in (ReplyCache.current); -1 = any.
+        self.epoch_structure = -1
+        self.epoch_soa = -1
 
 
 class Template(Entry):
@@ -228,7 +236,12 @@ def _headers(reply: bytes) -> tuple[bytes, bytes]:
 class ReplyCache:
     """Pre-encoded replies, bounded in entries and bytes; negative replies have their own,
     smaller bound so random names cannot push out the positive ones. Eviction is FIFO
-    (insertion order): a hit must not pay for LRU bookkeeping."""
+    (insertion order): a hit must not pay for LRU bookkeeping.
+
+    Invalidation costs the same however full the cache is: replies about one Service are
+    dropped one by one when it changes (there are few); the structural and negative ones
+    belong to an epoch (`structure` moves on every change, `soa` when the SOA serial moves)
+    and are dropped when next looked up in a later one."""
 
     def __init__(
         self,
@@ -242,21 +255,22 @@ class ReplyCache:
         self.max_entries = max_entries
         self.max_negative = max_negative
         self.max_bytes = max_bytes
-        # The tables, by kind (PLAIN, TEMPLATE, AGING) and EDNS variant: the hot path picks
-        # one by the query's shape, then looks the key up.
+        # The tables, by kind and EDNS variant: the hot path picks one by the query's
+        # shape, then looks the key up.
         self.plain: dict[bytes, Entry] = {}
         self.edns: dict[bytes, Entry] = {}
+        self.lazy: tuple[dict[bytes, Entry], dict[bytes, Entry]] = ({}, {})
         self.templates: tuple[dict[bytes, Template], dict[bytes, Template]] = ({}, {})
         self.aging: tuple[dict[bytes, Aging], dict[bytes, Aging]] = ({}, {})
         self._tables = cast(
             tuple[dict[bytes, Entry], ...],
-            (self.plain, self.edns, *self.templates, *self.aging),
+            (self.plain, self.edns, *self.lazy, *self.templates, *self.aging),
         )
+        self.structure = 0  # epoch of structural replies: moves on every data change
+        self.soa = 0  # epoch of replies carrying our SOA: moves with the serial
         # Insertion order over every table: okey -> None; negatives apart.
         self._order: dict[OKey, None] = {}
         self._negative: dict[OKey, None] = {}
-        self._soa: dict[OKey, None] = {}  # replies carrying our SOA (dropped when it moves)
-        self._structural: dict[OKey, None] = {}
         self._by_dep: dict[tuple[str, str], dict[OKey, None]] = {}
         self.bytes = 0
         # (meta, proto, family, request size, DO) -> hits of entries already gone, waiting
@@ -265,6 +279,12 @@ class ReplyCache:
 
     def __len__(self) -> int:
         return sum(len(table) for table in self._tables)
+
+    def current(self, entry: Entry) -> bool:
+        """Whether a lazily invalidated entry is still valid (always, for the others)."""
+        return (entry.epoch_structure < 0 or entry.epoch_structure == self.structure) and (
+            entry.epoch_soa < 0 or entry.epoch_soa == self.soa
+        )
 
     def store(
         self,
@@ -279,11 +299,11 @@ class ReplyCache:
         rotations: tuple[bytes, ...] = (),
     ) -> None:
         """Remember `reply` (the full encoded reply to a query whose question section is
-        `question_len` bytes), keyed by the lower-case wire qname and the qtype.
+        `question_len` bytes), keyed by the lower-case wire qname and the qtype as sent.
         `need`: the smallest EDNS payload the reply fits (0 = any). `rotations`: further
         encodings of the same reply with its records in another order (same header and
         size), served in turn after `reply`. A reply with an OPT must end with kdns's own,
-        bare one (DO is set per hit)."""
+        bare one (DO is set per hit). A negative reply carries our SOA."""
         tail = reply[12 + question_len :]
         entry = Entry(_headers(reply), tail, need, meta, dep)
         if rotations:  # the slow path has just served `reply`: the next hit gets the next
@@ -291,7 +311,14 @@ class ReplyCache:
             entry.tail = entry.tails[1]
             entry.turn = 1
         cost = len(tail) * (1 + len(rotations))
-        self._add(EDNS if edns else PLAIN, key, entry, cost, soa=meta.negative)
+        if dep is not None and not meta.negative:
+            self._add(EDNS if edns else PLAIN, main_key(key), entry, cost)
+            return
+        if dep is None:
+            entry.epoch_structure = self.structure
+        if meta.negative:
+            entry.epoch_soa = self.soa
+        self._add(LAZY | edns, key, entry, cost)
 
     def store_template(
         self,
@@ -305,10 +332,12 @@ class ReplyCache:
         absent: Callable[[bytes], bool],
     ) -> None:
         """Remember a negative `reply` for the siblings `absent` admits. `key`: the parent's
-        lower-case wire name, the qtype and the first label's length (one octet)."""
+        lower-case wire name, the qtype and the first label's length (one octet). Valid
+        while the SOA serial stays: `absent` reads the data live."""
         tail = reply[12 + question_len :]
         entry = Template(_headers(reply), tail, need, meta, absent)
-        self._add(TEMPLATE | edns, key, entry, len(tail), soa=True)
+        entry.epoch_soa = self.soa
+        self._add(TEMPLATE | edns, key, entry, len(tail))
 
     def store_aging(
         self,
@@ -330,18 +359,9 @@ class ReplyCache:
         head = reply[2:12]
         tail = reply[12 + question_len :]
         entry = Aging((head, head), tail, need, meta, born=born, expires=expires, offsets=offsets)
-        self._add(AGING | edns, key, entry, len(tail), soa=False, volatile=False)
+        self._add(AGING | edns, key, entry, len(tail))
 
-    def _add(
-        self,
-        kind: int,
-        key: bytes,
-        entry: Entry,
-        cost: int,
-        *,
-        soa: bool,
-        volatile: bool = True,
-    ) -> None:
+    def _add(self, kind: int, key: bytes, entry: Entry, cost: int) -> None:
         table = self._tables[kind]
         okey = (kind, key)
         if key in table:
@@ -351,13 +371,8 @@ class ReplyCache:
             return
         table[key] = entry
         self._order[okey] = None
-        if volatile:
-            if entry.dep is None:
-                self._structural[okey] = None
-            else:
-                self._by_dep.setdefault(entry.dep, {})[okey] = None
-        if soa:
-            self._soa[okey] = None
+        if entry.dep is not None:
+            self._by_dep.setdefault(entry.dep, {})[okey] = None
         if entry.meta.negative:
             self._negative[okey] = None
             while len(self._negative) > self.max_negative:
@@ -366,16 +381,17 @@ class ReplyCache:
         while len(self._order) > self.max_entries or self.bytes > self.max_bytes:
             self._drop(next(iter(self._order)))
 
+    def drop(self, kind: int, key: bytes) -> None:
+        """Forget one entry (e.g. found stale)."""
+        self._drop((kind, key))
+
     def _drop(self, okey: OKey) -> None:
         kind, key = okey
         entry = self._tables[kind].pop(key, None)
         self._order.pop(okey, None)
         self._negative.pop(okey, None)
-        self._soa.pop(okey, None)
         if entry is not None:
-            if entry.dep is None:
-                self._structural.pop(okey, None)
-            else:
+            if entry.dep is not None:
                 deps = self._by_dep.get(entry.dep)
                 if deps is not None:
                     deps.pop(okey, None)
@@ -386,15 +402,17 @@ class ReplyCache:
 
     def invalidate(self, services: Iterable[tuple[str, str]], *, negatives: bool) -> int:
         """Forget what a data change may have altered: the replies about the changed
-        Services, every structural reply, and (when the SOA serial moved, since negative
-        replies carry the SOA) every reply with our SOA. Returns how many were dropped."""
-        doomed: dict[OKey, None] = dict(self._structural)
+        Services (now), every structural reply, and (when the SOA serial moved, since
+        negative replies carry the SOA) every reply with our SOA (by moving the epochs).
+        Returns how many were dropped now."""
+        doomed: dict[OKey, None] = {}
         for service in services:
             doomed.update(self._by_dep.get(service, {}))
-        if negatives:
-            doomed.update(self._soa)
         for okey in doomed:
             self._drop(okey)
+        self.structure += 1
+        if negatives:
+            self.soa += 1
         return len(doomed)
 
     def _retire(self, entry: Entry) -> None:
@@ -414,7 +432,7 @@ class ReplyCache:
         aging entries, which do not depend on the cluster's data. Tables are emptied in
         place."""
         if keep_aging:
-            local = [okey for okey in self._order if not okey[0] & AGING]
+            local = [okey for okey in self._order if okey[0] & ~EDNS != AGING]
             for okey in local:
                 self._drop(okey)
             return
@@ -424,8 +442,6 @@ class ReplyCache:
             table.clear()
         self._order.clear()
         self._negative.clear()
-        self._soa.clear()
-        self._structural.clear()
         self._by_dep.clear()
         self.bytes = 0
 
@@ -582,8 +598,14 @@ class FastPath:
         entry = None if missed and mkey is key else (cache.edns if edns else cache.plain).get(mkey)
         tail = None
         if entry is None:
+            lazy = cache.lazy[edns].get(key)
+            if lazy is not None:
+                if cache.current(lazy):
+                    entry = lazy
+                else:
+                    cache.drop(LAZY | edns, key)  # from before a change: the slow path
             aging = cache.aging[edns]
-            if aging and not do:  # an upstream's reply to a query without DO
+            if entry is None and aging and not do:  # an upstream's reply to a query without DO
                 found = aging.get(key)
                 if found is not None:
                     tail = found.tail_at(cache.clock())
@@ -599,7 +621,11 @@ class FastPath:
                 template = templates.get(
                     data[13 + n : end + 1].lower() + data[end + 1 : end + 3] + _LENGTHS[n]
                 )
-                if template is None or not template.absent(data[13 : 13 + n].lower()):
+                if (
+                    template is None
+                    or not cache.current(template)
+                    or not template.absent(data[13 : 13 + n].lower())
+                ):
                     return self._slow(data, tcp, family, client)
                 entry = template
         if entry.need and not tcp and payload < entry.need:

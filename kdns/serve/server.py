@@ -48,7 +48,6 @@ from kdns.serve.fastpath import (
     FastPath,
     HandleResult,
     ReplyCache,
-    main_key,
 )
 
 log = logging.getLogger(__name__)
@@ -354,7 +353,7 @@ class DnsServer(FastPath):
         )
         self.cache.store(
             edns=edns is not None,
-            key=main_key(key),
+            key=key,
             reply=out,
             question_len=len(qwire),
             need=need,

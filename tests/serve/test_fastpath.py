@@ -259,6 +259,28 @@ def test_structural_replies_are_dropped_on_any_change() -> None:
     assert slow_queries(stats) == before + 1
 
 
+def test_replies_from_before_a_change_are_replaced_not_added() -> None:
+    clock = Clock()
+    index = clocked_index(clock)
+    handler, stats = make_handler(index)
+    queries = [
+        make_query("1.0.0.10.in-addr.arpa", 12),  # structural
+        make_query("missing.testns.svc.cluster.local"),  # negative
+        make_query("testns.svc.cluster.local"),  # both (NODATA, D3)
+    ]
+    for q in queries:
+        ask(handler, q)
+    size = len(handler.cache)
+    for i in range(3):
+        clock.now += 5
+        index.apply(Upsert(svc("svc4", ips=[f"10.0.0.{40 + i}"])))
+        before = slow_queries(stats)
+        for q in queries:
+            assert ask(handler, q) == fresh(q, index)
+        assert slow_queries(stats) == before + len(queries)  # each asked anew once
+        assert len(handler.cache) == size
+
+
 def test_negative_replies_follow_the_soa_serial() -> None:
     clock = Clock()
     index = clocked_index(clock)
