@@ -17,8 +17,10 @@ question of class IN and at most one version-0 OPT is served from the same entri
   serves is signed, so the records are the same); the slow path answers DO alike;
 * with EDNS options (a client cookie, padding, ...) or an odd payload size: the reply is the
   same, since kdns's OPT carries no options (the slow path drops them too).
-Three kinds of entry, each in its own tables so a hit on the first costs nothing more:
-* plain entries: a reply of the local plugins, dropped exactly when its data changes;
+Four kinds of entry, each in its own tables so a hit on the first costs nothing more:
+* plain entries: a positive reply about one Service, dropped exactly when it changes;
+* lazy entries: the other replies of the local plugins (structural ones, negative ones
+  carrying the SOA), valid in the epoch they were stored in (see Invalidation);
 * templates (`Template`): a negative reply that holds for every sibling of a name (the same
   parent and qtype, any first label the answering plugin says does not exist, e.g.
   `<anything>.<ns>.svc.<zone>` for which no such Service exists), keyed by the parent, the
@@ -35,9 +37,10 @@ than one question and at most one OPT, EDNS version > 0, malformed options, clas
 names with a zero octet inside a label, and replies bigger than the client allows.
 
 Invalidation: the hot path compares the index's `generation` (and the static zones') with
-the one the cache was filled under; when either moved, the slow path drops what the
-changes may have altered (`ReplyCache.invalidate`) and records the programming latency of
-the pending changes.
+the one the cache was filled under; when either moved, it forgets what the changes may
+have altered (`ReplyCache.invalidate`: the changed Services' replies at once, the others by
+moving an epoch, at a cost independent of the cache's size) and the server records the
+programming latency of the pending changes.
 
 Metrics: each entry keeps plain int hit counts (per address family) for the commonest shape
 and a small dict for the others (TCP, DO, other request sizes); `fold()` adds them to
