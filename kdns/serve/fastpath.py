@@ -69,6 +69,7 @@ _AR0 = b"\x00\x00"
 _AR1 = b"\x00\x01"
 _OPT_HEAD = b"\x00\x00\x29"  # root owner, TYPE 41 (RFC 6891 §6.1.2)
 _OPT_TAIL = b"\x00\x00\x00\x00\x00\x00"  # ext-rcode 0, version 0, DO=0 Z=0, RDLEN 0
+_OPT_TAIL_DO = b"\x00\x00\x80\x00\x00\x00"  # the same with DO=1
 _OPT_SIZE = 11  # an OPT without options
 _CLASS_IN = b"\x00\x01"
 _DO = b"\x80"  # the OPT TTL's third octet with DO set (RFC 3225 §3), the rest zero
@@ -521,13 +522,14 @@ class FastPath:
             if len(data) != end + 5:
                 return self._slow(data, tcp, family, client)
             table = self._plain
-        elif (
-            counts == _WITH_OPT
-            and len(data) == end + 16
-            and data[end + 5 : end + 8] == _OPT_HEAD
-            and data[end + 10 :] == _OPT_TAIL
-        ):
-            table = self._edns
+        elif counts == _WITH_OPT and len(data) == end + 16 and data[end + 5 : end + 8] == _OPT_HEAD:
+            opt = data[end + 10 :]
+            if opt == _OPT_TAIL:
+                table = self._edns
+            elif opt == _OPT_TAIL_DO:
+                return self._do_hit(data, end, family, client)
+            else:
+                return self._general(data, tcp, family, client, False)
         else:
             return self._general(data, tcp, family, client, False)
         # byte 2: QR, opcode, AA, TC must be 0 (RD free); byte 3: only AD may be set.
@@ -549,6 +551,31 @@ class FastPath:
             entry.turn = turn = (entry.turn + 1) % len(entry.tails)
             entry.tail = entry.tails[turn]
         return b"".join((data[:2], entry.headers[data[2]], data[12 : end + 5], tail))
+
+    def _do_hit(
+        self, data: bytes, end: int, family: str, client: tuple[str, int] | None
+    ) -> HandleResult:
+        """`handle` for a bare OPT with DO set (resolvers that validate send these): the
+        EDNS entry with DO echoed (RFC 3225 §3)."""
+        if data[2] > 1 or data[3] & 0xDF or data[end + 3 : end + 5] != _CLASS_IN:
+            return self._slow(data, False, family, client)
+        entry = self._edns.get(data[12 : end + 3].lower())
+        if entry is None:
+            return self._general(data, False, family, client, True)
+        if entry.need and int.from_bytes(data[end + 8 : end + 10], "big") < entry.need:
+            return self._slow(data, False, family, client)
+        odd = entry.odd
+        if odd is None:
+            odd = entry.odd = {}
+        okey = ("udp", family, len(data), True)
+        odd[okey] = odd.get(okey, 0) + 1
+        tail = entry.tail
+        if entry.tails is not None:
+            entry.turn = turn = (entry.turn + 1) % len(entry.tails)
+            entry.tail = entry.tails[turn]
+        return b"".join(
+            (data[:2], entry.headers[data[2]], data[12 : end + 5], tail[:-4], _DO, tail[-3:])
+        )
 
     def _general(
         self,
@@ -596,9 +623,12 @@ class FastPath:
         else:
             edns = PLAIN
         cache = self.cache
-        key = data[12 : end + 1].lower() + data[end + 1 : end + 3]
-        mkey = main_key(key)
-        entry = None if missed and mkey is key else (cache.edns if edns else cache.plain).get(mkey)
+        qtype = data[end + 1 : end + 3]
+        key = data[12 : end + 1].lower() + qtype
+        if qtype.lower() == qtype.upper():  # as `main_key`
+            entry = None if missed else (cache.edns if edns else cache.plain).get(key)
+        else:
+            entry = (cache.edns if edns else cache.plain).get(key + b"\x00")
         tail = None
         if entry is None:
             lazy = cache.lazy[edns].get(key)
@@ -621,12 +651,10 @@ class FastPath:
                 # (at most 63) can match, and with the parent a name as long as that one.
                 if not templates or 13 + n > end:
                     return self._slow(data, tcp, family, client)
-                template = templates.get(
-                    data[13 + n : end + 1].lower() + data[end + 1 : end + 3] + _LENGTHS[n]
-                )
+                template = templates.get(data[13 + n : end + 1].lower() + qtype + _LENGTHS[n])
                 if (
                     template is None
-                    or not cache.current(template)
+                    or template.epoch_soa != cache.soa  # (templates depend on the SOA only)
                     or not template.absent(data[13 : 13 + n].lower())
                 ):
                     return self._slow(data, tcp, family, client)
@@ -639,7 +667,7 @@ class FastPath:
                 entry.turn = turn = (entry.turn + 1) % len(entry.tails)
                 entry.tail = entry.tails[turn]
         if do:  # kdns's own bare OPT ends the reply: echo DO (RFC 3225 §3)
-            tail = tail[:-4] + _DO + tail[-3:]
+            tail = b"".join((tail[:-4], _DO, tail[-3:]))
         if tcp or do or size != entry.meta.request_size:
             odd = entry.odd
             if odd is None:
