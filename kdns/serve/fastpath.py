@@ -92,8 +92,15 @@ class EntryMeta:
     cache: str | None = None  # a forward cache reply: "success" or "denial" (its hit counter)
 
 
-# Hits of a shape other than the commonest: (proto, family, request size, DO).
-OddKey = tuple[str, str, int, bool]
+# Hits of a shape other than the commonest are counted by an int (no object per hit):
+# request size << 3 | TCP << 2 | DO << 1 | IPv6 (see `odd_key`).
+_ODD_TCP, _ODD_DO, _ODD_V6 = 4, 2, 1
+
+
+def odd_key(size: int, *, tcp: bool, do: bool, family: str) -> int:
+    return size << 3 | (_ODD_TCP if tcp else 0) | (_ODD_DO if do else 0) | (family == "2")
+
+
 # What a cached reply depends on: the (namespace, service) whose data it shows, or None
 # for replies that depend on the zone's structure (apex, `<ns>.svc`, pods, reverse names,
 # CNAME chases). A change to a Service drops its own entries and every structural one.
@@ -144,7 +151,7 @@ class Entry:
         self.size = 0  # bytes charged against the cache bound
         self.hits_v4 = 0
         self.hits_v6 = 0
-        self.odd: dict[OddKey, int] | None = None  # hits of the other shapes
+        self.odd: dict[int, int] | None = None  # hits of the other shapes, by `odd_key`
         self.tails: tuple[bytes, ...] | None = None  # rotations served in turn (loadbalance)
         self.turn = 0
         # The epochs of the cache the reply is valid in (ReplyCache.current); -1 = any.
@@ -427,8 +434,9 @@ class ReplyCache:
                 k = (meta, "udp", family, meta.request_size, False)
                 retired[k] = retired.get(k, 0) + hits
         if entry.odd:
-            for (proto, family, size, do), hits in entry.odd.items():
-                k = (meta, proto, family, size, do)
+            for okey, hits in entry.odd.items():
+                proto = "tcp" if okey & _ODD_TCP else "udp"
+                k = (meta, proto, "2" if okey & _ODD_V6 else "1", okey >> 3, bool(okey & _ODD_DO))
                 retired[k] = retired.get(k, 0) + hits
 
     def clear(self, *, keep_aging: bool = False) -> None:
@@ -567,7 +575,7 @@ class FastPath:
         odd = entry.odd
         if odd is None:
             odd = entry.odd = {}
-        okey = ("udp", family, len(data), True)
+        okey = len(data) << 3 | (_ODD_DO | 1 if family == "2" else _ODD_DO)
         odd[okey] = odd.get(okey, 0) + 1
         tail = entry.tail
         if entry.tails is not None:
@@ -672,7 +680,7 @@ class FastPath:
             odd = entry.odd
             if odd is None:
                 odd = entry.odd = {}
-            okey = ("tcp" if tcp else "udp", family, size, do)
+            okey = odd_key(size, tcp=tcp, do=do, family=family)
             odd[okey] = odd.get(okey, 0) + 1
         elif family == "1":
             entry.hits_v4 += 1

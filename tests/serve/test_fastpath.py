@@ -399,15 +399,19 @@ def test_hits_of_other_shapes_are_counted_with_their_labels() -> None:
     ask(handler, make_query(SVC1, opt=opt_rr()), tcp=True)
     cookie = make_query(SVC1, opt=opt_rr(rdata=COOKIE))
     ask(handler, cookie)
+    handler.handle(make_query(SVC1, opt=opt_rr(do=True)), False, "2")
+    handler.handle(make_query(SVC1, opt=opt_rr(do=True)), True, "2")
     stats.flush()
     zone = "cluster.local."
     assert stats.requests[(zone, "udp", "1", "A")] == 4
     assert stats.requests[(zone, "tcp", "1", "A")] == 1
-    assert stats.do_requests[zone] == 1
-    assert stats.responses[(zone, "NOERROR")] == 5
+    assert stats.requests[(zone, "udp", "2", "A")] == 1
+    assert stats.requests[(zone, "tcp", "2", "A")] == 1
+    assert stats.do_requests[zone] == 3
+    assert stats.responses[(zone, "NOERROR")] == 7
     sizes = stats.request_sizes[(zone, "udp")]
-    assert sizes.n == 4
-    assert sizes.total == 3 * (len(cookie) - len(COOKIE)) + len(cookie)
+    assert sizes.n == 5
+    assert sizes.total == 4 * (len(cookie) - len(COOKIE)) + len(cookie)
 
 
 def test_rotations_are_served_in_turn_to_every_shape() -> None:
