@@ -329,7 +329,7 @@ class ReplyCache:
             entry.epoch_structure = self.structure
         if meta.negative:
             entry.epoch_soa = self.soa
-        self._add(LAZY | edns, key, entry, cost)
+        self._add(LAZY | edns, main_key(key), entry, cost)
 
     def store_template(
         self,
@@ -500,6 +500,7 @@ class FastPath:
         self.cache = cache
         self._plain = cache.plain
         self._edns = cache.edns
+        self._lazy_plain, self._lazy_edns = cache.lazy
         self._batch_seconds = 0.0
         self._batch_queries = 0
 
@@ -545,9 +546,16 @@ class FastPath:
             return self._slow(data, tcp, family, client)
         # The key: name and qtype lower-cased (0x20, D4; see `main_key`). bytes.lower() is
         # safe on wire names: label lengths (<= 63) are below "A".
-        entry = table.get(data[12 : end + 3].lower())
+        key = data[12 : end + 3].lower()
+        entry = table.get(key)
         if entry is None:
-            return self._general(data, tcp, family, client, True)
+            entry = (self._lazy_plain if table is self._plain else self._lazy_edns).get(key)
+            cache = self.cache
+            if entry is None or not (
+                (entry.epoch_structure < 0 or entry.epoch_structure == cache.structure)
+                and (entry.epoch_soa < 0 or entry.epoch_soa == cache.soa)
+            ):  # (as `ReplyCache.current`, inline: negative replies are 5 % of the traffic)
+                return self._general(data, tcp, family, client, True)
         if entry.need and int.from_bytes(data[end + 8 : end + 10], "big") < entry.need:
             return self._slow(data, tcp, family, client)
         if family == "1":
@@ -568,8 +576,8 @@ class FastPath:
         if data[2] > 1 or data[3] & 0xDF or data[end + 3 : end + 5] != _CLASS_IN:
             return self._slow(data, False, family, client)
         entry = self._edns.get(data[12 : end + 3].lower())
-        if entry is None:
-            return self._general(data, False, family, client, True)
+        if entry is None:  # (the other tables are looked up there)
+            return self._general(data, False, family, client, False)
         if entry.need and int.from_bytes(data[end + 8 : end + 10], "big") < entry.need:
             return self._slow(data, False, family, client)
         odd = entry.odd
@@ -633,20 +641,22 @@ class FastPath:
         cache = self.cache
         qtype = data[end + 1 : end + 3]
         key = data[12 : end + 1].lower() + qtype
-        if qtype.lower() == qtype.upper():  # as `main_key`
-            entry = None if missed else (cache.edns if edns else cache.plain).get(key)
-        else:
-            entry = (cache.edns if edns else cache.plain).get(key + b"\x00")
+        mkey = key
+        if qtype.lower() != qtype.upper():  # as `main_key`
+            mkey = key + b"\x00"
+            missed = False  # (`handle` looked up the other key)
+        entry = None if missed else (cache.edns if edns else cache.plain).get(mkey)
         tail = None
-        if entry is None:
-            lazy = cache.lazy[edns].get(key)
+        if entry is None and not missed:
+            lazy = cache.lazy[edns].get(mkey)
             if lazy is not None:
                 if cache.current(lazy):
                     entry = lazy
                 else:
-                    cache.drop(LAZY | edns, key)  # from before a change: the slow path
+                    cache.drop(LAZY | edns, mkey)  # from before a change: the slow path
+        if entry is None:
             aging = cache.aging[edns]
-            if entry is None and aging and not do:  # an upstream's reply to a query without DO
+            if aging and not do:  # an upstream's reply to a query without DO
                 found = aging.get(key)
                 if found is not None:
                     tail = found.tail_at(cache.clock())

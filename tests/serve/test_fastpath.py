@@ -340,6 +340,29 @@ def test_edns_variants_are_hits_equal_to_the_slow_path(opt: bytes) -> None:
         assert len(handler.cache) == 1
 
 
+@pytest.mark.parametrize(
+    ("name", "qtype"),
+    [
+        ("missing.testns.svc.cluster.local", 1),  # negative
+        ("1.0.0.10.in-addr.arpa", 12),  # structural
+        ("svc1.testns.svc.cluster.local", 65),  # NODATA for HTTPS (qtype octets 0x00 0x41)
+    ],
+)
+@pytest.mark.parametrize(
+    ("opt", "tcp"), [(None, False), (opt_rr(), False), (opt_rr(do=True), False), (None, True)]
+)
+def test_every_kind_of_local_reply_is_a_hit_in_every_shape(
+    name: str, qtype: int, opt: bytes | None, tcp: bool
+) -> None:
+    index = default_index()
+    handler, stats = make_handler(index)
+    query = make_query(name, qtype, opt=opt)
+    ask(handler, query, tcp=tcp)
+    before = slow_queries(stats)
+    assert ask(handler, query, tcp=tcp) == fresh(query, index, tcp=tcp)
+    assert slow_queries(stats) == before
+
+
 def test_do_is_echoed_and_options_are_not() -> None:
     handler, _ = make_handler()
     ask(handler, make_query(SVC1, opt=opt_rr()))
