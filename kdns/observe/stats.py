@@ -145,15 +145,15 @@ class Stats:
             meta.zone, "udp", meta.rcode, meta.response_size, seconds_per_hit, times=hits
         )
 
-    def count_do_request(self, zone: str) -> None:
-        """A request with the DNSSEC OK bit (coredns_dns_do_requests_total)."""
-        _bump(self.do_requests, zone)
+    def count_do_request(self, zone: str, *, times: int = 1) -> None:
+        """`times` requests with the DNSSEC OK bit (coredns_dns_do_requests_total)."""
+        _bump(self.do_requests, zone, times)
 
     # - the forward cache and upstreams (coredns_cache_*, coredns_proxy_*, coredns_forward_*) -
 
-    def count_cache_hit(self, kind: str) -> None:
+    def count_cache_hit(self, kind: str, *, times: int = 1) -> None:
         """`kind` is the cache: "success" or "denial"."""
-        _bump(self.cache_hits, kind)
+        _bump(self.cache_hits, kind, times)
 
     def count_cache_miss(self) -> None:
         self.cache_misses += 1

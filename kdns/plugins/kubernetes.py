@@ -29,7 +29,7 @@ path of the pod that sent the query, found by its address (`pods verified` keeps
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from ipaddress import IPv6Address, ip_address
 
@@ -95,6 +95,7 @@ class KubernetesPlugin(Plugin):
             for zone in forward
         }
         self._primary = self._answer_configs[primary]
+        self._absent: dict[tuple[int, str], Callable[[bytes], bool]] = {}
 
     def serve(self, request: Request) -> Result:
         lname = request.question.lname
@@ -113,11 +114,16 @@ class KubernetesPlugin(Plugin):
             return then(self.next.serve(request), lambda got: _own_if_failed(got, reply))
         if reply.chase is not None:
             return self._chase(request, reply)
+        cacheable = reply.cacheable and self.view.synced
+        siblings = None
+        if cacheable and reply.rcode == Rcode.NXDOMAIN:
+            siblings = self._siblings(lname, config.zone)
         return Response(
             reply,
             plugin=self.name,
-            cacheable=reply.cacheable and self.view.synced,
+            cacheable=cacheable,
             dep=_dependency(lname, config.zone, reply),
+            siblings=siblings,
         )
 
     def search_path(self, request: Request, host: Sequence[str]) -> tuple[str, ...] | None:
@@ -140,6 +146,38 @@ class KubernetesPlugin(Plugin):
             return None
         svc = "svc." if zone == "." else f"svc.{zone}"
         return (f"{namespace}.{svc}", svc, zone, *host, "")
+
+    def _siblings(self, lname: str, zone: str) -> Callable[[bytes], bool] | None:
+        """For an NXDOMAIN: which sibling names (another first label) share the reply, at
+        the levels random-subdomain floods aim at. Every NXDOMAIN of the zone holds only its
+        SOA, so the reply holds for every sibling that does not exist either, by the test
+        `answer()` applies to its shape:
+        * `<x>.<ns>.svc.<zone>`: no Service `x` in `ns`;
+        * `<x>.svc.<zone>`: no Service in namespace `x` (D3);
+        * `<x>.<zone>`: `x` is none of the names the zone has (and not `hostmaster`, which
+          the SOA names: its reply compresses differently).
+        Labels that are not plain (`[a-z0-9_-]`) are left to the slow path. None for other
+        names, and when one of our zones lies below the parent (it answers some siblings)."""
+        labels = lname[: -len(zone) - 1].split(".") if lname.endswith("." + zone) else []
+        shape = len(labels)
+        if "\\" in lname or not 0 < shape <= 3 or (shape > 1 and labels[-1] != "svc"):
+            return None
+        parent = lname.split(".", 1)[1]
+        if any(z.endswith("." + parent) for z in self.zones):
+            return None
+        key = (shape, labels[1] if shape == 3 else "")
+        absent = self._absent.get(key)
+        if absent is None:
+            if len(self._absent) >= _ABSENT_CACHE:
+                self._absent.clear()
+            if shape == 3:
+                absent = _no_service_in(self.view, key[1])
+            elif shape == 2:
+                absent = _no_namespace(self.view)
+            else:
+                absent = _not_in_zone
+            self._absent[key] = absent
+        return absent
 
     def _falls_through(self, lname: str, reply: Reply) -> bool:
         fallthrough = self.config.fallthrough
@@ -187,6 +225,41 @@ class KubernetesPlugin(Plugin):
             return Response(replace(done, answer=done.answer + extra), plugin=self.name)
 
         return then(self.next.serve(sub), append)
+
+
+_ABSENT_CACHE = 1024  # sibling tests kept (one per namespace; they hold no data)
+_PLAIN_LABEL = b"abcdefghijklmnopqrstuvwxyz0123456789-_"
+# The names directly below a cluster zone (`parse_name`), and the SOA's RNAME.
+_ZONE_CHILDREN = frozenset((b"dns-version", b"svc", b"pod", b"dns", b"hostmaster"))
+
+
+def _no_service_in(view: ClusterView, namespace: str) -> Callable[[bytes], bool]:
+    """Whether a plain lower-case label names no Service in `namespace`, read live."""
+    service = view.service
+
+    def absent(label: bytes) -> bool:
+        if label.translate(None, _PLAIN_LABEL):
+            return False  # not plain: the slow path decides
+        return service(namespace, label.decode("ascii")) is None
+
+    return absent
+
+
+def _no_namespace(view: ClusterView) -> Callable[[bytes], bool]:
+    """Whether a plain lower-case label names a namespace without Services, read live."""
+    has_services = view.has_services
+
+    def absent(label: bytes) -> bool:
+        if label.translate(None, _PLAIN_LABEL):
+            return False
+        return not has_services(label.decode("ascii"))
+
+    return absent
+
+
+def _not_in_zone(label: bytes) -> bool:
+    """Whether a plain lower-case label is none of the names below a cluster zone."""
+    return not label.translate(None, _PLAIN_LABEL) and label not in _ZONE_CHILDREN
 
 
 def _own_if_failed(got: Response, own: Reply) -> Response:

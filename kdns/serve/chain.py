@@ -12,9 +12,10 @@ a structured `Reply` (encoded once, by the server, for the client's size limit) 
 reply relayed as it came (from an upstream).
 
 The pre-encoded fast path (`kdns.serve.fastpath`) sits in front of the chain. A response
-says whether the fast path may keep it (`cacheable`) and what it depends on (`dep`); any
-plugin on the way back that makes the reply depend on something else (the client, time,
-a log line per query) clears `cacheable`.
+says whether the fast path may keep it (`cacheable`), what it depends on (`dep`), until
+when (`expires`, for a forward cache reply) and for which other names it holds
+(`siblings`); any plugin on the way back that makes the reply depend on something else
+(the client, a log line per query) clears `cacheable`.
 """
 
 from __future__ import annotations
@@ -102,6 +103,16 @@ class Response:
     cacheable: bool = False  # the fast path may keep the encoded reply
     dep: Dep = None
     rotate: bool = False  # A/AAAA/MX order rotates per query (loadbalance)
+    # A `wire` reply that stops being valid at this time.monotonic() (a forward cache
+    # entry's end). With `cacheable`, the fast path keeps it until then, counting its TTLs
+    # down; data changes in the cluster do not drop it.
+    expires: float | None = None
+    # For a cacheable negative `reply`: the same records (none of them naming a sibling)
+    # answer every sibling of the question (the same parent, type and class, another
+    # first label) for which this returns True, given that label as lower-case wire bytes.
+    # The fast path then answers such siblings from one template (unique random names
+    # under one parent cost no slow path and no cache entry each). None: no such promise.
+    siblings: Callable[[bytes], bool] | None = None
     # Why the reply is SERVFAIL, when something failed (e.g. "no upstream answered:
     # 127.0.0.1:53 timed out"); the `errors` plugin logs it. None for a plain answer.
     error: str | None = None

@@ -23,9 +23,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kdns.dns.message import LayoutError, parse_layout
 from kdns.dns.records import Rcode, Reply, RType
 from kdns.dns.wire import (
     CLASS_IN,
+    EDNS_PAYLOAD,
+    FormatError,
     Query,
     QueryError,
     decode_query,
@@ -34,10 +37,18 @@ from kdns.dns.wire import (
     encode_reply,
     encode_truncated,
     rcode_name,
+    ttl_offsets,
 )
 from kdns.observe.stats import Stats
 from kdns.serve.chain import Generation, Plugin, Request, Response
-from kdns.serve.fastpath import ChangeSource, EntryMeta, FastPath, HandleResult, ReplyCache
+from kdns.serve.fastpath import (
+    UDP_NEVER,
+    ChangeSource,
+    EntryMeta,
+    FastPath,
+    HandleResult,
+    ReplyCache,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +56,10 @@ DROPPED_ZONE = "dropped"
 TCP_MAX = 65535
 MAX_ROTATIONS = 8  # pre-encoded orders kept for a rotating (loadbalance) reply
 _QTYPE_LABELS = {int(t): t.name for t in RType}
+# kdns's OPT, as `encode_reply` ends a reply to a query with EDNS: root owner, TYPE 41,
+# our payload, ext-rcode, version 0, DO (copied from the query), no options.
+_OUR_OPT = b"\x00\x00\x29" + EDNS_PAYLOAD.to_bytes(2, "big")
+_OPT_SIZE = 11
 
 
 def qtype_label(qtype: int) -> str:
@@ -112,6 +127,9 @@ class DnsServer(FastPath):
             for zone in block.zones:
                 by_zone[zone] = block
         self._blocks = by_zone
+        # Parents of the zones: a name directly below one may be a zone of its own, so a
+        # template for its siblings could answer for another block.
+        self._zone_parents = {zone.split(".", 1)[1] or "." for zone in by_zone if zone != "."}
         self.cache.clear()
 
     @property
@@ -271,7 +289,7 @@ class DnsServer(FastPath):
         if request.after is not None:
             for hook in request.after:
                 hook(out)
-        if response.cacheable and not request.tcp and response.reply is not None:
+        if response.cacheable:
             self._maybe_cache(request, block, response, out)
         proto = "tcp" if request.tcp else "udp"
         return self._done(out, request.zone, proto, rcode_name(out[3] & 0x0F), started)
@@ -311,7 +329,8 @@ class DnsServer(FastPath):
         return out
 
     def _maybe_cache(self, request: Request, block: Block, response: Response, out: bytes) -> None:
-        """Keep the reply for the hot path if the query has one of its two shapes."""
+        """Keep the reply for the fast path if the query has a shape it serves: one question
+        of class IN, no flags but RD (and AD), at most one OPT, of version 0."""
         query = request.query
         data = request.data
         if query.qclass != CLASS_IN or request.question is not query.question:
@@ -320,22 +339,39 @@ class DnsServer(FastPath):
             return  # opcode/AA/TC/QR/Z/CD set: the hot path sends these here anyway
         if out[2] & 0x02:
             return  # truncated: depends on the client's limit
-        edns = query.edns
-        if edns is None:
-            if query.arcount:
-                return
-            need = 0
-        else:
-            if query.arcount != 1 or edns.do or edns.has_options or edns.version:
-                return
-            if len(data) != 12 + len(query.question_wire) + 11:
-                return
-            need = len(out) if len(out) > 512 else 0
+        qwire = query.question_wire
         qname = query.qname_wire
         if b"\x00" in qname[:-1]:
             return  # the hot path finds the name's end by its first zero octet
+        edns = query.edns
+        if edns is None:
+            if query.arcount or len(out) > 512:
+                return  # (a TCP reply no UDP client without EDNS could take)
+            need = 0
+            request_size = 12 + len(qwire)
+        else:
+            if query.arcount != 1 or edns.version:
+                return
+            request_size = 12 + len(qwire) + _OPT_SIZE  # a bare OPT; others are counted apart
+            if len(out) <= 512:
+                need = 0
+            elif len(out) <= self.max_udp_size:
+                need = len(out)
+            else:
+                need = UDP_NEVER  # from TCP: too big for any UDP client
+        key = qname.lower() + qwire[-4:-2]
+        if response.wire is not None:
+            # Not a reply to a DO query (an upstream may add RRSIGs for it), nor one that
+            # `loadbalance` reorders per query (one order would stick).
+            if response.expires is not None and not response.rotate and not (edns and edns.do):
+                self._cache_aging(request, response.expires, out, key, need, request_size)
+            return
         reply = response.reply
         assert reply is not None
+        if edns is not None:
+            if not _ends_with_our_opt(out):
+                return  # the hot path sets DO in the last OPT octets
+            out = _without_do(out)
         rotations: tuple[bytes, ...] = ()
         if response.rotate and block.rotations is not None:
             variants = block.rotations(reply, MAX_ROTATIONS)[1:]
@@ -347,25 +383,124 @@ class DnsServer(FastPath):
             ]
             if any(len(e) != len(out) or e[2:12] != out[2:12] for e in encoded):
                 return  # an order that encodes differently (compression): do not keep
-            rotations = tuple(encoded)
+            rotations = tuple(_without_do(e) if edns is not None else e for e in encoded)
+        negative = reply.rcode != Rcode.NOERROR or not reply.answer
         meta = EntryMeta(
             zone=request.zone,
             qtype=qtype_label(query.question.qtype),
             rcode=reply.rcode.name,
-            request_size=len(data),
+            request_size=request_size,
             response_size=len(out),
-            negative=reply.rcode != Rcode.NOERROR or not reply.answer,
+            negative=negative,
         )
         self.cache.store(
             edns=edns is not None,
-            key=qname.lower() + query.question_wire[-4:-2],
+            key=key,
             reply=out,
-            question_len=len(query.question_wire),
+            question_len=len(qwire),
             need=need,
             meta=meta,
             dep=response.dep,
             rotations=rotations,
         )
+        if response.siblings is not None and negative and not reply.answer:
+            self._cache_template(request, response.siblings, out, need, meta)
+
+    def _cache_template(
+        self,
+        request: Request,
+        siblings: Callable[[bytes], bool],
+        out: bytes,
+        need: int,
+        meta: EntryMeta,
+    ) -> None:
+        """Keep a negative reply as the template for the question's siblings (see
+        `Response.siblings`), if it reads nothing of the first label: every compression
+        pointer targets the parent, and no server block has a zone among the siblings."""
+        qwire = request.query.question_wire
+        qname = request.query.qname_wire
+        n = qname[0]
+        label = qname[1 : 1 + n].lower()
+        if not n or not siblings(label):
+            return
+        lname = request.question.lname
+        if "\\" in lname or (lname.split(".", 1)[1] or ".") in self._zone_parents:
+            return  # an escaped label (the text split would mislead) or a zone among them
+        try:
+            layout = parse_layout(out)
+        except LayoutError:
+            return
+        if any(target < 13 + n for _, target in layout.pointers):
+            return  # a pointer to the whole name: differs per sibling
+        self.cache.store_template(
+            edns=request.query.edns is not None,
+            key=qname[1 + n :].lower() + qwire[-4:-2] + bytes((n,)),
+            reply=out,
+            question_len=len(qwire),
+            need=need,
+            meta=meta,
+            absent=siblings,
+        )
+
+    def _cache_aging(
+        self,
+        request: Request,
+        expires: float,
+        out: bytes,
+        key: bytes,
+        need: int,
+        request_size: int,
+    ) -> None:
+        """Keep a relayed reply (a forward cache entry) until `expires`."""
+        qwire = request.query.question_wire
+        end = 12 + len(qwire)
+        if out[12 : end - 4].lower() != qwire[:-4].lower() or out[end - 4 : end] != qwire[-4:]:
+            return  # not the question asked: the tail would not follow the client's
+        if out[4:6] != b"\x00\x01":
+            return
+        now = self.cache.clock()
+        if expires <= now:
+            return
+        try:
+            offsets = tuple(offset - end for offset in ttl_offsets(out))
+        except FormatError:
+            return
+        rcode = out[3] & 0x0F
+        negative = rcode != Rcode.NOERROR or out[6:8] == b"\x00\x00"
+        meta = EntryMeta(
+            zone=request.zone,
+            qtype=qtype_label(request.query.question.qtype),
+            rcode=rcode_name(rcode),
+            request_size=request_size,
+            response_size=len(out),
+            negative=negative,
+            cache="denial" if negative else "success",
+        )
+        self.cache.store_aging(
+            edns=request.query.edns is not None,
+            key=key,
+            reply=out,
+            question_len=len(qwire),
+            need=need,
+            meta=meta,
+            born=now,
+            expires=expires,
+            offsets=offsets,
+        )
+
+
+def _ends_with_our_opt(out: bytes) -> bool:
+    return (
+        out[-_OPT_SIZE:-6] == _OUR_OPT
+        and out[-5] == 0
+        and out[-4] in (0x00, 0x80)
+        and out[-3:] == b"\x00\x00\x00"
+    )
+
+
+def _without_do(out: bytes) -> bytes:
+    """A reply with our OPT's DO bit clear (the fast path sets it per query)."""
+    return out[:-4] + b"\x00" + out[-3:] if out[-4] else out
 
 
 def _refused() -> Reply:

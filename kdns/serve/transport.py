@@ -43,6 +43,7 @@ BatchObserver = Callable[[int, float], None]
 
 _MAX_BATCH = 64  # datagrams per readable callback, then yield to the loop
 _BUFFER_BYTES = 4 * 1024 * 1024  # SO_RCVBUF/SO_SNDBUF (docs/benchmarking.md: avoids drops)
+_FLUSH_BYTES = 16 * 1024  # TCP: replies of one pipelined batch written together up to this
 
 
 def _family_label(family: int) -> str:
@@ -328,37 +329,53 @@ class _TcpConnection(asyncio.Protocol):
         return self._writing_paused or self._pending >= self._server.limits.max_pending
 
     def _process(self) -> None:
-        """Dispatch the complete messages in the buffer while neither limit is hit."""
+        """Dispatch the complete messages in the buffer while neither limit is hit. Replies
+        ready at once are framed and written together (one send for a pipelined batch),
+        at least every `_FLUSH_BYTES`."""
         if self._processing:
             return  # re-entered from a write callback: the outer loop carries on
         self._processing = True
+        out: list[bytes] = []
+        pending = 0
         try:
             buf = self._buffer
+            handle = self._server.handler.handle
+            family, peer = self.family, self.peer
+            dispatched = False
             while self._transport is not None and len(buf) >= 2 and not self._blocked():
-                (length,) = struct.unpack_from("!H", buf)
+                length = (buf[0] << 8) | buf[1]
                 if len(buf) < 2 + length:
                     break
                 message = bytes(buf[2 : 2 + length])
                 del buf[: 2 + length]
-                if buf:
-                    self._message_started = time.monotonic()  # the next one has begun
-                self._dispatch(message)
+                dispatched = True
+                result = handle(message, True, family, peer)
+                if result is None:
+                    continue
+                if type(result) is bytes:
+                    out.append(len(result).to_bytes(2, "big"))
+                    out.append(result)
+                    pending += len(result) + 2
+                    if pending >= _FLUSH_BYTES:
+                        self._write_framed(out)
+                        out = []
+                        pending = 0
+                    continue
+                self._spawn(result)  # type: ignore[arg-type]
             if not buf:
                 self._message_started = None
+            elif dispatched:
+                self._message_started = time.monotonic()  # the next one has begun
         finally:
             self._processing = False
+            if out:
+                self._write_framed(out)
         self._update_reading()
         self._maybe_finish()
 
-    def _dispatch(self, message: bytes) -> None:
-        result = self._server.handler.handle(message, True, self.family, self.peer)
-        if result is None:
-            return
-        if type(result) is bytes:
-            self._write(result)
-            return
+    def _spawn(self, result: Awaitable[bytes | None]) -> None:
         self._pending += 1
-        task = asyncio.ensure_future(result)  # type: ignore[arg-type]
+        task = asyncio.ensure_future(result)
         self._server.tasks.add(task)
         task.add_done_callback(self._finish)
 
@@ -378,9 +395,13 @@ class _TcpConnection(asyncio.Protocol):
             self._process()
 
     def _write(self, reply: bytes) -> None:
+        self._write_framed([len(reply).to_bytes(2, "big"), reply])
+
+    def _write_framed(self, parts: list[bytes]) -> None:
+        """Write replies already framed (length, message, length, message, ...)."""
         if self._transport is None or self._transport.is_closing():
             return
-        self._transport.write(struct.pack("!H", len(reply)) + reply)
+        self._transport.write(b"".join(parts))
         self._activity()
 
     def _maybe_finish(self) -> None:

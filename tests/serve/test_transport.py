@@ -487,6 +487,7 @@ class FakeTransport:
 
     def __init__(self) -> None:
         self.written = bytearray()
+        self.writes: list[int] = []  # the size of each write
         self.closing = False
 
     def get_extra_info(self, name: str) -> object:
@@ -497,6 +498,7 @@ class FakeTransport:
 
     def write(self, data: bytes) -> None:
         self.written += data
+        self.writes.append(len(data))
 
     def is_closing(self) -> bool:
         return self.closing
@@ -537,5 +539,23 @@ def test_framing_delivers_every_message_whatever_the_segmentation(
         assert [c for c, _ in stub.calls] == [b"S" + m for m in messages]
         assert bytes(transport.written) == b"".join(frame(b"RS" + m) for m in messages)
         assert conn.expired(time.monotonic() + 1e6) == "idle"  # no partial message left
+    finally:
+        server.sock.close()
+
+
+def test_replies_to_a_pipelined_batch_go_out_in_few_writes() -> None:
+    stub = Stub()
+    server = TcpServer(socket.socket(), stub)  # never started: only the framing is used
+    try:
+        conn = _TcpConnection(server)
+        transport = FakeTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        conn.data_received(b"".join(frame(b"S%d" % i) for i in range(10)))
+        assert transport.writes == [sum(len(frame(b"RS%d" % i)) for i in range(10))]
+        big = b"S" + bytes(4000)  # 40 KB of replies: written at least every 16 KiB
+        conn.data_received(frame(big) * 10)
+        assert bytes(transport.written).endswith(frame(b"R" + big) * 10)
+        assert len(transport.writes) >= 1 + 2
+        assert max(transport.writes[1:]) <= 16 * 1024 + len(frame(b"R" + big))
     finally:
         server.sock.close()
