@@ -17,6 +17,8 @@ answered; type = the qtype mnemonic or "other"; rcode mnemonic; plugin = who ans
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -208,7 +210,33 @@ class DnsServer(FastPath):
         result = block.chain.serve(request)
         if isinstance(result, Response):
             return self._finish(request, block, result, started)
+        if isinstance(result, asyncio.Future):
+            # A forwarded query: finish from a callback, no coroutine and no task.
+            later: asyncio.Future[bytes | None] = result.get_loop().create_future()
+            result.add_done_callback(
+                functools.partial(self._finish_future, request, block, started, later)
+            )
+            later.add_done_callback(functools.partial(_cancel_with, result))
+            return later
         return self._finish_later(request, block, result, started)
+
+    def _finish_future(
+        self,
+        request: Request,
+        block: Block,
+        started: float,
+        out: asyncio.Future[bytes | None],
+        done: asyncio.Future[Response],
+    ) -> None:
+        if out.done():
+            return
+        if done.cancelled():
+            out.cancel()
+            return
+        try:
+            out.set_result(self._finish(request, block, done.result(), started))
+        except Exception as exc:
+            out.set_result(self._panic(request.data, exc))
 
     async def _finish_later(
         self, request: Request, block: Block, pending: Awaitable[Response], started: float
@@ -324,6 +352,11 @@ class DnsServer(FastPath):
             dep=response.dep,
             rotations=rotations,
         )
+
+
+def _cancel_with(source: asyncio.Future[Response], out: asyncio.Future[bytes | None]) -> None:
+    if out.cancelled():
+        source.cancel()
 
 
 def _refused() -> Reply:
