@@ -304,7 +304,7 @@ def test_process_wide_plugins_must_agree_across_blocks(first: str, second: str, 
 
 
 def test_every_problem_is_reported_not_just_the_first() -> None:
-    text = block("rewrite name a b", "cache 30s", "forward . 10.0.0.1 {", "  policy random", "}",
+    text = block("rewrite name a b", "cache 30s", "forward . 10.0.0.1 {", "  failover ERR", "}",
                  "kubernetes cluster.local {", "  namespaces default", "}")  # fmt: skip
     found = problems(text)
     assert [p.split(": ", 1)[0] for p in found] == [

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from kdns.config.corefile import CorefileError, parse_corefile_text
-from kdns.config.model import Config, ForwardConfig, KubernetesConfig, LogConfig
+from kdns.config.model import Config, ForwardConfig, KubernetesConfig, LogConfig, Upstream
+from kdns.config.settings import HostPort
 from tests.config.corefiles import read_resolv_conf
 
 DATA = Path(__file__).parent.parent / "data" / "corefiles"
@@ -22,22 +23,17 @@ LOADS = [
     "gke-stub-domains.Corefile",
     "consul.Corefile",
     "reverse-cidr.Corefile",
+    "nodelocaldns.Corefile",
+    "dot-upstream.Corefile",
 ]
 
 # file -> the (line, word the message must name) of every problem, in order
 REFUSED = {
     "k3s.Corefile": [(9, "plugin hosts")],
-    "openshift.Corefile": [(3, "plugin bufsize"), (18, "option policy"), (26, "plugin chaos")],
+    "openshift.Corefile": [(3, "plugin bufsize"), (26, "plugin chaos")],
     "rewrite.Corefile": [(5, "plugin rewrite"), (6, "plugin rewrite")],
     "autopath.Corefile": [(4, "plugin autopath"), (8, "option endpoint_pod_names")],
     "minikube-hosts.Corefile": [(14, "plugin hosts")],
-    "nodelocaldns.Corefile": [(11, "option force_tcp"), (23, "option force_tcp")],
-    "dot-upstream.Corefile": [
-        (4, "tls:// upstreams"),
-        (4, "tls:// upstreams"),
-        (5, "option tls_servername"),
-        (6, "option health_check"),
-    ],
 }
 
 
@@ -93,3 +89,20 @@ def test_reverse_cidr_keys_and_log_names() -> None:
     log = server.plugins["log"]
     assert isinstance(log, LogConfig)
     assert [r.names for r in log.rules] == [("10.in-addr.arpa.",), ("example.org.",)]
+
+
+def test_nodelocaldns_forwards_the_cluster_zones_over_tcp() -> None:
+    forwards = {b.zones: b.plugins["forward"] for b in read("nodelocaldns.Corefile").blocks}
+    tcp = {zones: f.force_tcp for zones, f in forwards.items() if isinstance(f, ForwardConfig)}
+    assert tcp == {("cluster.local.",): True, ("in-addr.arpa.",): True, (".",): False}
+
+
+def test_dns_over_tls_upstreams_with_one_server_name() -> None:
+    (server,) = read("dot-upstream.Corefile").blocks
+    forward = server.plugins["forward"]
+    assert isinstance(forward, ForwardConfig)
+    assert forward.to == (
+        Upstream(HostPort("1.1.1.1", 853), tls=True),  # RFC 7858: port 853 by default
+        Upstream(HostPort("1.0.0.1", 853), tls=True),
+    )
+    assert (forward.tls_servername, forward.health_check) == ("cloudflare-dns.com", 5.0)
