@@ -57,7 +57,7 @@ import ssl
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from kdns.config.model import ForwardConfig, ForwardPolicy, TlsFiles, Upstream
 from kdns.config.settings import HostPort
@@ -373,8 +373,11 @@ class _Stream(asyncio.Protocol):
     """One TCP or TLS connection to an upstream with pipelined queries (RFC 7766 §6.2.1.1):
     2-octet length framing, replies matched by ID and question in any order."""
 
-    def __init__(self, label: str, loop: asyncio.AbstractEventLoop, expire: float) -> None:
+    def __init__(
+        self, label: str, loop: asyncio.AbstractEventLoop, expire: float, *, tls: bool
+    ) -> None:
         self.label = label
+        self._proto = "TLS" if tls else "TCP"
         self._loop = loop
         self.expire_after = expire
         self.transport: asyncio.Transport | None = None
@@ -389,8 +392,8 @@ class _Stream(asyncio.Protocol):
     # - asyncio.Protocol -
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport: no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -417,12 +420,6 @@ class _Stream(asyncio.Protocol):
             _settle(pending, UpstreamError(f"{self._proto}: {why}", reused=pending.reused))
 
     # - queries -
-
-    @property
-    def _proto(self) -> str:
-        if self.transport is not None and self.transport.get_extra_info("sslcontext"):
-            return "TLS"
-        return "TCP"
 
     def send(self, data: bytes, pending: _Pending) -> None:
         assert self.transport is not None
@@ -724,7 +721,7 @@ class Forwarder:
         context = self.ssl_context if tls else None
         name = (up.upstream.server_name or self.server_name or up.addr.host) if tls else None
         proto = "TLS" if tls else "TCP"
-        stream = _Stream(up.label, loop, self.expire_seconds)
+        stream = _Stream(up.label, loop, self.expire_seconds, tls=tls)
         try:
             async with asyncio.timeout(seconds):
                 await loop.create_connection(
