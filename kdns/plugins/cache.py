@@ -52,7 +52,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from kdns.config.model import CacheConfig, StaleRefresh
 from kdns.dns import wire
@@ -69,31 +69,26 @@ SUCCESS = "success"
 DENIAL = "denial"
 
 
-class _Entry:
-    """One cached reply, TTLs already capped, and its prefetch and refresh state."""
+# One cached reply, TTLs already capped: (reply, stored, ttl, offsets, kind, rcode), where
+# `ttl` is how long it is fresh and `offsets` where the records' TTLs sit in `reply`. A
+# plain tuple of immutable values, so the garbage collector stops tracking it: thousands of
+# entries cost its full passes nothing (prefetch and refresh bookkeeping is in `_State`).
+_Entry = tuple[bytes, float, int, tuple[int, ...], str, int]
+_REPLY: Final = 0
+_STORED: Final = 1
+_TTL: Final = 2
+_OFFSETS: Final = 3
+_KIND: Final = 4
+_RCODE: Final = 5
 
-    __slots__ = (
-        "hits",
-        "kind",
-        "last",
-        "offsets",
-        "rcode",
-        "refreshing",
-        "reply",
-        "retry_after",
-        "stored",
-        "ttl",
-    )
 
-    def __init__(
-        self, reply: bytes, stored: float, ttl: int, offsets: tuple[int, ...], kind: str, rcode: int
-    ) -> None:
-        self.reply = reply
-        self.stored = stored
-        self.ttl = ttl  # how long the entry is fresh
-        self.offsets = offsets  # where the records' TTLs sit in `reply`
-        self.kind = kind
-        self.rcode = rcode
+class _State:
+    """Prefetch counts and refresh state of one entry (only entries that need it)."""
+
+    __slots__ = ("entry", "hits", "last", "refreshing", "retry_after")
+
+    def __init__(self, entry: _Entry) -> None:
+        self.entry = entry
         self.hits = 0  # prefetch: queries without a gap of the prefetch DURATION
         self.last = -math.inf
         self.refreshing = False  # a refresh is under way
@@ -118,7 +113,7 @@ class _Store:
         entry = self.entries.get(key)
         if entry is None:
             return None
-        if now - entry.stored >= entry.ttl + self.keep:
+        if now - entry[_STORED] >= entry[_TTL] + self.keep:
             del self.entries[key]
             return None
         self.entries.move_to_end(key)
@@ -138,7 +133,7 @@ class _Store:
     def expire(self, now: float) -> None:
         """Drop every entry past its life (before the entry gauge is read)."""
         keep = self.keep
-        doomed = [k for k, e in self.entries.items() if now - e.stored >= e.ttl + keep]
+        doomed = [k for k, e in self.entries.items() if now - e[_STORED] >= e[_TTL] + keep]
         for key in doomed:
             del self.entries[key]
 
@@ -187,6 +182,8 @@ class CachePlugin(Plugin):
         # Whether the fast path may keep what this plugin answers (see the docstring).
         self._fast = not config.prefetch and not config.keepttl
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._states: dict[CacheKey, _State] = {}
+        self._state_limit = 2 * (self.success.capacity + self.denial.capacity)
         self._gauge = gauge if gauge is not None else CacheGauge(stats)
         self._gauge.plugins.append(self)
 
@@ -226,18 +223,18 @@ class CachePlugin(Plugin):
         if entry is None:
             self.stats.count_cache_miss()
             return then(self.next.serve(request), functools.partial(self._stored, key, lname))
-        age = now - entry.stored
-        if age < entry.ttl:
-            if self.config.prefetch and self._popular(entry, now):
+        age = now - entry[_STORED]
+        if age < entry[_TTL]:
+            if self.config.prefetch and self._popular(key, entry, now):
                 self._refresh(key, entry, request, stale=False)
             return Response(
                 wire=self._answer(entry, query, int(age)),
                 plugin=self.name,
                 cacheable=self._fast,
-                expires=entry.stored + entry.ttl,
+                expires=entry[_STORED] + entry[_TTL],
             )
         # Expired, but within serve_stale's DURATION (else _find would have dropped it).
-        if self._verify and self._may_refresh(entry, now, stale=True):
+        if self._verify and self._may_refresh(key, entry, now, stale=True):
             return self._verify_then_stale(key, entry, request)
         if not self._verify:
             self._refresh(key, entry, request, stale=True)
@@ -246,20 +243,20 @@ class CachePlugin(Plugin):
     def _find(self, key: CacheKey, now: float) -> _Entry | None:
         """The entry to answer from, fresh or (with serve_stale) expired; counts the hit."""
         entry = self.denial.get(key, now)
-        if entry is not None and entry.rcode == Rcode.SERVFAIL:
+        if entry is not None and entry[_RCODE] == Rcode.SERVFAIL:
             # SERVFAIL is transient: it does not hide a usable success entry.
             entry = self.success.get(key, now) or entry
         if entry is None:
             entry = self.success.get(key, now)
         if entry is not None:
-            self.stats.count_cache_hit(entry.kind)
+            self.stats.count_cache_hit(entry[_KIND])
         return entry
 
     def _answer(self, entry: _Entry, query: wire.Query, elapsed: int) -> bytes:
         """The stored reply for this client, TTLs aged by `elapsed` (unless keepttl)."""
-        reply = entry.reply
+        reply = entry[_REPLY]
         if not self.config.keepttl:
-            reply = wire.rewrite_ttls(reply, elapsed, offsets=entry.offsets)
+            reply = wire.rewrite_ttls(reply, elapsed, offsets=entry[_OFFSETS])
         return _for_client(reply, query)
 
     def _stale_answer(self, entry: _Entry, query: wire.Query) -> Response:
@@ -267,21 +264,39 @@ class CachePlugin(Plugin):
         self.stats.count_cache_served_stale()
         ttl = self.config.stale_ttl
         # max(0, min(TTL, 0) + ttl) sets every TTL to `ttl`.
-        reply = wire.rewrite_ttls(entry.reply, -ttl, cap=0, offsets=entry.offsets)
+        reply = wire.rewrite_ttls(entry[_REPLY], -ttl, cap=0, offsets=entry[_OFFSETS])
         return Response(wire=_for_client(reply, query), plugin=self.name)
 
-    def _popular(self, entry: _Entry, now: float) -> bool:
+    def _popular(self, key: CacheKey, entry: _Entry, now: float) -> bool:
         """CoreDNS's prefetch rule: AMOUNT queries with no gap of DURATION, and the TTL
         down to PERCENTAGE of the original (at least the last second)."""
         config = self.config
-        if entry.last < now - config.prefetch_gap:
-            entry.hits = 1
+        state = self._state(key, entry)
+        if state.last < now - config.prefetch_gap:
+            state.hits = 1
         else:
-            entry.hits += 1
-        entry.last = now
-        threshold = math.ceil(config.prefetch_percentage / 100 * entry.ttl)
-        remaining = entry.ttl - int(now - entry.stored)
-        return entry.hits >= config.prefetch and remaining <= threshold
+            state.hits += 1
+        state.last = now
+        threshold = math.ceil(config.prefetch_percentage / 100 * entry[_TTL])
+        remaining = entry[_TTL] - int(now - entry[_STORED])
+        return state.hits >= config.prefetch and remaining <= threshold
+
+    def _state(self, key: CacheKey, entry: _Entry) -> _State:
+        state = self._states.get(key)
+        if state is None or state.entry is not entry:
+            state = self._states[key] = _State(entry)
+            if len(self._states) > self._state_limit:
+                self._prune_states()
+        return state
+
+    def _prune_states(self) -> None:
+        """Forget the bookkeeping of entries no longer stored (and not refreshing)."""
+        stores = (self.success.entries, self.denial.entries)
+        self._states = {
+            key: state
+            for key, state in self._states.items()
+            if state.refreshing or any(s.get(key) is state.entry for s in stores)
+        }
 
     # - storing -
 
@@ -289,10 +304,10 @@ class CachePlugin(Plugin):
         """Keep a relayed reply if it may be kept; serve it with TTLs capped as cached."""
         kept = self._keep(key, lname, response, refresh=False)
         if kept is not None:
-            response.wire = kept.reply
+            response.wire = kept[_REPLY]
             if self._fast:
                 response.cacheable = True
-                response.expires = kept.stored + kept.ttl
+                response.expires = kept[_STORED] + kept[_TTL]
         return response
 
     def _keep(
@@ -336,7 +351,7 @@ class CachePlugin(Plugin):
         if ttl <= 0:
             return None
         capped = wire.rewrite_ttls(reply, 0, cap=ttl, offsets=scan.ttl_offsets)
-        entry = _Entry(capped, self.clock(), ttl, scan.ttl_offsets, kind, rcode)
+        entry: _Entry = (capped, self.clock(), ttl, scan.ttl_offsets, kind, rcode)
         store.put(key, entry)
         if kind == SUCCESS:
             self.denial.pop(key)  # the newest state of the name
@@ -349,21 +364,24 @@ class CachePlugin(Plugin):
 
     # - refreshing (prefetch, serve_stale) -
 
-    def _may_refresh(self, entry: _Entry, now: float, *, stale: bool) -> bool:
-        if entry.refreshing:
+    def _may_refresh(self, key: CacheKey, entry: _Entry, now: float, *, stale: bool) -> bool:
+        state = self._states.get(key)
+        if state is None or state.entry is not entry:
+            return True
+        if state.refreshing:
             return False
-        return not (stale and self.config.stale_recheck and now < entry.retry_after)
+        return not (stale and self.config.stale_recheck and now < state.retry_after)
 
     def _refresh(self, key: CacheKey, entry: _Entry, request: Request, *, stale: bool) -> None:
         """Ask the rest of the chain again in the background (at most one at a time)."""
-        if not self._may_refresh(entry, self.clock(), stale=stale):
+        if not self._may_refresh(key, entry, self.clock(), stale=stale):
             return
         self._spawn(key, entry, request)
 
     def _spawn(self, key: CacheKey, entry: _Entry, request: Request) -> asyncio.Task[Any]:
         """A background refresh; a verify of a stale entry keeps only usable answers."""
-        entry.refreshing = True
-        stale = self.clock() - entry.stored >= entry.ttl
+        self._state(key, entry).refreshing = True
+        stale = self.clock() - entry[_STORED] >= entry[_TTL]
         task = asyncio.get_running_loop().create_task(self._fetch(key, entry, request, stale=stale))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -375,6 +393,7 @@ class CachePlugin(Plugin):
         """One refresh of `entry`; the new entry, or None when the answer was not usable."""
         self.stats.count_cache_prefetch()
         started = self.clock()
+        state = self._state(key, entry)
         fresh: _Entry | None = None
         try:
             result = self.next.serve(request)
@@ -383,14 +402,15 @@ class CachePlugin(Plugin):
         except Exception as exc:  # a refresh must never take the server down
             log.warning("cache: refreshing %s failed: %r", request.question.lname, exc)
         finally:
-            entry.refreshing = False
+            state.refreshing = False
         if fresh is None:
             if stale and self.config.stale_recheck:
-                entry.retry_after = started + self.config.stale_recheck
+                state.retry_after = started + self.config.stale_recheck
             return None
         # The popularity seen so far carries over to the new entry (CoreDNS).
-        fresh.hits = entry.hits
-        fresh.last = started
+        new = self._state(key, fresh)
+        new.hits = state.hits
+        new.last = started
         return fresh
 
     def _verify_then_stale(self, key: CacheKey, entry: _Entry, request: Request) -> Result:
@@ -410,7 +430,7 @@ class CachePlugin(Plugin):
             wire=self._answer(fresh, request.query, 0),
             plugin=self.name,
             cacheable=self._fast,
-            expires=fresh.stored + fresh.ttl,
+            expires=fresh[_STORED] + fresh[_TTL],
         )
 
 
