@@ -209,6 +209,11 @@ class _Timeouts:
         for pending in expired:
             pending.owner.expire(pending, f"no reply in {self.seconds:g}s")
             self._inflight.pop(pending, None)
+        # Expiring tries started new ones (failover), whose add() may have set a timer for
+        # their own, later deadline: the earliest deadline is the head's.
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._inflight:
             head = next(iter(self._inflight))
             self._timer = self._loop.call_at(head.deadline, self._fire)
