@@ -180,19 +180,20 @@ class _Timeouts:
     order they start in is their deadline order. One timer, at the earliest deadline,
     serves them all, and an answered try leaves at once (nothing outlives its query)."""
 
-    __slots__ = ("_inflight", "_loop", "_timer", "seconds")
+    __slots__ = ("_firing", "_inflight", "_loop", "_timer", "seconds")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         self._loop = loop
         self.seconds = seconds
         self._inflight: dict[_Pending, None] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._firing = False
 
     def add(self, pending: _Pending) -> None:
         pending.deadline = self._loop.time() + self.seconds
         pending.timeouts = self
         self._inflight[pending] = None
-        if self._timer is None:
+        if self._timer is None and not self._firing:
             self._timer = self._loop.call_at(pending.deadline, self._fire)
 
     def remove(self, pending: _Pending) -> None:
@@ -206,14 +207,15 @@ class _Timeouts:
             if pending.deadline > now:
                 break
             expired.append(pending)
-        for pending in expired:
-            pending.owner.expire(pending, f"no reply in {self.seconds:g}s")
-            self._inflight.pop(pending, None)
-        # Expiring tries started new ones (failover), whose add() may have set a timer for
-        # their own, later deadline: the earliest deadline is the head's.
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        # Expiring a try may start another (failover): its add() leaves the timer to us, as
+        # the earliest deadline is the head's.
+        self._firing = True
+        try:
+            for pending in expired:
+                pending.owner.expire(pending, f"no reply in {self.seconds:g}s")
+                self._inflight.pop(pending, None)
+        finally:
+            self._firing = False
         if self._inflight:
             head = next(iter(self._inflight))
             self._timer = self._loop.call_at(head.deadline, self._fire)
