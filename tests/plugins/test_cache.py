@@ -346,3 +346,14 @@ async def test_the_entry_gauge_drops_expired_entries() -> None:
     setup.later(31)
     setup.stats.flush()
     assert setup.stats.cache_entries == {"success": 0, "denial": 0}
+
+
+async def test_prefetch_bookkeeping_stays_bounded_by_the_capacity() -> None:
+    setup = Setup(prefetch=5, success_capacity=2, denial_capacity=2)
+    for n in range(50):
+        request = make_request(f"n{n}.example.com.", QTYPE.A)
+        await resolve(setup.cache.serve(request))
+        await resolve(setup.cache.serve(request))  # a hit: counted for prefetch
+    # Entries come and go with the capacity; what is counted about them goes with them.
+    assert len(setup.cache.success) == 2
+    assert len(setup.cache._states) <= 2 * (2 + 2) + 1
