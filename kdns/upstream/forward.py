@@ -579,10 +579,6 @@ class Forwarder:
             server_name=config.tls_servername,
         )
 
-    async def start(self) -> None:
-        for up in self._ups:
-            logger.info("forwarding to upstream %s", up.upstream)
-
     async def close(self) -> None:
         self._closed = True
         tasks = [up.probe for up in self._ups if up.probe is not None]
