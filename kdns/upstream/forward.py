@@ -525,7 +525,8 @@ class _Upstream:
 
 @dataclass(slots=True)
 class Forwarder:
-    """Asks upstreams for the `forward` plugin: `await forward(query, parsed, tcp=)`."""
+    """Asks upstreams for the `forward` plugin: `forward(query, parsed, tcp=, done=)`
+    returns a Future of `done(reply or UpstreamError)`."""
 
     upstreams: Sequence[Upstream]
     stats: Stats = field(default_factory=Stats)
