@@ -152,7 +152,7 @@ def _block(block: ServerBlock, context: Context) -> tuple[Block, LoopPlugin | No
         elif name == "loop":
             plugin = loop = LoopPlugin(block.zones[0], on_loop=context.on_loop)
         elif isinstance(config, ForwardConfig):
-            plugin = ForwardPlugin(config, stats=context.stats)
+            plugin = _forward(config, context)
         elif isinstance(config, AutopathConfig):
             plugin = AutopathPlugin(config, stats=context.stats)
         if plugin is not None:
@@ -192,6 +192,13 @@ def _file(config: FileConfig, context: Context) -> FilePlugin:
     except ZoneError as exc:
         raise BuildError(f"{config.origin}: file: {exc}") from None
     return FilePlugin(config, zones, generation=context.generation)
+
+
+def _forward(config: ForwardConfig, context: Context) -> ForwardPlugin:
+    try:
+        return ForwardPlugin(config, stats=context.stats)
+    except ValueError as exc:  # `tls` files that do not load
+        raise BuildError(f"{config.origin}: {exc}") from None
 
 
 def _close_now(plugin: Plugin) -> None:

@@ -19,9 +19,12 @@ Corefile would. What the flags mean, as a Corefile:
         }
         hosts FILE { fallthrough }                 # with --hosts
         file ZONEFILES... { reload 1s }            # with --zone-file
-        cache 30                                   # with an upstream
+        cache 30 { serve_stale SECONDS }           # with an upstream
         loop                                       # with an upstream
-        forward . UPSTREAMS { max_concurrent 1000 } # with an upstream
+        forward . UPSTREAMS {                      # with an upstream
+            max_concurrent 1000
+            policy random
+        }
     }
 
 Reverse misses inside the service and pod CIDRs stay final (kdns is their authority) and
@@ -39,6 +42,7 @@ from kdns.config.model import (
     ErrorsConfig,
     FileConfig,
     ForwardConfig,
+    ForwardPolicy,
     HealthConfig,
     HostsConfig,
     KubernetesConfig,
@@ -93,6 +97,7 @@ def config_from_settings(
             denial_capacity=settings.cache_size,
             success_ttl=settings.cache_max_ttl,
             denial_ttl=settings.cache_max_ttl,
+            stale=settings.serve_stale_seconds,
         )
         plugins["loop"] = LoopConfig()
         plugins["forward"] = ForwardConfig(
@@ -100,6 +105,7 @@ def config_from_settings(
             to=tuple(Upstream(u) for u in upstreams),
             to_text=tuple(str(u) for u in upstreams),
             max_concurrent=settings.max_concurrent,
+            policy=ForwardPolicy(settings.upstream_policy),
         )
         zones.insert(0, ".")  # first: `loop` probes a name under the block's first zone
     if settings.autopath:

@@ -125,15 +125,31 @@ class LogConfig:
     origin: Origin = FLAGS
 
 
+class StaleRefresh(enum.StrEnum):
+    """`serve_stale DURATION REFRESH_MODE`: when an expired entry is refreshed."""
+
+    IMMEDIATE = "immediate"  # answer stale at once, refresh in the background
+    VERIFY = "verify"  # ask upstream first; answer stale only when that fails
+
+
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
-    """`cache [TTL] [ZONES...] { disable success|denial [ZONES...] }` and its capacities.
+    """`cache [TTL] [ZONES...] { success|denial CAPACITY [TTL [MINTTL]], prefetch ...,
+    serve_stale ..., servfail DURATION, disable success|denial [ZONES...], keepttl }`.
 
     `max_ttl` caps both success and denial TTLs (CoreDNS: 3600 success, 1800 denial unless
     TTL is given); `min_ttl` floors them (5 s). A `disable` with no zones disables that
     kind of caching for every zone of the plugin (a Corefile gives `(".",)`). Capacities
     are the ones CoreDNS uses: CAPACITY rounded down to a multiple of its 256 shards,
-    1024 at least."""
+    1024 at least.
+
+    `prefetch AMOUNT [DURATION] [PERCENTAGE%]`: an entry asked AMOUNT times with no gap
+    of DURATION between queries is refreshed once its TTL falls to PERCENTAGE of the
+    original (0 = off). `serve_stale [DURATION [MODE ...]]`: expired entries are kept
+    `stale` seconds longer (0 = off) and answered when the upstream cannot be reached;
+    `stale_ttl` is the TTL of such answers, `stale_verify_timeout` bounds how long
+    `verify` waits (0 = the upstream's own timeout), `stale_recheck` the pause after a
+    failed refresh (0 = retry on the next query)."""
 
     zones: tuple[str, ...] = (".",)
     success_capacity: int = 9984
@@ -145,6 +161,15 @@ class CacheConfig:
     servfail_ttl: int = 5
     disable_success: tuple[str, ...] | None = None  # None = caching success everywhere
     disable_denial: tuple[str, ...] | None = None
+    prefetch: int = 0  # AMOUNT; 0 = no prefetching
+    prefetch_gap: float = 60.0  # DURATION (CoreDNS: 1m)
+    prefetch_percentage: int = 10  # PERCENTAGE% of the original TTL (CoreDNS: 10%)
+    stale: float = 0.0  # serve_stale DURATION (CoreDNS: 1h when given); 0 = off
+    stale_refresh: StaleRefresh = StaleRefresh.IMMEDIATE
+    stale_verify_timeout: float = 0.0
+    stale_ttl: int = 0
+    stale_recheck: float = 0.0
+    keepttl: bool = False
     origin: Origin = FLAGS
 
 
@@ -202,20 +227,65 @@ class AutopathConfig:
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    """One `forward` destination: an address and port (53 unless given)."""
+    """One `forward` destination: an address and port (53, or 853 for `tls://`), and for
+    DNS over TLS (RFC 7858) the name its certificate must carry when written as
+    `tls://IP%NAME` (else `tls_servername`, else the IP address itself)."""
 
     addr: HostPort
+    tls: bool = False
+    server_name: str | None = None
+
+    def __str__(self) -> str:
+        return f"tls://{self.addr}" if self.tls else str(self.addr)
+
+
+class ForwardPolicy(enum.StrEnum):
+    """`policy`: the order upstreams are tried in, per query."""
+
+    RANDOM = "random"  # CoreDNS's default
+    ROUND_ROBIN = "round_robin"
+    SEQUENTIAL = "sequential"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """`tls [CERT KEY] [CA]`: a client certificate and key, and the CA that signs the
+    upstream's certificate (None = the system's CAs)."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ForwardConfig:
-    """`forward FROM TO... { max_concurrent N }`. `to` is resolved (a resolv.conf path
-    becomes its nameservers at load time); `to_text` keeps what was written."""
+    """`forward FROM TO... { ... }`. `to` is resolved (a resolv.conf path becomes its
+    nameservers at load time); `to_text` keeps what was written. Defaults are CoreDNS's.
+
+    `except_zones`: names under these (but not FROM itself) pass to the next plugin.
+    `max_fails`: failed health checks in a row before an upstream counts as down (0 = never
+    down, never checked). `health_check`: seconds between checks of a failing upstream,
+    which ask `health_check_domain` NS, RD set unless `no_rec`. `expire`: how long upstream
+    connections are reused (UDP sockets and their source ports are replaced after this
+    much use, TCP and TLS connections closed after this long idle; 0 = a new one per
+    query). `read_timeout`: how long one try waits for a reply."""
 
     from_zone: str = "."
     to: tuple[Upstream, ...] = ()
     to_text: tuple[str, ...] = ()
+    except_zones: tuple[str, ...] = ()
+    policy: ForwardPolicy = ForwardPolicy.RANDOM
+    max_fails: int = 2
+    health_check: float = 0.5
+    health_check_rd: bool = True
+    health_check_domain: str = "."
+    force_tcp: bool = False
+    prefer_udp: bool = False
+    expire: float = 10.0
+    read_timeout: float = 2.0
     max_concurrent: int = 0  # 0 = no limit (CoreDNS's default)
+    tls: TlsFiles | None = None  # None: `tls://` upstreams use the system CAs
+    tls_servername: str | None = None
     origin: Origin = FLAGS
 
 
@@ -486,6 +556,7 @@ __all__ = [
     "ErrorsConfig",
     "FileConfig",
     "ForwardConfig",
+    "ForwardPolicy",
     "HealthConfig",
     "HostsConfig",
     "KubernetesConfig",
@@ -510,7 +581,9 @@ __all__ = [
     "RewriteTtl",
     "RewriteType",
     "ServerBlock",
+    "StaleRefresh",
     "Template",
     "TemplateConfig",
+    "TlsFiles",
     "Upstream",
 ]

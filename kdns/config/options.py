@@ -172,6 +172,15 @@ def _bool(text: str, where: str) -> bool:
     return value == "true"
 
 
+def _policy(text: str, where: str) -> str:
+    policy = text.strip().lower()
+    if policy not in ("random", "round_robin", "sequential"):
+        raise UsageError(
+            f"{where}: {text!r} is not a policy; use random, round_robin or sequential"
+        )
+    return policy
+
+
 def _log_level(text: str, where: str) -> str:
     level = text.strip().lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -435,6 +444,24 @@ OPTIONS: tuple[Option, ...] = (
         "upstream queries in flight at most; more get REFUSED",
         int_in(1, 100_000),
         directive="forward . UPSTREAM { max_concurrent N }",
+    ),
+    Option(
+        "--upstream-policy",
+        "upstream_policy",
+        "POLICY",
+        "the order upstreams are tried in: random, round_robin or sequential (the first "
+        "that is up)",
+        _policy,
+        directive="forward . UPSTREAM { policy POLICY }",
+    ),
+    Option(
+        "--serve-stale",
+        "serve_stale_seconds",
+        "SECONDS",
+        "answer names from cache entries up to SECONDS after they expired while no "
+        "upstream answers (TTL 0, RFC 8767); 0 = off",
+        _seconds,
+        directive="cache { serve_stale DURATION }",
     ),
     Option(
         "--rrl-responses-per-second",

@@ -114,6 +114,14 @@ class Settings:
     cache_max_ttl: int = 30
     """Cap on cached upstream TTLs, like kubeadm's `cache 30`."""
 
+    serve_stale_seconds: float = 0.0
+    """Answer from expired cache entries this long after they expire while no upstream
+    answers (RFC 8767; CoreDNS's `serve_stale`); 0 = off, as in CoreDNS."""
+
+    upstream_policy: str = "random"
+    """The order upstreams are tried in: random, round_robin or sequential (CoreDNS's
+    `policy`; random is its default)."""
+
     rrl_responses_per_second: int = 0
     """Response-rate limit per client /24 (IPv4) or /56 (IPv6) over UDP; 0 = off, as in
     CoreDNS (its `rrl` plugin is not in the default Corefile)."""

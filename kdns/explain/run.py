@@ -11,10 +11,12 @@ never change an answer).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
+from typing import TypeVar
 
 from kdns.build import Context, build
 from kdns.cluster.index import Index
@@ -30,7 +32,9 @@ from kdns.plugins.forward import ForwardPlugin
 from kdns.plugins.kubernetes import KubernetesPlugin
 from kdns.serve.chain import Generation, Plugin, Response
 from kdns.serve.server import Block, DnsServer
-from kdns.upstream.forward import Forwarder
+from kdns.upstream.forward import Forwarder, UpstreamError
+
+R = TypeVar("R")
 
 # Plugins that take part in answering (the others are served by the app: HTTP, reload).
 ANSWERING = tuple(
@@ -91,11 +95,18 @@ class _NotAsked(Forwarder):
 
     names: list[str] = field(default_factory=list)
 
-    async def forward(
-        self, query: bytes, parsed: wire.Query, *, tcp: bool, via: list[str] | None = None
-    ) -> bytes | None:
+    def forward(
+        self,
+        query: bytes,
+        parsed: wire.Query,
+        *,
+        tcp: bool,
+        done: Callable[[bytes | UpstreamError, str | None], R],
+    ) -> asyncio.Future[R]:
         self.names.append(parsed.question.qname)
-        return None
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        future.set_result(done(UpstreamError("offline: nothing is sent"), None))
+        return future
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,6 +259,22 @@ class KdnsCollector(Collector):
         yield misses
         yield requests
         yield evictions
+        prefetches = CounterMetricFamily(
+            "coredns_cache_prefetch_total",
+            "The number of times the cache has prefetched a cached item.",
+            labels=["server", "zones", "view"],
+        )
+        stale = CounterMetricFamily(
+            "coredns_cache_served_stale_total",
+            "The number of requests served from stale cache entries.",
+            labels=["server", "zones", "view"],
+        )
+        if stats.cache_prefetches:
+            prefetches.add_metric([srv, zones, view], stats.cache_prefetches)
+        if stats.cache_served_stale:
+            stale.add_metric([srv, zones, view], stats.cache_served_stale)
+        yield prefetches
+        yield stale
 
     def _forward(self, stats: Stats) -> Iterator[Metric]:
         yield _add_histograms(
@@ -277,6 +293,11 @@ class KdnsCollector(Collector):
         for to, n in sorted(stats.proxy_healthcheck_failures.items()):
             failures.add_metric([PROXY_NAME, to], n)
         yield failures
+        yield CounterMetricFamily(
+            "coredns_forward_healthcheck_broken_total",
+            "Counter of the number of complete failures of the healthchecks.",
+            value=stats.healthcheck_broken,
+        )
         yield CounterMetricFamily(
             "coredns_forward_max_concurrent_rejects_total",
             "Counter of the number of queries rejected because the concurrent queries were at "

@@ -86,10 +86,13 @@ class Stats:
     cache_misses: int = 0
     cache_entries: dict[str, int] = field(default_factory=dict)
     cache_evictions: dict[str, int] = field(default_factory=dict)
+    cache_prefetches: int = 0  # refreshes started by prefetch or serve_stale
+    cache_served_stale: int = 0  # answers from expired entries (serve_stale)
     # Forwarding: (to, rcode) -> histogram of seconds; health-check failures by `to`.
     proxy_durations: dict[tuple[str, str], Histogram] = field(default_factory=dict)
     proxy_healthcheck_failures: dict[str, int] = field(default_factory=dict)
     max_concurrent_rejects: int = 0
+    healthcheck_broken: int = 0  # queries sent to a random upstream since all were down
     # Kubernetes source: service_kind -> seconds from event arrival to first answer.
     programming: dict[str, Histogram] = field(default_factory=dict)
     # kdns's own: per kind.
@@ -152,8 +155,18 @@ class Stats:
     # - the forward cache and upstreams (coredns_cache_*, coredns_proxy_*, coredns_forward_*) -
 
     def count_cache_hit(self, kind: str, *, times: int = 1) -> None:
-        """`kind` is the cache: "success" or "denial"."""
+        """`kind` is the cache: "success" or "denial". `times` > 1 when folding hits the
+        fast path answered from a reply the cache plugin handed it."""
         _bump(self.cache_hits, kind, times)
+
+    def count_cache_prefetch(self) -> None:
+        """A refresh of a cached entry before (prefetch) or after (serve_stale) it expired
+        (coredns_cache_prefetch_total)."""
+        self.cache_prefetches += 1
+
+    def count_cache_served_stale(self) -> None:
+        """An answer from an expired entry (coredns_cache_served_stale_total)."""
+        self.cache_served_stale += 1
 
     def count_cache_miss(self) -> None:
         self.cache_misses += 1
@@ -179,6 +192,11 @@ class Stats:
     def count_autopath_success(self, server: str) -> None:
         """A query autopath answered from its search path (`server`: the listener label)."""
         _bump(self.autopath_success, server)
+
+    def count_healthcheck_broken(self) -> None:
+        """Every upstream was down, so one was picked at random
+        (coredns_forward_healthcheck_broken_total)."""
+        self.healthcheck_broken += 1
 
     # - the Kubernetes source (coredns_kubernetes_*, kdns_*) -
 
@@ -271,6 +289,9 @@ def merge_into(total: Stats, other: Stats) -> None:
     total.dropped += other.dropped
     total.cache_misses += other.cache_misses
     total.max_concurrent_rejects += other.max_concurrent_rejects
+    total.healthcheck_broken += other.healthcheck_broken
+    total.cache_prefetches += other.cache_prefetches
+    total.cache_served_stale += other.cache_served_stale
     for kind, at in other.last_sync_unix.items():
         total.last_sync_unix[kind] = min(at, total.last_sync_unix.get(kind, at))
 

@@ -17,6 +17,8 @@ answered; type = the qtype mnemonic or "other"; rcode mnemonic; plugin = who ans
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -246,7 +248,34 @@ class DnsServer(FastPath):
         result = block.chain.serve(request)
         if isinstance(result, Response):
             return self._finish(request, block, result, started, seen)
+        if isinstance(result, asyncio.Future):
+            # A forwarded query: finish from a callback, no coroutine and no task.
+            later: asyncio.Future[bytes | None] = result.get_loop().create_future()
+            result.add_done_callback(
+                functools.partial(self._finish_future, request, block, started, later, seen)
+            )
+            later.add_done_callback(functools.partial(_cancel_with, result))
+            return later
         return self._finish_later(request, block, result, started, seen)
+
+    def _finish_future(
+        self,
+        request: Request,
+        block: Block,
+        started: float,
+        out: asyncio.Future[bytes | None],
+        seen: list[Response] | None,
+        done: asyncio.Future[Response],
+    ) -> None:
+        if out.done():
+            return
+        if done.cancelled():
+            out.cancel()
+            return
+        try:
+            out.set_result(self._finish(request, block, done.result(), started, seen))
+        except Exception as exc:
+            out.set_result(self._panic(request.data, exc))
 
     async def _finish_later(
         self,
@@ -501,6 +530,11 @@ def _ends_with_our_opt(out: bytes) -> bool:
 def _without_do(out: bytes) -> bytes:
     """A reply with our OPT's DO bit clear (the fast path sets it per query)."""
     return out[:-4] + b"\x00" + out[-3:] if out[-4] else out
+
+
+def _cancel_with(source: asyncio.Future[Response], out: asyncio.Future[bytes | None]) -> None:
+    if out.cancelled():
+        source.cancel()
 
 
 def _refused() -> Reply:

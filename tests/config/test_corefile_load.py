@@ -306,7 +306,7 @@ def test_process_wide_plugins_must_agree_across_blocks(first: str, second: str, 
 
 
 def test_every_problem_is_reported_not_just_the_first() -> None:
-    text = block("chaos CoreDNS-1.12", "cache 30s", "forward . 10.0.0.1 {", "  policy random",
+    text = block("chaos CoreDNS-1.12", "cache 30s", "forward . 10.0.0.1 {", "  failover ERR",
                  "}", "kubernetes cluster.local {", "  zonal", "}")  # fmt: skip
     found = problems(text)
     assert [p.split(": ", 1)[0] for p in found] == [

@@ -331,13 +331,6 @@ REFUSED: list[tuple[tuple[str, ...], list[str]]] = [
      ["Corefile:2: cache: TTL is a number of seconds without a unit (CoreDNS would take '30s' "
       "as a zone name): write e.g. `cache 30`"]),
     (("cache 0",), ["Corefile:2: cache: TTL must be above 0, not 0"]),
-    (("cache {", "  prefetch 10", "}"),
-     ["Corefile:3: cache: option prefetch is not implemented in kdns yet; cache takes `success "
-      "CAPACITY [TTL [MINTTL]]`, `denial CAPACITY [TTL [MINTTL]]`, `disable success|denial "
-      "[ZONES...]` and `servfail DURATION`"]),
-    (("cache {", "  serve_stale 1h", "}"), ["Corefile:3: cache: option serve_stale is not "
-     "implemented in kdns yet; cache takes `success CAPACITY [TTL [MINTTL]]`, `denial CAPACITY "
-     "[TTL [MINTTL]]`, `disable success|denial [ZONES...]` and `servfail DURATION`"]),
     (("cache {", "  success many", "}"),
      ["Corefile:3: cache: success CAPACITY must be a whole number, not 'many'"]),
     (("cache {", "  denial 9984 0", "}"), ["Corefile:3: cache: denial TTL must be above 0, not 0"]),
@@ -370,12 +363,9 @@ REFUSED: list[tuple[tuple[str, ...], list[str]]] = [
     # forward
     (("forward .",),
      ["Corefile:2: forward takes FROM and at least one TO, e.g. `forward . /etc/resolv.conf`"]),
-    (("forward . tls://1.1.1.1",),
-     ["Corefile:2: forward: tls:// upstreams are not implemented in kdns yet; kdns forwards "
-      "plain DNS: write 1.1.1.1 or dns://1.1.1.1"]),
     (("forward . grpc://10.0.0.1",),
-     ["Corefile:2: forward: grpc:// is not a forward protocol; kdns forwards plain DNS: IP, "
-      "IP:PORT, [IPV6]:PORT, dns://IP or a file"]),
+     ["Corefile:2: forward: grpc:// is not a forward protocol; write IP, IP:PORT, "
+      "[IPV6]:PORT, dns://IP, tls://IP[%NAME][:PORT] or a file"]),
     (("forward . dns.google",),
      ["Corefile:2: forward: TO 'dns.google' is a host name; kdns does not resolve upstream "
       "names at start-up: give its IP address"]),
@@ -393,18 +383,13 @@ REFUSED: list[tuple[tuple[str, ...], list[str]]] = [
     (("forward 10.0.0.0/15 10.0.0.1",),
      ["Corefile:2: forward: FROM 10.0.0.0/15 stands for 2 reverse zones; forward takes one "
       "zone: use a CIDR on an octet boundary"]),
-    (("forward . 10.0.0.1 {", "  policy sequential", "}"),
-     ["Corefile:3: forward: option policy is not implemented in kdns yet; forward takes "
-      "`max_concurrent N`"]),
-    (("forward . 10.0.0.1 {", "  force_tcp", "  max_fails 3", "}"),
-     ["Corefile:3: forward: option force_tcp is not implemented in kdns yet; forward takes "
-      "`max_concurrent N`",
-      "Corefile:4: forward: option max_fails is not implemented in kdns yet; forward takes "
-      "`max_concurrent N`"]),
     (("forward . 10.0.0.1 {", "  max_concurrent -1", "}"),
      ["Corefile:3: forward: max_concurrent cannot be negative"]),
     (("forward . 10.0.0.1 {", "  bogus", "}"),
-     ["Corefile:3: forward: unknown option 'bogus'; forward takes `max_concurrent N`"]),
+     ["Corefile:3: forward: unknown option 'bogus'; forward takes `except NAMES...`, "
+      "`force_tcp`, `prefer_udp`, `expire DURATION`, `max_fails N`, `health_check DURATION "
+      "[no_rec] [domain FQDN]`, `tls [CERT KEY] [CA]`, `tls_servername NAME`, `policy "
+      "random|round_robin|sequential`, `read_timeout DURATION` and `max_concurrent N`"]),
     # file
     (("file",), ["Corefile:2: file takes DBFILE [ZONES...], e.g. `file db.example.org`"]),
     (("file db.a a.org", "file db.b b.org"),

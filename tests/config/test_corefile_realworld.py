@@ -21,7 +21,9 @@ from kdns.config.model import (
     RewriteConfig,
     RewriteMatch,
     RewriteName,
+    Upstream,
 )
+from kdns.config.settings import HostPort
 from tests.config.corefiles import read_resolv_conf
 
 DATA = Path(__file__).parent.parent / "data" / "corefiles"
@@ -38,18 +40,13 @@ LOADS = [
     "rewrite.Corefile",
     "minikube-hosts.Corefile",
     "autopath.Corefile",
+    "nodelocaldns.Corefile",
+    "dot-upstream.Corefile",
 ]
 
 # file -> the (line, word the message must name) of every problem, in order
 REFUSED = {
-    "openshift.Corefile": [(18, "option policy"), (26, "plugin chaos")],
-    "nodelocaldns.Corefile": [(11, "option force_tcp"), (23, "option force_tcp")],
-    "dot-upstream.Corefile": [
-        (4, "tls:// upstreams"),
-        (4, "tls:// upstreams"),
-        (5, "option tls_servername"),
-        (6, "option health_check"),
-    ],
+    "openshift.Corefile": [(26, "plugin chaos")],
 }
 
 
@@ -145,3 +142,20 @@ def test_rewrite_rules_in_line_and_block_form_keep_their_order() -> None:
         auto=True,
         answers=(AnswerRule("name", "api.default.svc.cluster.local", "api.example.com."),),
     )
+
+
+def test_nodelocaldns_forwards_the_cluster_zones_over_tcp() -> None:
+    forwards = {b.zones: b.plugins["forward"] for b in read("nodelocaldns.Corefile").blocks}
+    tcp = {zones: f.force_tcp for zones, f in forwards.items() if isinstance(f, ForwardConfig)}
+    assert tcp == {("cluster.local.",): True, ("in-addr.arpa.",): True, (".",): False}
+
+
+def test_dns_over_tls_upstreams_with_one_server_name() -> None:
+    (server,) = read("dot-upstream.Corefile").blocks
+    forward = server.plugins["forward"]
+    assert isinstance(forward, ForwardConfig)
+    assert forward.to == (
+        Upstream(HostPort("1.1.1.1", 853), tls=True),  # RFC 7858: port 853 by default
+        Upstream(HostPort("1.0.0.1", 853), tls=True),
+    )
+    assert (forward.tls_servername, forward.health_check) == ("cloudflare-dns.com", 5.0)

@@ -54,6 +54,10 @@ def test_the_kubeadm_report() -> None:
         "    loop         stop if a probe query comes back (a forwarding loop)  (Corefile:20)\n"
         "    forward      . -> 10.96.0.1:53 [fd00::1]:53  (Corefile:13)\n"
         "                 (from /etc/resolv.conf)\n"
+        "                 policy random, the client's protocol, read timeout 2s, connections "
+        "reused for 10s\n"
+        "                 down after 2 failed health checks in a row, checked every 500ms "
+        "(. NS)\n"
         "                 max_concurrent 1000"
     )
 

@@ -3,7 +3,9 @@
 Like dnspython's tests/nanonameserver.py: by default it answers from zone-file lines given
 with `add()` (NXDOMAIN/NODATA with an SOA otherwise); a `handler` can script anything else:
 truncate, drop, delay, answer with a wrong ID or question first (spoofs), or relay. Every
-query is recorded in `queries`. Test-only: dnslib is used freely here.
+query is recorded in `queries`, with the client's source port and (over TCP) the number of
+its connection. With `tls` the stream side is DNS over TLS (RFC 7858) instead of plain TCP.
+Test-only: dnslib is used freely here.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,20 +28,24 @@ DEFAULT_SOA = "test. 60 IN SOA ns.test. hostmaster.test. 1 7200 1800 86400 10"
 
 @dataclass(frozen=True)
 class Received:
-    proto: str  # "udp" | "tcp"
+    proto: str  # "udp" | "tcp" | "tls"
     qname: str  # lower-case, absolute
     qtype: str  # mnemonic
     qid: int
+    port: int = 0  # the client's source port
+    conn: int = 0  # over TCP/TLS: which connection (1, 2, ...), in the order accepted
+    rd: bool = True
 
 
 @dataclass
 class Answer:
     """What to do with one query: send `before` first (UDP only), wait `delay`, then send
-    `reply` (None = stay silent)."""
+    `reply` (None = stay silent); over TCP/TLS `hangup` closes the connection instead."""
 
     reply: DNSRecord | bytes | None
     delay: float = 0.0
     before: list[bytes] = field(default_factory=list)
+    hangup: bool = False
 
 
 Handler = Callable[["FakeUpstream", DNSRecord, str], "Answer | Awaitable[Answer]"]
@@ -57,9 +64,14 @@ class FakeUpstream:
         handler: Handler | None = None,
         truncate_udp: bool = False,
         soa: str = DEFAULT_SOA,
+        tls: ssl.SSLContext | None = None,
+        close_after_reply: bool = False,
     ) -> None:
         self.handler = handler
         self.truncate_udp = truncate_udp
+        self.tls = tls
+        self.close_after_reply = close_after_reply  # TCP/TLS: hang up after each reply
+        self.connections = 0
         self.soa = soa
         self.records: dict[tuple[str, str], list[str]] = {}
         self.queries: list[Received] = []
@@ -108,13 +120,29 @@ class FakeUpstream:
         assert isinstance(result, Answer)
         return result
 
-    async def _respond(self, data: bytes, proto: str, send: Callable[[bytes], None]) -> None:
+    async def _respond(
+        self,
+        data: bytes,
+        proto: str,
+        send: Callable[[bytes], None],
+        port: int = 0,
+        conn: int = 0,
+        close: Callable[[], None] | None = None,
+    ) -> None:
         try:
             request = DNSRecord.parse(data)
         except Exception:
             return
         self.queries.append(
-            Received(proto, str(request.q.qname).lower(), QTYPE[request.q.qtype], request.header.id)
+            Received(
+                proto,
+                str(request.q.qname).lower(),
+                QTYPE[request.q.qtype],
+                request.header.id,
+                port,
+                conn,
+                bool(request.header.rd),
+            )
         )
         answer = await self._decide(request, proto)
         if proto == "udp":
@@ -122,6 +150,9 @@ class FakeUpstream:
                 send(spoof)
         if answer.delay:
             await asyncio.sleep(answer.delay)
+        if answer.hangup and close is not None:
+            close()
+            return
         reply = answer.reply
         if reply is None:
             return
@@ -147,17 +178,29 @@ class FakeUpstream:
             def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
                 assert fake._udp is not None
                 transport = fake._udp
-                fake._spawn(fake._respond(data, "udp", lambda b: transport.sendto(b, addr)))
+                fake._spawn(
+                    fake._respond(data, "udp", lambda b: transport.sendto(b, addr), addr[1])
+                )
+
+        proto = "tls" if self.tls is not None else "tcp"
 
         async def on_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            conn = self.connections
+            port = writer.get_extra_info("peername")[1]
+
+            def send(reply: bytes) -> None:
+                writer.write(struct.pack("!H", len(reply)) + reply)
+                if self.close_after_reply:
+                    writer.close()
+
             try:
-                while True:
+                while not writer.is_closing():
                     (length,) = struct.unpack("!H", await reader.readexactly(2))
                     data = await reader.readexactly(length)
-                    await self._respond(
-                        data, "tcp", lambda b: writer.write(struct.pack("!H", len(b)) + b)
-                    )
-            except (asyncio.IncompleteReadError, ConnectionError):
+                    # Queries on one connection are answered concurrently (RFC 7766 §6.2.1.1).
+                    self._spawn(self._respond(data, proto, send, port, conn, writer.close))
+            except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
                 pass
             finally:
                 writer.close()
@@ -168,7 +211,7 @@ class FakeUpstream:
             )
             port = transport.get_extra_info("sockname")[1]
             try:
-                self._tcp = await asyncio.start_server(on_tcp, "127.0.0.1", port)
+                self._tcp = await asyncio.start_server(on_tcp, "127.0.0.1", port, ssl=self.tls)
             except OSError:
                 transport.close()
                 continue

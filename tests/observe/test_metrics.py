@@ -36,10 +36,13 @@ REQUIRED_FAMILIES = {
     "coredns_cache_misses": "counter",
     "coredns_cache_requests": "counter",
     "coredns_cache_evictions": "counter",
+    "coredns_cache_prefetch": "counter",
+    "coredns_cache_served_stale": "counter",
     "coredns_kubernetes_dns_programming_duration_seconds": "histogram",
     "coredns_proxy_request_duration_seconds": "histogram",
     "coredns_proxy_healthcheck_failures": "counter",
     "coredns_forward_max_concurrent_rejects": "counter",
+    "coredns_forward_healthcheck_broken": "counter",
     "coredns_panics": "counter",
     "coredns_build_info": "gauge",
     "coredns_plugin_enabled": "gauge",
@@ -225,14 +228,20 @@ def test_cache_counters_and_requests_equal_hits_plus_misses() -> None:
     stats.set_cache_entries("denial", 4)
     for _ in range(5):
         stats.count_cache_eviction("success")
+    stats.count_cache_hit("success", times=2)  # hits the fast path answered
+    stats.count_cache_prefetch()
+    stats.count_cache_served_stale()
+    stats.count_cache_served_stale()
 
     _, samples = scrape(stats)
 
     where = {"server": SERVER, "zones": ".", "view": ""}
-    assert value(samples, "coredns_cache_hits_total", **where, type="success") == 3
+    assert value(samples, "coredns_cache_hits_total", **where, type="success") == 5
     assert value(samples, "coredns_cache_hits_total", **where, type="denial") == 1
     assert value(samples, "coredns_cache_misses_total", **where) == 2
-    assert value(samples, "coredns_cache_requests_total", **where) == 6
+    assert value(samples, "coredns_cache_prefetch_total", **where) == 1
+    assert value(samples, "coredns_cache_served_stale_total", **where) == 2
+    assert value(samples, "coredns_cache_requests_total", **where) == 8
     assert value(samples, "coredns_cache_entries", **where, type="success") == 7
     assert value(samples, "coredns_cache_entries", **where, type="denial") == 4
     assert value(samples, "coredns_cache_evictions_total", **where, type="success") == 5
@@ -242,6 +251,7 @@ def test_forward_and_programming_metrics() -> None:
     stats = Stats()
     for _ in range(4):
         stats.count_max_concurrent_reject()
+    stats.count_healthcheck_broken()
     stats.count_healthcheck_failure("127.0.0.1:5300")
     stats.count_healthcheck_failure("127.0.0.1:5300")
     # CoreDNS's measure (trigger time to applied) comes from the index's histograms ...
@@ -254,6 +264,7 @@ def test_forward_and_programming_metrics() -> None:
     _, samples = scrape(stats, programming=lambda: {"cluster_ip": applied})
 
     assert value(samples, "coredns_forward_max_concurrent_rejects_total") == 4
+    assert value(samples, "coredns_forward_healthcheck_broken_total") == 1
     assert (
         value(
             samples,

@@ -1,8 +1,9 @@
 """Forwarding through real sockets on 127.0.0.1 to the scripted fake upstream (and dnsmasq).
 
-Expected behaviour comes from CoreDNS's forward and cache plugins and the RFCs cited per
-test. Queries go through `cache` then `forward` as a chain (`Forwarding`), as the flags and
-kind's Corefile build them. Time inside the cache is a fake clock; only timeouts are real.
+Expected behaviour comes from CoreDNS's forward and cache plugins (and its pkg/proxy) and
+the RFCs cited per test. Queries go through `cache` then `forward` as a chain
+(`Forwarding`), as the flags and kind's Corefile build them. Time inside the cache is a
+fake clock; only timeouts and health-check intervals are real (and short).
 """
 
 from __future__ import annotations
@@ -11,23 +12,24 @@ import asyncio
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, RR, A, DNSRecord
 
-from kdns.config.model import CacheConfig, ForwardConfig, Upstream
+from kdns.config.model import CacheConfig, ForwardConfig, ForwardPolicy, Upstream
 from kdns.config.resolvconf import parse_resolv_conf, upstreams_from_resolv_conf
 from kdns.config.settings import HostPort
 from kdns.dns import wire
-from kdns.dns.records import Question
+from kdns.dns.records import Question, Rcode, Reply
 from kdns.observe.stats import Stats
 from kdns.plugins.cache import CachePlugin
 from kdns.plugins.forward import ForwardPlugin
 from kdns.serve.chain import Request, Response, link
 from kdns.upstream.forward import Forwarder, LoopError, check_self_forwarding
 from tests.fakes.upstream import Answer, FakeUpstream, with_id
+from tests.plugins.canned import Canned
 
 TIMEOUT = 0.3  # per-try upstream timeout in these tests
 
@@ -46,45 +48,66 @@ class Forwarding:
 
     def __init__(
         self,
-        upstreams: list[HostPort],
+        upstreams: list[HostPort | Upstream],
         *,
         cache_size: int = 9984,
         clock: Clock | None = None,
+        except_zones: tuple[str, ...] = (),
         **kw: object,
     ) -> None:
         self.stats = Stats()
-        config = ForwardConfig(to=tuple(Upstream(u) for u in upstreams))
+        to = tuple(u if isinstance(u, Upstream) else Upstream(u) for u in upstreams)
+        config = ForwardConfig(to=to, except_zones=except_zones)
         self.plugin = ForwardPlugin(config, stats=self.stats)
-        self.forwarder = self.plugin.forwarder = Forwarder(upstreams, stats=self.stats, **kw)  # type: ignore[arg-type]
+        self.forwarder = self.plugin.forwarder = Forwarder(to, stats=self.stats, **kw)  # type: ignore[arg-type]
         cache = CacheConfig(
             success_capacity=cache_size, denial_capacity=cache_size, success_ttl=30, denial_ttl=30
         )
         self.cache = CachePlugin(cache, stats=self.stats, clock=clock or Clock())
         self.chain = link([self.cache, self.plugin])
+        self.last_error: str | None = None
 
-    async def forward(self, data: bytes, *, question: Question, tcp: bool) -> bytes | None:
+    async def answer(self, data: bytes, *, question: Question, tcp: bool) -> Response:
         query = wire.decode_query(data)
         request = Request(data=data, query=query, tcp=tcp, family="1", max_size=65535, zone=".")
         assert request.question == question
         result = self.chain.serve(request)
-        response = result if isinstance(result, Response) else await result
+        return result if isinstance(result, Response) else await result
+
+    async def forward(self, data: bytes, *, question: Question, tcp: bool) -> bytes | None:
+        response = await self.answer(data, question=question, tcp=tcp)
+        self.last_error = response.error
         if response.error is not None:
             return None
         assert response.wire is not None
         if tcp:
             return response.wire
-        limit = max(512, query.edns.payload if query.edns is not None else 0)
-        return wire.truncate_for(query, response.wire, max_size=limit)
+        parsed = wire.decode_query(data)
+        limit = max(512, parsed.edns.payload if parsed.edns is not None else 0)
+        return wire.truncate_for(parsed, response.wire, max_size=limit)
 
     async def close(self) -> None:
         await self.forwarder.close()
 
 
-def make(upstreams: list[HostPort], **kw: object) -> Forwarding:
+_OPEN: list[Forwarding] = []
+
+
+def make(upstreams: list[HostPort | Upstream], **kw: object) -> Forwarding:
+    """A Forwarding closed at the end of the test (`_close_forwarders`)."""
     kw.setdefault("timeout_seconds", TIMEOUT)
     kw.setdefault("health_interval_seconds", 0.05)
     kw.setdefault("health_timeout_seconds", 0.05)
-    return Forwarding(upstreams, **kw)  # type: ignore[arg-type]
+    fwd = Forwarding(upstreams, **kw)  # type: ignore[arg-type]
+    _OPEN.append(fwd)
+    return fwd
+
+
+@pytest.fixture(autouse=True)
+async def _close_forwarders() -> AsyncIterator[None]:
+    yield
+    while _OPEN:
+        await _OPEN.pop().close()
 
 
 def query(name: str, qtype: str = "A", *, qid: int = 4321, edns: bool = False) -> bytes:
@@ -99,7 +122,7 @@ async def ask(fwd: Forwarding, name: str, qtype: str = "A", **kw: object) -> DNS
     tcp = bool(kw.pop("tcp", False))
     data = await fwd.forward(
         query(name, qtype, **kw),  # type: ignore[arg-type]
-        question=Question(name, getattr(QTYPE, qtype)),
+        question=Question(name.rstrip(".") + ".", getattr(QTYPE, qtype)),
         tcp=tcp,
     )
     return None if data is None else DNSRecord.parse(data)
@@ -137,7 +160,7 @@ async def test_answer_is_relayed_with_the_client_id(up: FakeUpstream) -> None:
 async def test_the_response_names_the_upstream_that_answered(up: FakeUpstream) -> None:
     # For `kdns explain`: a relayed reply says who sent it; a cache hit names no upstream.
     async with FakeUpstream(handler=lambda _f, _r, _p: Answer(None)) as dead:
-        fwd = make([dead.addr, up.addr], random_order=False)
+        fwd = make([dead.addr, up.addr], policy=ForwardPolicy.SEQUENTIAL)
         data = query("www.example.com.")
         request = Request(
             data=data, query=wire.decode_query(data), tcp=False, family="1", max_size=512, zone="."
@@ -193,42 +216,6 @@ async def test_reply_too_big_for_a_udp_client_comes_back_truncated() -> None:
         assert len(full.rr) == 4
 
 
-async def test_dead_upstream_fails_over_then_is_skipped_until_it_answers(
-    up: FakeUpstream,
-) -> None:
-    async with FakeUpstream(handler=lambda _f, _r, _p: Answer(None)) as dead:
-        fwd = make([dead.addr, up.addr], random_order=False)
-        for name in ("a.example.com.", "b.example.com."):
-            reply = await ask(fwd, name)
-            assert reply is not None
-            assert reply.header.rcode == RCODE.NXDOMAIN
-        assert dead.count("a.example.com.") == dead.count("b.example.com.") == 1
-        # max_fails 2: marked down, so the next query goes straight to the good one.
-        await ask(fwd, "c.example.com.")
-        assert dead.count("c.example.com.") == 0
-        # The health check (`. IN NS`) fails while it stays silent; it stays skipped.
-        failures = fwd.stats.proxy_healthcheck_failures
-        for _ in range(40):
-            if failures.get(str(dead.addr), 0):
-                break
-            await asyncio.sleep(0.05)
-        assert failures[str(dead.addr)] >= 1
-        await ask(fwd, "d.example.com.")
-        assert dead.count("d.example.com.") == 0
-        # Once it answers the health check it is up, and first in line again.
-        dead.handler = None
-        for n in range(40):
-            name = f"back{n}.example.com."
-            await ask(fwd, name)
-            if dead.count(name):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail("the upstream got no query after it answered the health check")
-        assert dead.count(".") >= 2
-        await fwd.close()
-
-
 async def test_no_upstream_answering_gives_none() -> None:
     async with FakeUpstream(handler=lambda _f, _r, _p: Answer(None)) as dead:
         fwd = make([dead.addr])
@@ -274,7 +261,7 @@ async def test_a_tcp_reply_with_a_wrong_id_is_never_relayed(up: FakeUpstream) ->
 
     async with FakeUpstream(handler=wrong_id) as liar:
         liar.add("www.example.com. 20 IN A 6.6.6.6")
-        fwd = make([liar.addr, up.addr], random_order=False)
+        fwd = make([liar.addr, up.addr], policy=ForwardPolicy.SEQUENTIAL)
         reply = await ask(fwd, "www.example.com.", tcp=True, qid=77)
         assert reply is not None
         assert reply.header.id == 77
@@ -423,15 +410,290 @@ async def test_the_cache_is_bounded(up: FakeUpstream) -> None:
     assert up.count("www.example.com.") == 2
 
 
-async def test_edns_and_plain_queries_are_cached_apart_by_do_bit(up: FakeUpstream) -> None:
+async def test_edns_plain_and_do_queries_are_cached_apart(up: FakeUpstream) -> None:
+    # RFC 6891 §7: a client without EDNS never gets an OPT record; DO=1 gets its own entry.
     fwd = make([up.addr])
+    await ask(fwd, "www.example.com.", edns=True)
+    plain = await ask(fwd, "www.example.com.")
+    assert plain is not None
+    assert not plain.ar
     await ask(fwd, "www.example.com.")
-    await ask(fwd, "www.example.com.", edns=True)  # EDNS without DO: same entry
-    assert up.count("www.example.com.") == 1
+    assert up.count("www.example.com.") == 2
+    await ask(fwd, "www.example.com.", edns=True)
+    assert up.count("www.example.com.") == 2
     do = DNSRecord.question("www.example.com.", "A")
     do.add_ar(EDNS0(udp_len=1232, flags="do"))
     await fwd.forward(bytes(do.pack()), question=Question("www.example.com.", 1), tcp=False)
+    assert up.count("www.example.com.") == 3
+
+
+# --- connections (CoreDNS pkg/proxy: connections reused for `expire`) ----------------
+
+
+def silent(_fake: FakeUpstream, _request: DNSRecord, _proto: str) -> Answer:
+    return Answer(None)
+
+
+async def test_udp_queries_reuse_a_few_sockets_each_on_its_own_port(up: FakeUpstream) -> None:
+    fwd = make([up.addr])
+    for n in range(20):
+        await ask(fwd, f"q{n}.example.com.")
+    ports = {q.port for q in up.queries}
+    assert 1 < len(ports) < 20
+    assert len({q.qid for q in up.queries}) > 1  # and still a fresh ID each (RFC 5452 §4.3)
+
+
+async def test_expire_0_opens_a_socket_per_query(up: FakeUpstream) -> None:
+    fwd = make([up.addr], expire_seconds=0)
+    for n in range(5):
+        await ask(fwd, f"q{n}.example.com.")
+    # A new random source port each time (two equal by chance: ~1 in 28000 per pair).
+    assert len({q.port for q in up.queries}) >= 4
+
+
+async def test_udp_sockets_are_replaced_after_expire(up: FakeUpstream) -> None:
+    fwd = make([up.addr], expire_seconds=0.05)
+    for n in range(8):
+        await ask(fwd, f"a{n}.example.com.")
+    first = {q.port for q in up.queries}
+    await asyncio.sleep(0.1)
+    for n in range(8):
+        await ask(fwd, f"b{n}.example.com.")
+    later = {q.port for q in up.queries if q.qname.startswith("b")}
+    assert later - first  # new sockets, new source ports
+
+
+async def test_tcp_queries_are_pipelined_on_one_connection(up: FakeUpstream) -> None:
+    # RFC 7766 §6.2.1.1: several queries in flight on one connection, matched by ID.
+    def slow(fake: FakeUpstream, request: DNSRecord, proto: str) -> Answer:
+        return Answer(fake.resolve(request), delay=0.05)
+
+    up.handler = slow
+    fwd = make([up.addr])
+    names = [f"p{n}.example.com." for n in range(5)]
+    replies = await asyncio.gather(*(ask(fwd, n, tcp=True, qid=100 + i)
+                                     for i, n in enumerate(names)))  # fmt: skip
+    assert [r.header.id for r in replies if r is not None] == [100, 101, 102, 103, 104]
+    assert [str(r.q.qname) for r in replies if r is not None] == names
+    assert up.connections == 1
+    assert up.count(proto="tcp") == 5
+
+
+async def test_an_idle_tcp_connection_is_closed_after_expire(up: FakeUpstream) -> None:
+    fwd = make([up.addr], expire_seconds=0.1)
+    await ask(fwd, "a.example.com.", tcp=True)
+    await ask(fwd, "b.example.com.", tcp=True)
+    assert up.connections == 1
+    await asyncio.sleep(0.3)
+    await ask(fwd, "c.example.com.", tcp=True)
+    assert up.connections == 2
+
+
+async def test_a_reused_connection_the_upstream_closed_is_retried_once_on_a_new_one(
+    up: FakeUpstream,
+) -> None:
+    hung_up = False
+
+    def hang_up_once(fake: FakeUpstream, request: DNSRecord, proto: str) -> Answer:
+        nonlocal hung_up
+        if str(request.q.qname) == "second.example.com." and not hung_up:
+            hung_up = True
+            return Answer(None, hangup=True)
+        return Answer(fake.resolve(request))
+
+    up.handler = hang_up_once
+    fwd = make([up.addr])
+    await ask(fwd, "first.example.com.", tcp=True)
+    reply = await ask(fwd, "second.example.com.", tcp=True)
+    assert reply is not None
+    assert reply.header.rcode == RCODE.NXDOMAIN
+    assert up.connections == 2
+    assert up.count("second.example.com.") == 2
+    assert not fwd.stats.proxy_healthcheck_failures  # not a failure of the upstream
+
+
+async def test_force_tcp_asks_over_tcp_and_prefer_udp_over_udp(up: FakeUpstream) -> None:
+    tcp = make([up.addr], force_tcp=True)
+    await ask(tcp, "a.example.com.")
+    udp = make([up.addr], prefer_udp=True)
+    await ask(udp, "b.example.com.", tcp=True)
+    assert [(q.qname, q.proto) for q in up.queries] == [
+        ("a.example.com.", "tcp"),
+        ("b.example.com.", "udp"),
+    ]
+
+
+async def test_a_closed_port_fails_at_once_and_the_next_upstream_answers(
+    up: FakeUpstream,
+) -> None:
+    # Nothing listens on `closed`: the ICMP port-unreachable fails the try (no timeout).
+    closed = HostPort("127.0.0.1", free_port())
+    alone = make([closed], max_fails=0)
+    assert await ask(alone, "www.example.com.") is None
+    assert alone.last_error is not None
+    assert "refused" in alone.last_error.lower()
+    assert str(closed) in alone.last_error
+    fwd = make([closed, up.addr], policy=ForwardPolicy.SEQUENTIAL)
+    reply = await ask(fwd, "www.example.com.")
+    assert reply is not None
+    assert lines(reply) == ["www.example.com. 20 a 192.0.2.1"]
+
+
+async def test_the_servfail_says_which_upstream_failed_and_why() -> None:
+    async with FakeUpstream(handler=silent) as dead:
+        fwd = make([dead.addr], max_fails=0)
+        assert await ask(fwd, "www.example.com.") is None
+        assert fwd.last_error == f"no upstream answered: {dead.addr}: UDP: no reply in 0.3s"
+
+
+async def test_a_lost_query_is_tried_again_on_the_same_upstream(up: FakeUpstream) -> None:
+    # CoreDNS walks the list again: up to 2 tries per upstream (max_connect_attempts).
+    def drop_first(fake: FakeUpstream, request: DNSRecord, proto: str) -> Answer:
+        return Answer(None if fake.count() == 1 else fake.resolve(request))
+
+    up.handler = drop_first
+    fwd = make([up.addr], max_fails=0)
+    reply = await ask(fwd, "www.example.com.")
+    assert reply is not None
+    assert lines(reply) == ["www.example.com. 20 a 192.0.2.1"]
     assert up.count("www.example.com.") == 2
+
+
+# --- policies ------------------------------------------------------------------------
+
+
+async def two_upstreams() -> tuple[FakeUpstream, FakeUpstream]:
+    first, second = FakeUpstream(), FakeUpstream()
+    await first.start()
+    await second.start()
+    return first, second
+
+
+@pytest.mark.parametrize(
+    ("policy", "first_gets", "second_gets"),
+    [
+        (ForwardPolicy.SEQUENTIAL, 8, 0),  # always the first while it answers
+        (ForwardPolicy.ROUND_ROBIN, 4, 4),  # each in turn
+    ],
+)
+async def test_ordered_policies(policy: ForwardPolicy, first_gets: int, second_gets: int) -> None:
+    first, second = await two_upstreams()
+    try:
+        fwd = make([first.addr, second.addr], policy=policy)
+        for n in range(8):
+            await ask(fwd, f"q{n}.example.com.")
+        assert (first.count(), second.count()) == (first_gets, second_gets)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_the_random_policy_uses_every_upstream() -> None:
+    first, second = await two_upstreams()
+    try:
+        fwd = make([first.addr, second.addr])  # random, CoreDNS's default
+        for n in range(40):
+            await ask(fwd, f"q{n}.example.com.")
+        # Each query goes to one of them; all 40 to one: probability 2^-39.
+        assert first.count() + second.count() == 40
+        assert first.count()
+        assert second.count()
+    finally:
+        await first.close()
+        await second.close()
+
+
+# --- health (CoreDNS: a failed query starts checks of that upstream) -----------------
+
+
+async def wait_for(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+async def test_a_dead_upstream_is_down_after_more_than_max_fails_failed_checks(
+    up: FakeUpstream,
+) -> None:
+    async with FakeUpstream(handler=silent) as dead:
+        fwd = make([dead.addr, up.addr], policy=ForwardPolicy.SEQUENTIAL)
+        reply = await ask(fwd, "a.example.com.")  # fails over, and starts the checks
+        assert reply is not None
+        assert reply.header.rcode == RCODE.NXDOMAIN
+        failures = fwd.stats.proxy_healthcheck_failures
+        # `. IN NS` checks fail; more than max_fails (2) in a row: down.
+        await wait_for(lambda: failures.get(str(dead.addr), 0) >= 3, "3 failed checks")
+        assert {(q.qname, q.qtype) for q in dead.queries} == {
+            ("a.example.com.", "A"),
+            (".", "NS"),
+        }
+        await ask(fwd, "b.example.com.")
+        assert dead.count("b.example.com.") == 0  # skipped while down
+        # The first check it answers (any rcode) brings it back, first in line again.
+        dead.handler = None
+        await wait_for(lambda: fwd.forwarder._ups[0].fails == 0, "a check to succeed")
+        await ask(fwd, "c.example.com.")
+        assert dead.count("c.example.com.") == 1
+
+
+async def test_health_checks_ask_the_configured_domain_without_rd(up: FakeUpstream) -> None:
+    async with FakeUpstream(handler=silent) as dead:
+        fwd = make(
+            [dead.addr, up.addr],
+            policy=ForwardPolicy.SEQUENTIAL,
+            health_domain="example.org.",
+            health_rd=False,
+        )
+        await ask(fwd, "a.example.com.")
+        await wait_for(lambda: dead.count("example.org.") > 0, "a health check")
+        check = next(q for q in dead.queries if q.qname == "example.org.")
+        assert (check.qtype, check.rd) == ("NS", False)
+
+
+async def test_max_fails_0_never_checks_nor_skips_an_upstream(up: FakeUpstream) -> None:
+    async with FakeUpstream(handler=silent) as dead:
+        fwd = make([dead.addr, up.addr], policy=ForwardPolicy.SEQUENTIAL, max_fails=0)
+        for name in ("a.example.com.", "b.example.com.", "c.example.com."):
+            assert await ask(fwd, name) is not None
+            assert dead.count(name) == 1  # tried first every time
+        assert dead.count(".") == 0
+        assert not fwd.stats.proxy_healthcheck_failures
+
+
+async def test_when_every_upstream_is_down_one_is_tried_anyway() -> None:
+    async with FakeUpstream(handler=silent) as one, FakeUpstream(handler=silent) as two:
+        fwd = make([one.addr, two.addr])
+        await ask(fwd, "a.example.com.")
+        failures = fwd.stats.proxy_healthcheck_failures
+        await wait_for(
+            lambda: min(failures.get(str(one.addr), 0), failures.get(str(two.addr), 0)) >= 3,
+            "both upstreams down",
+        )
+        broken = fwd.stats.healthcheck_broken
+        await ask(fwd, "b.example.com.")
+        assert one.count("b.example.com.") + two.count("b.example.com.") == 1
+        assert fwd.stats.healthcheck_broken == broken + 1
+
+
+# --- except --------------------------------------------------------------------------
+
+
+async def test_except_names_go_to_the_next_plugin(up: FakeUpstream) -> None:
+    nxdomain = Response(Reply(rcode=Rcode.NXDOMAIN, authoritative=True), plugin="canned")
+    fwd = make([up.addr], except_zones=("example.com.",))
+    # `forward . ... { except example.com }` with the root as FROM: names below
+    # example.com (and example.com itself, which is not FROM) are not forwarded.
+    fwd.plugin.next = Canned(nxdomain)
+    for name in ("www.example.com.", "example.com."):
+        response = await fwd.answer(query(name), question=Question(name, 1), tcp=False)
+        assert response.plugin == "canned"
+    response = await fwd.answer(
+        query("www.example.org."), question=Question("www.example.org.", 1), tcp=False
+    )
+    assert response.plugin == "forward"
+    assert up.count() == 1
 
 
 # --- loop protection -----------------------------------------------------------------

@@ -6,7 +6,8 @@ what kdns takes instead. A reader gets every line of its plugin in the block (as
 setup does) and reports each problem to `Block.problems`; it returns None when nothing
 usable is left.
 
-The only I/O is reading the resolv.conf-style files `forward` names.
+The only I/O is reading the resolv.conf-style files `forward` names and checking that
+the files of its `tls` option exist (they are loaded when the chain is built).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from kdns.config.model import (
     ErrorsConfig,
     FileConfig,
     ForwardConfig,
+    ForwardPolicy,
     HealthConfig,
     KubernetesConfig,
     LoadbalanceConfig,
@@ -61,6 +63,8 @@ from kdns.config.model import (
     PrometheusConfig,
     ReadyConfig,
     ReloadConfig,
+    StaleRefresh,
+    TlsFiles,
     Upstream,
 )
 from kdns.config.resolvconf import MAX_UPSTREAMS, parse_resolv_conf
@@ -583,9 +587,10 @@ def read_log(lines: Sequence[Line], block: Block) -> LogConfig | None:
 
 _CACHE_TAKES = (
     "`success CAPACITY [TTL [MINTTL]]`, `denial CAPACITY [TTL [MINTTL]]`, "
-    "`disable success|denial [ZONES...]` and `servfail DURATION`"
+    "`prefetch AMOUNT [[DURATION] [PERCENTAGE%]]`, `serve_stale [DURATION [immediate|verify "
+    "...]]`, `disable success|denial [ZONES...]`, `servfail DURATION` and `keepttl`"
 )
-_CACHE_NOT_YET = ("prefetch", "serve_stale", "serve_stale_policy", "keepttl")
+_CACHE_NOT_YET = ("serve_stale_policy",)
 _SHARDS = 256  # CoreDNS's cache has 256 shards of at least 4 entries each
 _DURATION_LIKE = re.compile(r"\d+(\.\d+)?(ns|us|µs|ms|s|m|h)")
 
@@ -628,6 +633,16 @@ def read_cache(lines: Sequence[Line], block: Block) -> CacheConfig | None:
         elif name == "servfail":
             ok = not _twice("cache", option, seen, block) and ok
             ok = _cache_servfail(option, block, values) and ok
+        elif name in ("prefetch", "serve_stale", "keepttl"):
+            ok = not _twice("cache", option, seen, block) and ok
+            read = {"prefetch": _cache_prefetch, "serve_stale": _cache_stale}.get(name)
+            if read is not None:
+                ok = read(option, block, values) and ok
+            elif option.args:
+                block.add(option.origin, "cache: keepttl takes no arguments")
+                ok = False
+            else:
+                values["keepttl"] = True
         else:
             _unknown_option("cache", option, block, _CACHE_TAKES)
             ok = False
@@ -699,6 +714,105 @@ def _cache_servfail(option: Line, block: Block, values: dict[str, Any]) -> bool:
         block.add(option.origin, "cache: kdns caches SERVFAIL for whole seconds: write e.g. 5s")
         return False
     values["servfail_ttl"] = int(value)
+    return True
+
+
+def _cache_prefetch(option: Line, block: Block, values: dict[str, object]) -> bool:
+    """`prefetch AMOUNT [[DURATION] [PERCENTAGE%]]` (PERCENTAGE from 10% to 90%)."""
+    args = option.args
+    if not 1 <= len(args) <= 3:
+        block.add(option.origin, "cache: prefetch takes AMOUNT [[DURATION] [PERCENTAGE%]]")
+        return False
+    try:
+        amount = parse_int(args[0], what="cache: prefetch AMOUNT")
+    except ValueError as exc:
+        block.add(option.origin, str(exc))
+        return False
+    if amount < 0:
+        block.add(option.origin, f"cache: prefetch AMOUNT cannot be negative, not {amount}")
+        return False
+    values["prefetch"] = amount
+    if len(args) > 1:
+        gap = _duration("cache: prefetch DURATION", args[1], option, block)
+        if gap is None:
+            return False
+        values["prefetch_gap"] = gap
+    if len(args) > 2:
+        text = args[2]
+        if not text.endswith("%") or not re.fullmatch(r"\d+", text[:-1]):
+            block.add(
+                option.origin,
+                f"cache: prefetch PERCENTAGE is a whole number with a % sign, e.g. 10%, "
+                f"not {text!r}",
+            )
+            return False
+        percentage = int(text[:-1])
+        if not 10 <= percentage <= 90:
+            block.add(option.origin, f"cache: prefetch PERCENTAGE must be 10% to 90%, not {text}")
+            return False
+        values["prefetch_percentage"] = percentage
+    return True
+
+
+_STALE_USAGE = (
+    "cache: serve_stale takes [DURATION [immediate [RESPONSE_TTL [FAILURE_RECHECK]] | "
+    "verify [VERIFY_TIMEOUT [RESPONSE_TTL [FAILURE_RECHECK]]]]]"
+)
+
+
+def _cache_stale(option: Line, block: Block, values: dict[str, object]) -> bool:
+    """`serve_stale [DURATION [MODE ...]]`: DURATION defaults to 1h, MODE to immediate."""
+    args = list(option.args)
+    if len(args) > 5:
+        block.add(option.origin, _STALE_USAGE)
+        return False
+    values["stale"] = 3600.0
+    if args:
+        seconds = _duration("cache: serve_stale DURATION", args.pop(0), option, block)
+        if seconds is None:
+            return False
+        if seconds < 0:
+            block.add(option.origin, "cache: serve_stale DURATION cannot be negative")
+            return False
+        values["stale"] = seconds
+    if not args:
+        return True
+    mode = args.pop(0).lower()
+    if mode not in ("immediate", "verify"):
+        block.add(option.origin, f"cache: serve_stale mode {mode!r} is not immediate or verify")
+        return False
+    values["stale_refresh"] = StaleRefresh(mode)
+    if mode == "verify" and args:
+        timeout = _duration("cache: serve_stale VERIFY_TIMEOUT", args.pop(0), option, block)
+        if timeout is None:
+            return False
+        if timeout < 0:
+            block.add(option.origin, "cache: serve_stale VERIFY_TIMEOUT cannot be negative")
+            return False
+        values["stale_verify_timeout"] = timeout
+    if len(args) > 2:
+        block.add(option.origin, _STALE_USAGE)
+        return False
+    if args:
+        ttl = _duration("cache: serve_stale RESPONSE_TTL", args.pop(0), option, block)
+        if ttl is None:
+            return False
+        if ttl < 0 or ttl != int(ttl) or ttl > 0xFFFFFFFF:
+            block.add(
+                option.origin,
+                "cache: serve_stale RESPONSE_TTL is whole seconds, 0 or more (RFC 8767 "
+                "recommends 30s)",
+            )
+            return False
+        values["stale_ttl"] = int(ttl)
+    if args:
+        recheck = _duration("cache: serve_stale FAILURE_RECHECK", args.pop(0), option, block)
+        if recheck is None:
+            return False
+        if not 0 <= recheck <= 300:
+            block.add(option.origin, "cache: serve_stale FAILURE_RECHECK must be 0s to 5m")
+            return False
+        values["stale_recheck"] = recheck
     return True
 
 
@@ -879,20 +993,15 @@ def _k8s_filter(option: Line, block: Block, values: dict[str, object]) -> bool:
 
 # ---- forward ----------------------------------------------------------------------------
 
-_FORWARD_TAKES = "`max_concurrent N`"
+_FORWARD_TAKES = (
+    "`except NAMES...`, `force_tcp`, `prefer_udp`, `expire DURATION`, `max_fails N`, "
+    "`health_check DURATION [no_rec] [domain FQDN]`, `tls [CERT KEY] [CA]`, "
+    "`tls_servername NAME`, `policy random|round_robin|sequential`, "
+    "`read_timeout DURATION` and `max_concurrent N`"
+)
 _FORWARD_NOT_YET = (
-    "except",
-    "force_tcp",
-    "prefer_udp",
-    "expire",
-    "max_fails",
-    "max_connect_attempts",
-    "health_check",
-    "tls",
-    "tls_servername",
-    "policy",
     "max_idle_conns",
-    "read_timeout",
+    "max_connect_attempts",
     "doh_method",
     "max_age",
     "next",
@@ -902,6 +1011,9 @@ _FORWARD_NOT_YET = (
     "source_address",
     "resolver",
 )
+_FORWARD_FLAGS = ("force_tcp", "prefer_udp")  # options without arguments
+_FORWARD_ONE = ("expire", "max_fails", "tls_servername", "policy", "read_timeout", "max_concurrent")
+_POLICIES = {p.value: p for p in ForwardPolicy}
 
 
 def read_forward(lines: Sequence[Line], block: Block) -> ForwardConfig | None:
@@ -938,7 +1050,7 @@ def read_forward(lines: Sequence[Line], block: Block) -> ForwardConfig | None:
             line.origin, f"forward: {len(targets)} TOs; CoreDNS takes {MAX_UPSTREAMS} at most"
         )
         return None
-    upstreams: list[HostPort] = []
+    upstreams: list[Upstream] = []
     for target in targets:
         found = _forward_target(target, line, block)
         if found is None:
@@ -950,72 +1062,219 @@ def read_forward(lines: Sequence[Line], block: Block) -> ForwardConfig | None:
             line.origin, f"forward: no upstream address: {' '.join(targets)} lists no nameserver"
         )
         ok = False
-    max_concurrent = 0
+    values: dict[str, object] = {}
     seen: dict[str, Origin] = {}
     for option in line.block or ():
         _no_block(option, block, plugin="forward")
         if option.name in _FORWARD_NOT_YET:
             _not_yet("forward", option, block, _FORWARD_TAKES)
             ok = False
-        elif option.name != "max_concurrent":
+        elif option.name not in (*_FORWARD_FLAGS, *_FORWARD_ONE, "except", "health_check", "tls"):
             _unknown_option("forward", option, block, _FORWARD_TAKES)
             ok = False
         elif _twice("forward", option, seen, block):
             ok = False
-        elif len(option.args) != 1:
-            block.add(option.origin, "forward: max_concurrent takes one number")
-            ok = False
         else:
-            try:
-                max_concurrent = parse_int(option.args[0], what="forward: max_concurrent")
-            except ValueError as exc:
-                block.add(option.origin, str(exc))
-                ok = False
-                continue
-            if max_concurrent < 0:
-                block.add(option.origin, "forward: max_concurrent cannot be negative")
-                ok = False
+            ok = _forward_option(option, block, values) and ok
+    server_name = values.get("tls_servername")
+    named = [u for u in upstreams if u.server_name is not None]
+    if server_name is not None and named:
+        block.add(
+            seen["tls_servername"],
+            f"forward: tls_servername {server_name} and the server name in "
+            f"tls://{named[0].addr.host}%{named[0].server_name} both name the TLS server; "
+            "keep one",
+        )
+        ok = False
     if not ok:
         return None
     return ForwardConfig(
         from_zone=from_zone,
-        to=tuple(Upstream(u) for u in upstreams),
+        to=tuple(upstreams),
         to_text=tuple(targets),
-        max_concurrent=max_concurrent,
         origin=line.origin,
+        **values,  # type: ignore[arg-type]
     )
 
 
-def _forward_target(text: str, line: Line, block: Block) -> list[HostPort] | None:
-    """One TO: `IP`, `IP:PORT`, `[IPV6]:PORT`, `dns://...`, or a resolv.conf-style file."""
+def _forward_option(option: Line, block: Block, values: dict[str, object]) -> bool:
+    """One option of forward's block into `values` (ForwardConfig fields)."""
+    name, args = option.name, option.args
+    if name in _FORWARD_FLAGS:
+        if args:
+            block.add(option.origin, f"forward: {name} takes no arguments")
+            return False
+        values[name] = True
+        return True
+    if name == "except":
+        zones = _zones("forward: except", args, option, block) if args else None
+        if not zones:
+            if not args:
+                block.add(option.origin, "forward: except takes the names to leave out")
+            return False
+        values["except_zones"] = tuple(zones)
+        return True
+    if name == "health_check":
+        return _forward_health(option, block, values)
+    if name == "tls":
+        return _forward_tls(option, block, values)
+    if len(args) != 1:
+        what = {"tls_servername": "NAME", "policy": "random|round_robin|sequential"}
+        block.add(option.origin, f"forward: {name} takes one {what.get(name, 'value')}")
+        return False
+    text = args[0]
+    if name == "tls_servername":
+        values["tls_servername"] = text
+    elif name == "policy":
+        if text not in _POLICIES:
+            block.add(
+                option.origin,
+                f"forward: unknown policy {text!r}; use random, round_robin or sequential",
+            )
+            return False
+        values["policy"] = _POLICIES[text]
+    elif name in ("expire", "read_timeout"):
+        seconds = _duration(f"forward: {name}", text, option, block)
+        if seconds is None:
+            return False
+        if seconds < 0 or (name == "read_timeout" and seconds == 0):
+            limit = "cannot be negative" if name == "expire" else "must be above 0"
+            block.add(option.origin, f"forward: {name} {limit}, not {text}")
+            return False
+        values[name] = seconds
+    else:  # max_fails, max_concurrent
+        try:
+            number = parse_int(text, what=f"forward: {name}")
+        except ValueError as exc:
+            block.add(option.origin, str(exc))
+            return False
+        if number < 0:
+            block.add(option.origin, f"forward: {name} cannot be negative")
+            return False
+        values[name] = number
+    return True
+
+
+def _forward_health(option: Line, block: Block, values: dict[str, object]) -> bool:
+    """`health_check DURATION [no_rec] [domain FQDN]`."""
+    args = list(option.args)
+    usage = "forward: health_check takes DURATION [no_rec] [domain FQDN], e.g. `health_check 1s`"
+    if not args:
+        block.add(option.origin, usage)
+        return False
+    seconds = _duration("forward: health_check", args.pop(0), option, block)
+    if seconds is None:
+        return False
+    if seconds <= 0:
+        block.add(
+            option.origin,
+            "forward: health_check must be above 0s; to never mark an upstream down "
+            "(and never check it), write `max_fails 0`",
+        )
+        return False
+    values["health_check"] = seconds
+    while args:
+        word = args.pop(0)
+        if word == "no_rec":
+            values["health_check_rd"] = False
+        elif word == "domain" and args:
+            try:
+                values["health_check_domain"] = normalize_zone(args.pop(0))
+            except ValueError as exc:
+                block.add(option.origin, f"forward: health_check domain: {exc}")
+                return False
+        else:
+            block.add(option.origin, f"{usage}; {word!r} is not one of them")
+            return False
+    return True
+
+
+def _forward_tls(option: Line, block: Block, values: dict[str, object]) -> bool:
+    """`tls`, `tls CA`, `tls CERT KEY`, `tls CERT KEY CA` (CoreDNS's meanings)."""
+    args = option.args
+    if len(args) > 3:
+        block.add(option.origin, "forward: tls takes [CERT KEY] [CA]: at most 3 files")
+        return False
+    paths = [Path(a) for a in args]
+    for path in paths:
+        if not path.is_file():
+            block.add(
+                option.origin,
+                f"forward: tls file {path} does not exist (or is not a file); give the "
+                "path of a PEM file",
+            )
+            return False
+    if len(paths) == 1:
+        values["tls"] = TlsFiles(ca=paths[0])
+    elif len(paths) == 2:
+        values["tls"] = TlsFiles(cert=paths[0], key=paths[1])
+    elif len(paths) == 3:
+        values["tls"] = TlsFiles(cert=paths[0], key=paths[1], ca=paths[2])
+    else:
+        values["tls"] = TlsFiles()
+    return True
+
+
+def _forward_target(text: str, line: Line, block: Block) -> list[Upstream] | None:
+    """One TO: `IP`, `IP:PORT`, `[IPV6]:PORT`, `dns://...`, `tls://IP[%NAME][:PORT]` or a
+    resolv.conf-style file."""
     rest = text
+    tls = False
+    server_name: str | None = None
     if "://" in text:
         scheme, rest = text.split("://", 1)
-        if scheme in ("tls", "https"):
+        if scheme == "https":
             block.add(
                 line.origin,
-                f"forward: {scheme}:// upstreams are not implemented in "
-                f"kdns yet; kdns forwards plain DNS: write {rest} or dns://{rest}",
+                f"forward: https:// (DNS over HTTPS) upstreams are not implemented in kdns "
+                f"yet; use DNS over TLS, tls://{rest}, or plain DNS, dns://{rest}",
             )
             return None
-        if scheme != "dns":
+        if scheme not in ("dns", "tls"):
             block.add(
                 line.origin,
-                f"forward: {scheme}:// is not a forward protocol; kdns "
-                "forwards plain DNS: IP, IP:PORT, [IPV6]:PORT, dns://IP or a file",
+                f"forward: {scheme}:// is not a forward protocol; write IP, IP:PORT, "
+                "[IPV6]:PORT, dns://IP, tls://IP[%NAME][:PORT] or a file",
             )
             return None
+        tls = scheme == "tls"
+        if tls and "%" in rest:
+            rest, server_name = _split_server_name(rest)
+    default_port = 853 if tls else 53  # RFC 7858 §3.1
     try:
         if rest.startswith("[") or rest.count(":") == 1:
             host, port_text = split_host_port(rest)
             if _is_ip(host):
-                return [HostPort(_upstream_ip(host), _upstream_port(port_text))]
+                addr = HostPort(_upstream_ip(host), _upstream_port(port_text))
+                return [Upstream(addr, tls=tls, server_name=server_name)]
         elif _is_ip(rest):
-            return [HostPort(_upstream_ip(rest), 53)]
+            addr = HostPort(_upstream_ip(rest), default_port)
+            return [Upstream(addr, tls=tls, server_name=server_name)]
     except ValueError as exc:
         block.add(line.origin, f"forward: TO {text!r}: {exc}")
         return None
-    return _resolv_conf(text, rest, line, block)
+    if tls:
+        block.add(
+            line.origin,
+            f"forward: TO {text!r}: a tls:// upstream is an IP address, e.g. "
+            "tls://9.9.9.9%dns.quad9.net or tls://[2620:fe::fe]:853",
+        )
+        return None
+    found = _resolv_conf(text, rest, line, block)
+    return None if found is None else [Upstream(addr) for addr in found]
+
+
+def _split_server_name(text: str) -> tuple[str, str]:
+    """`IP%NAME[:PORT]`, `[IPV6%NAME]:PORT` -> (`IP[:PORT]`, NAME), as CoreDNS splits it."""
+    cut = text.rindex("%")
+    host, name = text[:cut], text[cut + 1 :]
+    if host.startswith("["):
+        host += "]"
+    if ":" in name:
+        colon = name.rindex(":")
+        host += name[colon:]
+        name = name[:colon]
+    return host, name.rstrip("]")
 
 
 def _is_ip(text: str) -> bool:

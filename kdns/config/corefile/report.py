@@ -40,8 +40,10 @@ from kdns.config.model import (
     RewriteRule,
     RewriteTtl,
     ServerBlock,
+    StaleRefresh,
     Template,
     TemplateConfig,
+    Upstream,
 )
 from kdns.config.rrtypes import rtype_name
 
@@ -157,6 +159,28 @@ def _cache(config: CacheConfig) -> list[str]:
         parts.append(f"no success caching under {' '.join(config.disable_success)}")
     if config.disable_denial is not None:
         parts.append(f"no denial caching under {' '.join(config.disable_denial)}")
+    if config.prefetch:
+        parts.append(
+            f"prefetch entries asked {config.prefetch} times without a "
+            f"{format_duration(config.prefetch_gap)} gap, at {config.prefetch_percentage}% "
+            "of their TTL"
+        )
+    if config.stale:
+        verify = config.stale_refresh == StaleRefresh.VERIFY
+        mode = "ask upstream first" if verify else "refresh in the background"
+        if verify and config.stale_verify_timeout:
+            mode += f" for at most {format_duration(config.stale_verify_timeout)}"
+        recheck = (
+            f", retry a failed refresh after {format_duration(config.stale_recheck)}"
+            if config.stale_recheck
+            else ""
+        )
+        parts.append(
+            f"serve stale entries up to {format_duration(config.stale)} after they expire "
+            f"with TTL {config.stale_ttl} ({config.stale_refresh.value}: {mode}{recheck})"
+        )
+    if config.keepttl:
+        parts.append("keepttl: cached TTLs are served as stored")
     return parts
 
 
@@ -202,11 +226,34 @@ def _autopath(config: AutopathConfig) -> list[str]:
 
 
 def _forward(config: ForwardConfig) -> list[str]:
-    upstreams = " ".join(str(u.addr) for u in config.to) or "nowhere"
+    upstreams = " ".join(_upstream(u) for u in config.to) or "nowhere"
     written = " ".join(config.to_text)
     parts = [f"{config.from_zone} -> {upstreams}"]
     if written and written != upstreams:
         parts.append(f"(from {written})")
+    if config.except_zones:
+        parts.append(f"except {' '.join(config.except_zones)} (to the next plugin)")
+    transport = "TCP always" if config.force_tcp else "UDP first" if config.prefer_udp else None
+    parts.append(
+        f"policy {config.policy.value}, "
+        + (f"{transport}, " if transport else "the client's protocol, ")
+        + f"read timeout {format_duration(config.read_timeout)}, "
+        + f"connections reused for {format_duration(config.expire)}"
+    )
+    if config.max_fails:
+        rd = "" if config.health_check_rd else " no_rec"
+        parts.append(
+            f"down after {config.max_fails} failed health checks in a row, checked every "
+            f"{format_duration(config.health_check)} ({config.health_check_domain} NS{rd})"
+        )
+    else:
+        parts.append("max_fails 0: never marked down, never health checked")
+    if any(u.tls for u in config.to):
+        tls = config.tls
+        ca = str(tls.ca) if tls is not None and tls.ca is not None else "the system's CAs"
+        client = f", client certificate {tls.cert}" if tls and tls.cert else ""
+        name = f", server name {config.tls_servername}" if config.tls_servername else ""
+        parts.append(f"TLS: certificates verified against {ca}{client}{name}")
     if config.max_concurrent:
         parts.append(f"max_concurrent {config.max_concurrent}")
     return parts
@@ -280,3 +327,10 @@ def _template(template: Template, *, first: bool) -> list[str]:
     parts.append(f"  rcode {rcode.get(template.rcode, template.rcode)}, "
                  f"{_fallthrough(template.fallthrough)}")  # fmt: skip
     return parts
+
+
+def _upstream(upstream: Upstream) -> str:
+    if not upstream.tls:
+        return str(upstream.addr)
+    name = f" ({upstream.server_name})" if upstream.server_name else ""
+    return f"tls://{upstream.addr}{name}"

@@ -4,8 +4,10 @@ A forward cache hit must cost a copy and a few TTL writes, not a parse and a re-
 (which would also change the upstream's bytes). These helpers work on raw messages:
 `reply_matches` (RFC 5452 §9.1), `ttl_offsets` and `rewrite_ttls` (TTLs count down while
 cached), `with_question` and `with_id` (the client's ID and 0x20 spelling),
-`truncated`/`header_rcode` (header bits), `truncate_for` (the client's UDP limit). They
-read names with `read_name`, the strict reader of the query decoder, and raise only
+`truncated`/`header_rcode` (header bits), `truncate_for` (the client's UDP limit), and for
+the forwarder's hot path `question_key`/`answers` (the RFC 5452 match as two slice
+compares) and `scan_reply` (everything the cache needs in one pass, no dnslib). They read
+names with `read_name`, the strict reader of the query decoder, and raise only
 `FormatError` on malformed bytes.
 
 Pure: no sockets, no asyncio, no logging, no dnslib.
@@ -15,9 +17,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from kdns.dns.records import Rcode, RType
-from kdns.dns.wire.common import HEADER, FormatError, read_name, skip_rr
+from kdns.dns.wire.common import CLASS_IN, HEADER, FormatError, read_name, skip_rr
 from kdns.dns.wire.encode import encode_truncated
 from kdns.dns.wire.query import Query
 
@@ -61,6 +64,88 @@ def reply_matches(query: Query | bytes, reply: bytes) -> bool:
             return False
         want = got_q
     return _question_key(reply) == want
+
+
+def question_key(query: Query) -> bytes:
+    """The question a reply to `query` must carry, for `answers`: the name lower-cased,
+    type and class as asked."""
+    qwire = query.question_wire
+    return qwire[:-4].lower() + qwire[-4:]
+
+
+def answers(reply: bytes, qid: int, opcode: int, key: bytes) -> bool:
+    """RFC 5452 §9.1 on the hot path: `reply` is a response with ID `qid`, the opcode and
+    exactly the one question `key` (from `question_key`; the name compared
+    case-insensitively). The first name of a message cannot be compressed, so the
+    question's bytes are compared as they are; a reply that does compress it is no match."""
+    end = 12 + len(key)
+    if len(reply) < end or (reply[0] << 8 | reply[1]) != qid or reply[4:6] != b"\x00\x01":
+        return False
+    flags = reply[2]
+    if not flags & 0x80 or (flags >> 3) & 0xF != opcode:
+        return False
+    # bytes.lower() is safe on a wire name (label lengths <= 63 sit below "A"), not on the
+    # type and class, which are compared exactly.
+    return reply[12 : end - 4].lower() == key[:-4] and reply[end - 4 : end] == key[-4:]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyScan:
+    """What the forward cache needs of a relayed reply, read in one pass (`scan_reply`)."""
+
+    rcode: int  # the header's 4 bits and an OPT's extended bits (RFC 6891 §6.1.3)
+    truncated: bool
+    answer_count: int
+    ttl_offsets: tuple[int, ...]  # as `ttl_offsets`
+    min_ttl: int | None  # over every record but the OPT, in every section
+    soa_negative_ttl: int | None  # min(SOA TTL, SOA MINIMUM) of authority SOAs (RFC 2308 §5)
+
+
+_SOA_MIN_RDATA = 22  # two one-octet names and five 32-bit fields
+
+
+def scan_reply(reply: bytes) -> ReplyScan:
+    """Read a relayed reply's rcode, TC bit, record TTLs and negative-caching TTL without
+    decoding its records. Raises FormatError (only) if it is malformed."""
+    if len(reply) < 12:
+        raise FormatError("shorter than a DNS header")
+    _, flags, qd, an, ns, ar = HEADER.unpack_from(reply, 0)
+    pos = 12
+    for _ in range(qd):
+        _, pos = read_name(reply, pos, pointers=True)
+        pos += 4
+        if pos > len(reply):
+            raise FormatError("question runs past the end")
+    rcode = flags & 0xF
+    offsets: list[int] = []
+    min_ttl: int | None = None
+    negative: int | None = None
+    authority = range(an, an + ns)
+    for index in range(an + ns + ar):
+        rtype, rclass, ttl, rdata, rdlen, end = skip_rr(reply, pos)
+        if rtype == RType.OPT:
+            rcode |= (ttl >> 24) << 4
+            pos = end
+            continue
+        offsets.append(rdata - 6)
+        if ttl & 0x80000000:  # RFC 2181 §8: treated as 0
+            ttl = 0
+        min_ttl = ttl if min_ttl is None else min(min_ttl, ttl)
+        if rtype == RType.SOA and rclass == CLASS_IN and index in authority:
+            if rdlen < _SOA_MIN_RDATA:
+                raise FormatError("SOA rdata too short")
+            (minimum,) = _U32.unpack_from(reply, end - 4)
+            neg = min(ttl, minimum)
+            negative = neg if negative is None else min(negative, neg)
+        pos = end
+    return ReplyScan(
+        rcode=rcode,
+        truncated=bool(flags & 0x0200),
+        answer_count=an,
+        ttl_offsets=tuple(offsets),
+        min_ttl=min_ttl,
+        soa_negative_ttl=negative,
+    )
 
 
 def ttl_offsets(reply: bytes) -> tuple[int, ...]:
