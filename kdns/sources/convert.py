@@ -120,6 +120,18 @@ def string_at(obj: Mapping[str, Any], key: str, *, field: str, default: str = ""
     return value
 
 
+def labels_at(obj: Mapping[str, Any], key: str, *, field: str) -> dict[str, str]:
+    """`obj[key]` as a map of strings (labels, a selector); missing or null gives {}."""
+    labels: dict[str, str] = {}
+    for k, v in mapping_at(obj, key, field=field).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ConversionError(
+                f"{field}.{k}", f"{shown(v)} is not a string", "quote label values, e.g. '1'"
+            )
+        labels[k] = v
+    return labels
+
+
 def metadata_names(obj: Mapping[str, Any], *, namespaced: bool = True) -> tuple[str, str]:
     """(namespace, name), lower-cased; a missing namespace means `default`."""
     meta = mapping_at(obj, "metadata", field="metadata")

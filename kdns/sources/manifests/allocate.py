@@ -1,0 +1,180 @@
+"""Stable ClusterIPs and pod IPs, the same on every start.
+
+A Service without `clusterIP` (not headless, not ExternalName) gets, per IP family, the
+address `network + h`, where `h = sha256("<namespace>/<name>") mod size`. Never
+allocated: the network and last address, offset 1 (the `kubernetes` Service in a real
+cluster) and offset 10 (kube-dns in kind). Explicit `clusterIP(s)` are reserved first.
+Then every Service whose home address is free takes it (when two Services share a home
+address, the first by namespace/name wins); the rest probe upwards (+1, wrapping) in
+namespace/name order. So a Service keeps its address while others come and go, except
+when a new Service has the same home address and sorts first, or when the Service was
+itself displaced (about N^2/131072 chance of any home collision for N Services in a /16).
+
+Dual-stack: `ipFamilyPolicy` PreferDualStack/RequireDualStack get one address per family
+of `ipFamilies` (default: the first service CIDR's family, then the other) that has a
+configured CIDR; SingleStack (default) gets the first family only.
+
+Pod IPs come from the pod CIDRs by the same hash-and-probe rule over
+`<namespace>/<pod name>` (offset 1, the gateway, is never used); a bare Pod's
+`status.podIP(s)` are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from ipaddress import IPv4Network, IPv6Network, ip_address
+
+from kdns.cluster.model import IPAddress, Service
+from kdns.sources.manifests.errors import ManifestError
+from kdns.sources.manifests.services import ServiceSpec
+from kdns.sources.manifests.workloads import PodSpec
+
+Network = IPv4Network | IPv6Network
+Key = tuple[str, str]  # (namespace, name)
+
+SERVICE_RESERVED_OFFSETS = frozenset({1, 10})  # kubernetes.default; kube-dns in kind
+POD_RESERVED_OFFSETS = frozenset({1})  # the node's gateway
+
+
+def _home_offset(key: str, network: Network) -> int:
+    digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:16], "big")
+    return digest % network.num_addresses
+
+
+class Allocator:
+    """Hash-derived, collision-probing addresses in one network."""
+
+    def __init__(self, network: Network, reserved_offsets: frozenset[int]) -> None:
+        self.network = network
+        self.size = network.num_addresses
+        self.base = int(network.network_address)
+        self.reserved = {0, self.size - 1} | {o for o in reserved_offsets if o < self.size}
+        self.taken: set[int] = set()
+
+    def contains(self, ip: IPAddress) -> bool:
+        return ip.version == self.network.version and ip in self.network
+
+    def reserve(self, ip: IPAddress) -> None:
+        if self.contains(ip):
+            self.taken.add(int(ip) - self.base)
+
+    def free(self, offset: int) -> bool:
+        return offset not in self.reserved and offset not in self.taken
+
+    def address(self, offset: int) -> IPAddress:
+        self.taken.add(offset)
+        return ip_address(self.base + offset)
+
+    def probe(self, start: int) -> IPAddress | None:
+        limit = min(self.size, 1 << 20)  # bounded: a full /12 is more than any manifest set
+        for step in range(limit):
+            offset = (start + step) % self.size
+            if self.free(offset):
+                return self.address(offset)
+        return None
+
+
+def allocators(cidrs: Sequence[Network], reserved: frozenset[int]) -> dict[int, Allocator]:
+    """One allocator per IP version: the first CIDR of each family."""
+    found: dict[int, Allocator] = {}
+    for cidr in cidrs:
+        found.setdefault(cidr.version, Allocator(cidr, reserved))
+    return found
+
+
+def _allocate(
+    keys: Sequence[tuple[str, int]], allocators: Mapping[int, Allocator]
+) -> dict[tuple[str, int], IPAddress | None]:
+    """Addresses for (key, IP version) pairs: home addresses first, then probing."""
+    result: dict[tuple[str, int], IPAddress | None] = {}
+    homes: dict[tuple[str, int], int] = {}
+    for key, version in sorted(keys):
+        alloc = allocators[version]
+        home = _home_offset(key, alloc.network)
+        homes[(key, version)] = home
+        if alloc.free(home):
+            result[(key, version)] = alloc.address(home)
+    for key, version in sorted(keys):
+        if (key, version) not in result:
+            result[(key, version)] = allocators[version].probe(homes[(key, version)])
+    return result
+
+
+def assign_cluster_ips(services: Mapping[Key, ServiceSpec], pool: Mapping[int, Allocator]) -> None:
+    """Complete each Service's ClusterIPs in place: explicit ones are reserved first
+    (a duplicate is an error, as the API server says "provided IP is already allocated"),
+    then the missing families are allocated."""
+    owners: dict[IPAddress, Key] = {}
+    for key, spec in sorted(services.items()):
+        for ip in spec.service.cluster_ips:
+            if ip in owners:
+                ns, name = owners[ip]
+                raise spec.origin.fail(
+                    "spec.clusterIP",
+                    f"{ip} is already the ClusterIP of Service {ns}/{name}",
+                    "choose another address or omit it",
+                )
+            owners[ip] = key
+            for alloc in pool.values():
+                alloc.reserve(ip)
+    wanted: list[tuple[str, int]] = []
+    for (ns, name), spec in services.items():
+        if not spec.allocates:
+            continue
+        have = {ip.version for ip in spec.service.cluster_ips}
+        if have and not spec.dual:
+            continue
+        wanted += [(f"{ns}/{name}", v) for v in spec.families if v in pool and v not in have]
+    allocated = _allocate(wanted, pool)
+    for (ns, name), spec in services.items():
+        extra: list[IPAddress] = []
+        for version in spec.families:
+            wanted_key = (f"{ns}/{name}", version)
+            if wanted_key not in allocated:
+                continue
+            got = allocated[wanted_key]
+            if got is None:
+                raise spec.origin.fail(
+                    "spec.clusterIP",
+                    f"no free address in {pool[version].network}",
+                    "use a larger --service-cidr",
+                )
+            extra.append(got)
+        if extra:
+            svc = spec.service
+            ips = sorted((*svc.cluster_ips, *extra), key=lambda a: _rank(spec.families, a.version))
+            spec.service = Service(svc.namespace, svc.name, tuple(ips), ports=svc.ports)
+
+
+def _rank(families: Sequence[int], version: int) -> int:
+    return families.index(version) if version in families else len(families)
+
+
+def assign_pod_ips(
+    pods: Mapping[Key, PodSpec], pool: Mapping[int, Allocator]
+) -> dict[Key, tuple[IPAddress, ...]]:
+    """Each Pod's IPs: explicit `status.podIPs` reserved and kept, one address per pod
+    CIDR family for the others."""
+    for pod in pods.values():
+        for ip in pod.ips:
+            for alloc in pool.values():
+                alloc.reserve(ip)
+    wanted = [(f"{ns}/{name}", v) for (ns, name), pod in pods.items() if not pod.ips for v in pool]
+    allocated = _allocate(wanted, pool)
+    pod_ips: dict[Key, tuple[IPAddress, ...]] = {}
+    for (ns, name), pod in pods.items():
+        if pod.ips:
+            pod_ips[(ns, name)] = pod.ips
+            continue
+        ips = []
+        for version in pool:
+            pod_ip = allocated[(f"{ns}/{name}", version)]
+            if pod_ip is None:
+                raise ManifestError(
+                    f"{pod.origin}: no free pod IP in {pool[version].network} for pod {name}; "
+                    "use a larger --pod-cidr"
+                )
+            ips.append(pod_ip)
+        pod_ips[(ns, name)] = tuple(ips)
+    return pod_ips

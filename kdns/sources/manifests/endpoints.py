@@ -1,0 +1,108 @@
+"""EndpointSlices computed as the EndpointSlice controller would.
+
+For a Service with a selector (not ExternalName) and no EndpointSlice or Endpoints of its
+own in the manifests: Pods in its namespace whose labels match every selector label; each
+Service port's `targetPort` (default = `port`; a name is looked up in that pod's container
+ports with the same protocol, and a pod without it has no endpoint for that port);
+endpoint `hostname` only when the pod sets a hostname and its subdomain is the Service
+name (docs/rules.md R7); ready = pod ready or `publishNotReadyAddresses`. One group per
+(address family, resolved ports), at most 100 endpoints per slice, named
+`<service>-<5 chars>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+
+from kdns.cluster.model import Endpoint, EndpointSlice, IPAddress, ServicePort
+from kdns.sources.manifests.services import ServiceSpec, TargetPort
+from kdns.sources.manifests.workloads import PodSpec, generated_suffix
+
+Key = tuple[str, str]  # (namespace, name)
+
+MAX_ENDPOINTS_PER_SLICE = 100  # the EndpointSlice controller's default
+
+
+def selected_slices(
+    services: Mapping[Key, ServiceSpec],
+    pods: Iterable[PodSpec],
+    pod_ips: Mapping[Key, Sequence[IPAddress]],
+    *,
+    covered: Collection[Key],
+) -> list[EndpointSlice]:
+    """The slices of every selector Service whose key is not in `covered` (those have
+    slices of their own), in namespace/name order."""
+    by_label: dict[tuple[str, str, str], list[PodSpec]] = {}  # (ns, key, value) -> pods
+    for pod in pods:
+        for label in pod.labels.items():
+            by_label.setdefault((pod.namespace, *label), []).append(pod)
+    slices: list[EndpointSlice] = []
+    for key, spec in sorted(services.items()):
+        if spec.selector is None or spec.type == "ExternalName" or key in covered:
+            continue
+        # Candidates: the pods carrying the rarest selector label; all labels are checked.
+        candidates = min(
+            (by_label.get((key[0], *label), []) for label in spec.selector.items()), key=len
+        )
+        slices.extend(computed_slices(spec, candidates, pod_ips))
+    return slices
+
+
+def _resolve_port(target: TargetPort, pod: PodSpec) -> int | None:
+    """podutil.FindPort: a number is used as is; a name must be a container port of the
+    pod with the same protocol, else that pod has no endpoint for this port."""
+    if isinstance(target.target, int):
+        return target.target
+    return pod.container_ports.get((target.target, target.port.protocol))
+
+
+def computed_slices(
+    spec: ServiceSpec,
+    pods: Iterable[PodSpec],
+    pod_ips: Mapping[Key, Sequence[IPAddress]],
+) -> list[EndpointSlice]:
+    """The slices of one selector Service, from the `pods` that may match it."""
+    svc = spec.service
+    assert spec.selector is not None
+    selector = spec.selector.items()
+    families: list[int] = [ip.version for ip in svc.cluster_ips] or list(spec.families)
+    groups: dict[tuple[int, tuple[ServicePort, ...]], list[Endpoint]] = {}
+    for pod in sorted(pods, key=lambda p: p.name):
+        if pod.namespace != svc.namespace:
+            continue
+        if not all(pod.labels.get(k) == v for k, v in selector):  # selector labels are ANDed
+            continue
+        ports: list[ServicePort] = []
+        for target in spec.targets:
+            number = _resolve_port(target, pod)
+            if number is not None:
+                ports.append(ServicePort(target.port.name, target.port.protocol, number))
+        # docs/rules.md R7 (ShouldSetHostname): hostname set and subdomain == Service name.
+        hostname = pod.hostname if pod.hostname and pod.subdomain == svc.name else None
+        for version in families:
+            addresses = tuple(
+                ip for ip in pod_ips[(pod.namespace, pod.name)] if ip.version == version
+            )
+            if not addresses:
+                continue
+            endpoint = Endpoint(
+                addresses[:1],
+                ready=pod.ready or spec.publish_not_ready,
+                hostname=hostname,
+                pod_name=pod.name,
+            )
+            groups.setdefault((version, tuple(ports)), []).append(endpoint)
+    slices: list[EndpointSlice] = []
+    for (version, ports_key), endpoints in sorted(groups.items(), key=lambda g: repr(g[0])):
+        for start in range(0, len(endpoints), MAX_ENDPOINTS_PER_SLICE):
+            seed = f"{svc.namespace}/{svc.name}/{version}/{ports_key}/{start}"
+            slices.append(
+                EndpointSlice(
+                    svc.namespace,
+                    f"{svc.name}-{generated_suffix(seed, 5)}",
+                    service=svc.name,
+                    endpoints=tuple(endpoints[start : start + MAX_ENDPOINTS_PER_SLICE]),
+                    ports=ports_key,
+                )
+            )
+    return slices

@@ -1,0 +1,166 @@
+"""A Service manifest parsed: the model `Service` plus what only this source needs (its
+type, selector, target ports, IP families), and the `kubernetes` Service a real cluster
+always has."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any
+
+from kdns.cluster.model import Service, ServicePort
+from kdns.sources.convert import (
+    ConversionError,
+    labels_at,
+    list_at,
+    mapping_at,
+    port_number,
+    service_from_api,
+    shown,
+    string_at,
+)
+from kdns.sources.manifests.errors import BUILTIN, Origin
+
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+FAMILY_POLICIES = ("SingleStack", "PreferDualStack", "RequireDualStack")
+
+
+@dataclass(frozen=True, slots=True)
+class TargetPort:
+    port: ServicePort  # name, protocol and the Service's port
+    target: int | str  # a number, or a container port name (lower-case)
+
+
+@dataclass(slots=True)
+class ServiceSpec:
+    service: Service  # cluster_ips are completed when addresses are allocated
+    origin: Origin
+    type: str
+    selector: dict[str, str] | None
+    targets: tuple[TargetPort, ...]
+    publish_not_ready: bool
+    families: tuple[int, ...]  # requested IP versions, in order
+    dual: bool  # PreferDualStack / RequireDualStack
+
+    @property
+    def allocates(self) -> bool:
+        """Whether the Service has ClusterIPs (not headless, not ExternalName)."""
+        return not self.service.headless and self.service.external_name is None
+
+
+def parse_service(
+    obj: Mapping[str, Any], origin: Origin, *, primary: int, configured: frozenset[int]
+) -> ServiceSpec:
+    """A Service manifest; `primary` is the first service CIDR's IP version, `configured`
+    the versions that have a service CIDR."""
+    service = service_from_api(obj)
+    spec = mapping_at(obj, "spec", field="spec")
+    stype = string_at(spec, "type", field="spec.type", default="ClusterIP")
+    if stype not in SERVICE_TYPES:
+        raise ConversionError(
+            "spec.type",
+            f"{shown(stype)} is not a Service type",
+            "use ClusterIP, NodePort, LoadBalancer or ExternalName",
+        )
+    families, dual = _families(spec, service, primary=primary, configured=configured)
+    return ServiceSpec(
+        service=service,
+        origin=origin,
+        type=stype,
+        selector=labels_at(spec, "selector", field="spec.selector") or None,
+        targets=_target_ports(spec, service.ports),
+        publish_not_ready=spec.get("publishNotReadyAddresses") is True,
+        families=families,
+        dual=dual,
+    )
+
+
+def _target_ports(spec: Mapping[str, Any], ports: Sequence[ServicePort]) -> tuple[TargetPort, ...]:
+    targets: list[TargetPort] = []
+    raw_ports = list_at(spec, "ports", field="spec.ports")
+    for i, (raw, port) in enumerate(zip(raw_ports, ports, strict=True)):
+        target: Any = raw.get("targetPort")
+        at = f"spec.ports[{i}].targetPort"
+        if target is None or target == "":
+            target = port.port  # Kubernetes: targetPort defaults to port
+        elif isinstance(target, str) and target.isdigit():
+            target = port_number(int(target), field=at)
+        elif isinstance(target, str):
+            target = target.lower()
+        else:
+            target = port_number(target, field=at)
+        targets.append(TargetPort(port, target))
+    return tuple(targets)
+
+
+def _family_of(value: Any, *, field: str) -> int:
+    if value == "IPv4":
+        return 4
+    if value == "IPv6":
+        return 6
+    raise ConversionError(field, f"{shown(value)} is not an IP family", "use IPv4 or IPv6")
+
+
+def _families(
+    spec: Mapping[str, Any], service: Service, *, primary: int, configured: frozenset[int]
+) -> tuple[tuple[int, ...], bool]:
+    """(IP versions in the order addresses are wanted, dual-stack)."""
+    policy = string_at(spec, "ipFamilyPolicy", field="spec.ipFamilyPolicy", default="SingleStack")
+    if policy not in FAMILY_POLICIES:
+        raise ConversionError(
+            "spec.ipFamilyPolicy",
+            f"{shown(policy)} is not an IP family policy",
+            "use SingleStack, PreferDualStack or RequireDualStack",
+        )
+    families = [
+        _family_of(f, field=f"spec.ipFamilies[{i}]")
+        for i, f in enumerate(list_at(spec, "ipFamilies", field="spec.ipFamilies"))
+    ]
+    if not families:
+        families = [int(ip.version) for ip in service.cluster_ips] or [primary]
+    dual = policy != "SingleStack"
+    if dual:
+        for version in (primary, 10 - primary):  # 4 <-> 6
+            if version not in families:
+                families.append(version)
+    given = {int(ip.version) for ip in service.cluster_ips}
+    if policy == "RequireDualStack" and not {4, 6} <= (configured | given):
+        raise ConversionError(
+            "spec.ipFamilyPolicy",
+            "RequireDualStack needs an IPv4 and an IPv6 service CIDR",
+            "add --service-cidr for the other family or use PreferDualStack",
+        )
+    if not dual:
+        families = families[:1]
+        if (
+            not service.cluster_ips
+            and not service.headless
+            and service.external_name is None
+            and families[0] not in configured
+        ):
+            raise ConversionError(
+                "spec.ipFamilies[0]",
+                f"no IPv{families[0]} service CIDR is configured",
+                f"add an IPv{families[0]} --service-cidr or drop ipFamilies",
+            )
+    return tuple(families), dual
+
+
+def kubernetes_service(network: IPv4Network | IPv6Network) -> ServiceSpec:
+    """`default/kubernetes` as a real cluster has it (docs/rules.md E1): SingleStack on the
+    first service CIDR's family, its first address (offset 1), port https 443/TCP."""
+    ips = (network.network_address + 1,) if network.num_addresses > 2 else ()
+    service = Service(
+        "default", "kubernetes", cluster_ips=ips, ports=(ServicePort("https", "tcp", 443),)
+    )
+    return ServiceSpec(
+        service=service,
+        origin=Origin(BUILTIN, 0, "", "Service default/kubernetes"),
+        type="ClusterIP",
+        selector=None,
+        targets=(),
+        publish_not_ready=False,
+        families=(network.version,),
+        dual=False,
+    )
