@@ -1,7 +1,7 @@
 """Kubernetes API JSON -> slim `kdns.cluster.model` objects: the boundary both sources share.
 
-Keeps only what DNS needs (style.md "convert at the boundary", as CoreDNS's
-`plugin/kubernetes/object/`): names lower-cased (RFC 4343), IPs parsed into `ipaddress`
+Keeps only what DNS needs (convert at the boundary, as CoreDNS's `plugin/kubernetes/object/`;
+docs/architecture.md): names lower-cased (RFC 4343), IPs parsed into `ipaddress`
 objects, everything else dropped. A malformed object raises `ConversionError` naming the
 field path, what is wrong and the fix; the caller decides whether that is fatal (a
 manifest) or one skipped object (a watch). Pure: no I/O, no logging.
@@ -47,7 +47,7 @@ class ConversionError(ValueError):
         super().__init__(f"{field}: {problem}" + (f"; {fix}" if fix else ""))
 
 
-# ---- sharing (issue 5: memory per object) -----------------------------------------------
+# ---- sharing (memory per object: docs/benchmarking.md) ---------------------------------
 
 _SHARED_LIMIT = 4096
 _PORTS: dict[ServicePort, ServicePort] = {}
@@ -191,7 +191,7 @@ def cluster_ips_from_api(spec: Mapping[str, Any]) -> tuple[tuple[IPAddress, ...]
         raw = [single] if single not in (None, "") else []
         field = "spec.clusterIP"
     if any(isinstance(v, str) and v.strip() == "None" for v in raw):
-        return (), True  # spec §2.4: clusterIP None is a headless Service
+        return (), True  # docs/rules.md R16: clusterIP None is a headless Service
     ips: list[IPAddress] = []
     for i, value in enumerate(raw):
         at = f"{field}[{i}]" if field == "spec.clusterIPs" else field
@@ -215,7 +215,7 @@ def service_from_api(obj: Mapping[str, Any]) -> Service:
         ]
     )
     if string_at(spec, "type", field="spec.type") == "ExternalName":
-        # spec §2.5: an ExternalName Service is a CNAME to spec.externalName.
+        # docs/rules.md R26: an ExternalName Service is a CNAME to spec.externalName.
         target = string_at(spec, "externalName", field="spec.externalName").strip()
         target = target.lower().rstrip(".")
         if not target:
