@@ -12,7 +12,9 @@ itself displaced (about N^2/131072 chance of any home collision for N Services i
 
 Dual-stack: `ipFamilyPolicy` PreferDualStack/RequireDualStack get one address per family
 of `ipFamilies` (default: the first service CIDR's family, then the other) that has a
-configured CIDR; SingleStack (default) gets the first family only.
+configured CIDR; SingleStack (default) gets the first family only. Headless and
+ExternalName Services get no address, so their families need no service CIDR (a headless
+Service's families only choose which pod addresses become its endpoints).
 
 Pod IPs come from the pod CIDRs by the same hash-and-probe rule over
 `<namespace>/<pod name>` (offset 1, the gateway, is never used); a bare Pod's

@@ -124,6 +124,10 @@ def _families(
         for version in (primary, 10 - primary):  # 4 <-> 6
             if version not in families:
                 families.append(version)
+    if service.headless or service.external_name is not None:
+        # No address is allocated, so no service CIDR is needed: families only choose
+        # which pod addresses become endpoints.
+        return tuple(families if dual else families[:1]), dual
     given = {int(ip.version) for ip in service.cluster_ips}
     if policy == "RequireDualStack" and not {4, 6} <= (configured | given):
         raise ConversionError(
@@ -133,12 +137,7 @@ def _families(
         )
     if not dual:
         families = families[:1]
-        if (
-            not service.cluster_ips
-            and not service.headless
-            and service.external_name is None
-            and families[0] not in configured
-        ):
+        if not service.cluster_ips and families[0] not in configured:
             raise ConversionError(
                 "spec.ipFamilies[0]",
                 f"no IPv{families[0]} service CIDR is configured",

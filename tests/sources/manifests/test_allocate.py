@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_address, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 
 import pytest
 
-from kdns.sources.manifests import (
-    ManifestError,
-)
+from kdns.sources.manifests import ManifestError
 from tests.sources.manifests.helpers import (
+    POD_CIDR,
     SVC_CIDR,
     index_of,
     ips_of,
@@ -118,3 +117,56 @@ def test_require_dual_stack_with_both_addresses_given_needs_no_cidr(tmp_path: Pa
     svc = index_of(load(tmp_path)).service("default", "web")
     assert svc is not None
     assert sorted(map(str, svc.cluster_ips)) == ["10.96.7.7", "fd00::7"]
+
+
+HEADLESS_DUAL = """
+kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: None
+  ipFamilies: [IPv4, IPv6]
+  ipFamilyPolicy: RequireDualStack
+  selector: {app: db}
+---
+kind: Pod
+metadata: {name: db-0, labels: {app: db}}
+spec: {containers: [{name: c, image: i}]}
+"""
+
+
+@pytest.mark.parametrize(
+    "service_cidrs",
+    [[SVC_CIDR], [ip_network("fd00:10:96::/112")]],
+    ids=["ipv4 service cidr", "ipv6 service cidr"],
+)
+def test_a_headless_dual_stack_service_needs_no_service_cidr_of_either_family(
+    tmp_path: Path, service_cidrs: list[IPv4Network | IPv6Network]
+) -> None:
+    # A headless Service gets no ClusterIP, so no service CIDR is involved; its families
+    # choose which pod addresses become endpoints (both here: the pods are dual-stack).
+    write(tmp_path, "db.yaml", HEADLESS_DUAL)
+    v6_pods = ip_network("fd00:10:244::/64")
+    data = load(tmp_path, service_cidrs=service_cidrs, pod_cidrs=[POD_CIDR, v6_pods])
+    index = index_of(data)
+    db = index.service("default", "db")
+    assert db is not None
+    assert db.headless
+    assert db.cluster_ips == ()
+    addresses = {e.address for e in index.endpoints("default", "db")}
+    assert {a.version for a in addresses} == {4, 6}
+    (pod,) = [p for p in data.pods if p.name == "db-0"]
+    assert addresses == set(pod.ips)
+
+
+def test_an_external_name_service_needs_no_service_cidr_for_its_families(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        "x.yaml",
+        "kind: Service\nmetadata: {name: x}\nspec: {type: ExternalName, externalName: a.example,"
+        " ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv6]}\n",
+    )
+    svc = index_of(load(tmp_path)).service("default", "x")
+    assert svc is not None
+    assert svc.external_name == "a.example"
