@@ -9,6 +9,7 @@ manifest) or one skipped object (a watch). Pure: no I/O, no logging.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from ipaddress import ip_address
@@ -75,9 +76,28 @@ def _intern(text: str) -> str:
 # ---- field helpers (also used by the manifests source) ----------------------------------
 
 
+SHOWN_MAX = 60  # characters of a value an error message shows
+
+
 def shown(value: object) -> str:
-    """A value as a message shows it: strings in double quotes, else as Python writes it."""
-    return f'"{value}"' if isinstance(value, str) else repr(value)
+    """A value as a message shows it, on one line and short whatever the value: strings in
+    double quotes (JSON escapes), lists and mappings by their size, else as Python writes
+    it. Never walks a container (it may stand for 10**9 values through YAML aliases)."""
+    if isinstance(value, str):
+        cut = value[:SHOWN_MAX]
+        text = json.dumps(cut, ensure_ascii=False)
+        return text if cut == value else f'{text[:-1]}..." ({len(value)} characters)'
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        if abs(value) < 10**SHOWN_MAX:
+            return repr(value)
+        return f"an integer of {len(f'{abs(value):x}') * 1.2:.0f} or so digits"
+    if isinstance(value, Mapping):
+        return f"a mapping of {len(value)} keys"
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)} items"
+    return f"a {type(value).__name__}"
 
 
 def _not_mapping(field: str, value: object) -> ConversionError:

@@ -45,36 +45,57 @@ def _home_offset(key: str, network: Network) -> int:
 
 
 class Allocator:
-    """Hash-derived, collision-probing addresses in one network."""
+    """Hash-derived, collision-probing addresses in one network.
+
+    Probing finds the next free offset through a "next free" forest over the taken
+    offsets (union-find with path compression), so filling a network costs about one
+    step per address, not a scan per collision."""
 
     def __init__(self, network: Network, reserved_offsets: frozenset[int]) -> None:
         self.network = network
         self.size = network.num_addresses
         self.base = int(network.network_address)
-        self.reserved = {0, self.size - 1} | {o for o in reserved_offsets if o < self.size}
-        self.taken: set[int] = set()
+        # taken offset -> an offset at or below the next free one (size: none up to the end)
+        self._next: dict[int, int] = {}
+        for offset in {0, self.size - 1, *reserved_offsets}:
+            if 0 <= offset < self.size:
+                self._take(offset)
+
+    def _take(self, offset: int) -> None:
+        self._next[offset] = offset + 1
+
+    def _first_free(self, offset: int) -> int:
+        """The first free offset at or after `offset`; `size` when there is none."""
+        path = []
+        while offset in self._next:
+            path.append(offset)
+            offset = self._next[offset]
+        for taken in path:
+            self._next[taken] = offset
+        return offset
 
     def contains(self, ip: IPAddress) -> bool:
         return ip.version == self.network.version and ip in self.network
 
     def reserve(self, ip: IPAddress) -> None:
         if self.contains(ip):
-            self.taken.add(int(ip) - self.base)
+            self._take(int(ip) - self.base)
 
     def free(self, offset: int) -> bool:
-        return offset not in self.reserved and offset not in self.taken
+        return offset not in self._next
 
     def address(self, offset: int) -> IPAddress:
-        self.taken.add(offset)
+        self._take(offset)
         return ip_address(self.base + offset)
 
     def probe(self, start: int) -> IPAddress | None:
-        limit = min(self.size, 1 << 20)  # bounded: a full /12 is more than any manifest set
-        for step in range(limit):
-            offset = (start + step) % self.size
-            if self.free(offset):
-                return self.address(offset)
-        return None
+        """The first free address at or after offset `start`, wrapping; None when full."""
+        offset = self._first_free(start)
+        if offset >= self.size:
+            offset = self._first_free(0)
+            if offset >= start:
+                return None  # [start, size) and [0, start) are taken
+        return self.address(offset)
 
 
 def allocators(cidrs: Sequence[Network], reserved: frozenset[int]) -> dict[int, Allocator]:

@@ -21,6 +21,8 @@ class ManifestData:
     files: tuple[Path, ...] = ()
     service_types: Mapping[tuple[str, str], str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()  # one line each, logged at WARNING
+    notes: tuple[str, ...] = ()  # one line each, logged at INFO (ignored kinds per file)
+    loaded_at: float = 0.0  # Unix seconds when the load ended
 
     def summary_lines(self, *, max_services: int = 20) -> list[str]:
         """The start-up summary: counts, then the first `max_services` rows of the table

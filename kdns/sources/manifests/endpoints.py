@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from kdns.cluster.model import Endpoint, EndpointSlice, IPAddress, ServicePort
+from kdns.sources.manifests import limits
 from kdns.sources.manifests.services import ServiceSpec, TargetPort
 from kdns.sources.manifests.workloads import PodSpec, generated_suffix
 
@@ -37,6 +38,7 @@ def selected_slices(
         for label in pod.labels.items():
             by_label.setdefault((pod.namespace, *label), []).append(pod)
     slices: list[EndpointSlice] = []
+    examined = endpoints = 0
     for key, spec in sorted(services.items()):
         if spec.selector is None or spec.type == "ExternalName" or key in covered:
             continue
@@ -44,7 +46,25 @@ def selected_slices(
         candidates = min(
             (by_label.get((key[0], *label), []) for label in spec.selector.items()), key=len
         )
-        slices.extend(computed_slices(spec, candidates, pod_ips))
+        examined += len(candidates)
+        if examined > limits.MAX_SELECTOR_CANDIDATES:
+            raise spec.origin.fail(
+                "spec.selector",
+                f"matching the selectors examined more than {limits.MAX_SELECTOR_CANDIDATES} Pods "
+                "(Services select through labels that very many Pods carry)",
+                "give each Service a selector label only its own Pods carry",
+            )
+        computed = computed_slices(spec, candidates, pod_ips)
+        mine = sum(es.endpoint_count for es in computed)
+        endpoints += mine
+        if endpoints > limits.MAX_SELECTED_ENDPOINTS:
+            raise spec.origin.fail(
+                "spec.selector",
+                f"the Services' selectors give more than {limits.MAX_SELECTED_ENDPOINTS} endpoints "
+                f"in all ({mine} from this Service)",
+                "make the selectors narrower, or give the Service EndpointSlices of its own",
+            )
+        slices.extend(computed)
     return slices
 
 

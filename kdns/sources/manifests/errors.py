@@ -33,5 +33,21 @@ class Origin:
         return self.error(ConversionError(field, problem, fix))
 
 
+def too_deep(path: Path) -> ManifestError:
+    """RecursionError while parsing `path`."""
+    return ManifestError(
+        f"{path}: nested too deeply for kdns to read (no Kubernetes object is); "
+        "flatten the document"
+    )
+
+
+def too_long_number(path: Path, exc: ValueError) -> ManifestError:
+    """ValueError while parsing `path`: an integer longer than Python converts."""
+    return ManifestError(
+        f"{path}: a number too long to read ({' '.join(str(exc).split()[:8])}); no "
+        "Kubernetes field takes one that long"
+    )
+
+
 BUILTIN = Path("<builtin>")
 """The path of objects kdns adds itself (the `kubernetes` Service)."""

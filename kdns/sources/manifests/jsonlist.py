@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdns.sources.manifests.errors import ManifestError
+from kdns.sources.manifests.errors import ManifestError, too_deep, too_long_number
 
 
 def json_error(path: Path, exc: json.JSONDecodeError) -> ManifestError:
@@ -68,10 +68,18 @@ class JsonList:
                 json.loads(text)
             except json.JSONDecodeError as exc:
                 raise json_error(self.path, exc) from None
+            except RecursionError:
+                raise too_deep(self.path) from None
+            except ValueError as exc:
+                raise too_long_number(self.path, exc) from None
             raise ManifestError(
                 f"{self.path}: a top-level key of the {self.kind} appears twice or after "
                 "its items change its kind; write each key once"
             ) from None
+        except RecursionError:
+            raise too_deep(self.path) from None
+        except ValueError as exc:  # an integer longer than Python converts (4300 digits)
+            raise too_long_number(self.path, exc) from None
 
 
 _EMPTY = object()  # the "element" an empty array reports with its end offset

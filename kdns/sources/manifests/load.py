@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from kdns.sources.convert import (
     namespace_from_api,
     slices_from_endpoints,
 )
+from kdns.sources.manifests import limits, validate
 from kdns.sources.manifests.allocate import (
     POD_RESERVED_OFFSETS,
     SERVICE_RESERVED_OFFSETS,
@@ -41,7 +44,7 @@ from kdns.sources.manifests.allocate import (
 from kdns.sources.manifests.data import ManifestData
 from kdns.sources.manifests.endpoints import selected_slices
 from kdns.sources.manifests.errors import ManifestError, Origin
-from kdns.sources.manifests.files import manifest_files, read_objects
+from kdns.sources.manifests.files import find_files, read_objects
 from kdns.sources.manifests.services import ServiceSpec, kubernetes_service, parse_service
 from kdns.sources.manifests.workloads import WORKLOAD_KINDS, PodSpec, parse_pod, workload_pods
 
@@ -75,6 +78,8 @@ IGNORED_KINDS = frozenset(
         "Kustomization",
     }
 )
+KINDS = frozenset({"Namespace", "Service", "EndpointSlice", "Endpoints", "Pod"})
+"""The kinds read, besides the workloads."""
 STANDARD_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
 
 
@@ -84,13 +89,17 @@ def load_manifests(
     service_cidrs: Sequence[Network],
     pod_cidrs: Sequence[Network],
     synthesize_kubernetes: bool = True,
+    report: bool = True,
 ) -> ManifestData:
     """Read manifests and build the objects the cluster would have. Raises ManifestError.
+
+    With `report`, the load's warnings are logged at WARNING and its notes (kinds ignored,
+    one line per file) at INFO; the poller passes False and logs only what is new.
 
     A load parses far more than it keeps (each object's dicts, the per-object parse
     state): once that is garbage, free heap pages go back to the system."""
     try:
-        return _load(
+        data = _load(
             paths,
             service_cidrs=service_cidrs,
             pod_cidrs=pod_cidrs,
@@ -99,6 +108,12 @@ def load_manifests(
     finally:
         gc.collect()
         _trim_heap()
+    if report:
+        for line in data.warnings:
+            log.warning("%s", line)
+        for line in data.notes:
+            log.info("%s", line)
+    return data
 
 
 def _load(
@@ -110,15 +125,17 @@ def _load(
 ) -> ManifestData:
     if not service_cidrs:
         raise ManifestError("no service CIDR; give at least one --service-cidr")
-    files = manifest_files(paths)
+    found = find_files(paths)
     service_pool = allocators(service_cidrs, SERVICE_RESERVED_OFFSETS)
     pod_pool = allocators(pod_cidrs, POD_RESERVED_OFFSETS)
 
     # 1. Parse: every object of every file, converted and checked.
     parsed = _Parsed(primary=service_cidrs[0].version, configured=frozenset(service_pool))
-    for path in files:
+    parsed.warnings += found.warnings
+    for path in found.files:
         for origin, obj in read_objects(path):
             parsed.add(origin, obj)
+        parsed.end_of_file(path)
     if synthesize_kubernetes:
         parsed.add_kubernetes_service(service_cidrs[0])
 
@@ -131,7 +148,7 @@ def _load(
     covered = {(es.namespace, es.service) for es in slices if es.service is not None}
     slices += selected_slices(parsed.services, parsed.pods.values(), pod_ips, covered=covered)
 
-    return parsed.result(files, pod_ips, slices)
+    return parsed.result(found.files, pod_ips, slices)
 
 
 @dataclass(slots=True)
@@ -146,9 +163,12 @@ class _Parsed:
         default_factory=lambda: {n: Namespace(n) for n in STANDARD_NAMESPACES}
     )
     pods: dict[Key, PodSpec] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # logged at WARNING
+    notes: list[str] = field(default_factory=list)  # logged at INFO
     _unknown_kinds: set[str] = field(default_factory=set)
+    _ignored: Counter[str] = field(default_factory=Counter)  # in the current file
     _seen: dict[tuple[str, str, str], Origin] = field(default_factory=dict)
+    _hostnames: set[str] = field(default_factory=set)  # endpoint hostnames found valid
 
     def add(self, origin: Origin, obj: Mapping[str, Any]) -> None:
         """Parse one object. Raises ManifestError naming `origin`."""
@@ -156,39 +176,59 @@ class _Parsed:
         try:
             if not isinstance(kind, str) or not kind:
                 raise ConversionError("kind", "is missing", "set kind, e.g. kind: Service")
-            match kind:
-                case "Namespace":
-                    namespace = namespace_from_api(obj)
-                    self._claim(kind, ("", namespace.name), origin)
-                    self.namespaces[namespace.name] = namespace
-                case "Service":
-                    spec = parse_service(
-                        obj, origin, primary=self.primary, configured=self.configured
-                    )
-                    key = (spec.service.namespace, spec.service.name)
-                    self._claim(kind, key, origin)
-                    self.services[key] = spec
-                case "EndpointSlice":
-                    es = endpointslice_from_api(obj)
-                    self._add_slices(kind, [] if es is None else [es], origin)
-                case "Endpoints":
-                    self._add_slices(kind, slices_from_endpoints(obj), origin)
-                case "Pod":
-                    pod = parse_pod(obj, origin)
-                    self._add_pods([] if pod is None else [pod])
-                case _ if kind in WORKLOAD_KINDS:
-                    self._claim(kind, metadata_names(obj), origin)
-                    self._add_pods(workload_pods(obj, origin, kind))
-                case _ if kind in IGNORED_KINDS:
-                    log.debug("manifest skipped: %s (%s is not used by DNS)", origin.what, kind)
-                case _ if kind not in self._unknown_kinds:
-                    self._unknown_kinds.add(kind)
-                    self.warnings.append(
-                        f"{origin.path}: document {origin.document}: kind {kind} is not known "
-                        "to kdns; objects of this kind are ignored"
-                    )
+            if kind in IGNORED_KINDS:
+                self._ignored[kind] += 1
+            elif kind in KINDS or kind in WORKLOAD_KINDS:
+                validate.metadata(kind, obj)
+                self._add(kind, origin, obj)
+            elif kind not in self._unknown_kinds:
+                self._unknown_kinds.add(kind)
+                self.warnings.append(
+                    f"{origin.path}: document {origin.document}: kind {kind} is not known "
+                    "to kdns; objects of this kind are ignored"
+                )
         except ConversionError as err:
             raise origin.error(err) from None
+
+    def _add(self, kind: str, origin: Origin, obj: Mapping[str, Any]) -> None:
+        match kind:
+            case "Namespace":
+                namespace = namespace_from_api(obj)
+                self._claim(kind, ("", namespace.name), origin)
+                self.namespaces[namespace.name] = namespace
+            case "Service":
+                spec = parse_service(obj, origin, primary=self.primary, configured=self.configured)
+                key = (spec.service.namespace, spec.service.name)
+                self._claim(kind, key, origin)
+                self.services[key] = spec
+            case "EndpointSlice":
+                es = endpointslice_from_api(obj)
+                if es is not None:  # an FQDN slice: nothing DNS serves
+                    validate.endpoint_hostnames(kind, obj, known=self._hostnames)
+                    self._add_slices(kind, [es], origin)
+            case "Endpoints":
+                slices = slices_from_endpoints(obj)
+                validate.endpoint_hostnames(kind, obj, known=self._hostnames)
+                self._add_slices(kind, slices, origin)
+            case "Pod":
+                pod = parse_pod(obj, origin)
+                self._add_pods([] if pod is None else [pod])
+            case _:  # a workload
+                self._claim(kind, metadata_names(obj), origin)
+                self._add_pods(
+                    workload_pods(obj, origin, kind, room=limits.MAX_PODS - len(self.pods))
+                )
+
+    def end_of_file(self, path: Path) -> None:
+        """One line for the kinds DNS does not use that `path` has (not one per object)."""
+        if self._ignored:
+            counts = ", ".join(f"{kind} x{n}" for kind, n in sorted(self._ignored.items()))
+            total = sum(self._ignored.values())
+            self.notes.append(
+                f"{path}: ignored {total} object{'s' if total > 1 else ''} DNS does not use "
+                f"({counts})"
+            )
+            self._ignored.clear()
 
     def add_kubernetes_service(self, network: Network) -> None:
         """The synthesized `default/kubernetes` yields to the manifests: it is left out
@@ -240,6 +280,8 @@ class _Parsed:
             files=tuple(files),
             service_types={k: s.type for k, s in services.items()},
             warnings=tuple(self.warnings),
+            notes=tuple(self.notes),
+            loaded_at=time.time(),
         )
 
 

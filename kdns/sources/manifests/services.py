@@ -20,6 +20,7 @@ from kdns.sources.convert import (
     shown,
     string_at,
 )
+from kdns.sources.manifests import validate
 from kdns.sources.manifests.errors import BUILTIN, Origin
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
@@ -63,6 +64,8 @@ def parse_service(
             f"{shown(stype)} is not a Service type",
             "use ClusterIP, NodePort, LoadBalancer or ExternalName",
         )
+    if stype == "ExternalName":
+        validate.dns_name(spec.get("externalName"), field="spec.externalName")
     families, dual = _families(spec, service, primary=primary, configured=configured)
     return ServiceSpec(
         service=service,
@@ -79,19 +82,40 @@ def parse_service(
 def _target_ports(spec: Mapping[str, Any], ports: Sequence[ServicePort]) -> tuple[TargetPort, ...]:
     targets: list[TargetPort] = []
     raw_ports = list_at(spec, "ports", field="spec.ports")
+    names: dict[str, int] = {}
     for i, (raw, port) in enumerate(zip(raw_ports, ports, strict=True)):
+        _check_port_name(raw.get("name"), i, names)
         target: Any = raw.get("targetPort")
         at = f"spec.ports[{i}].targetPort"
         if target is None or target == "":
             target = port.port  # Kubernetes: targetPort defaults to port
         elif isinstance(target, str) and target.isdigit():
+            # The API server wants a number here; kdns has always read "8080" as 8080.
             target = port_number(int(target), field=at)
         elif isinstance(target, str):
+            validate.port_name(target, field=at)
             target = target.lower()
         else:
             target = port_number(target, field=at)
         targets.append(TargetPort(port, target))
     return tuple(targets)
+
+
+def _check_port_name(name: Any, i: int, names: dict[str, int]) -> None:
+    """As the API server: a DNS-1123 label, unique in the Service (the names name the SRV
+    records, docs/rules.md R10). The API server also wants every port named when there
+    are several; kdns serves an unnamed one without SRV records (R12), as it always has."""
+    at = f"spec.ports[{i}].name"
+    validate.label(name, field=at, what="port name")
+    if not isinstance(name, str) or not name:
+        return
+    if name in names:
+        raise ConversionError(
+            at,
+            f"{shown(name)} is also the name of spec.ports[{names[name]}]",
+            "give each port its own name",
+        )
+    names[name] = i
 
 
 def _family_of(value: Any, *, field: str) -> int:
@@ -113,10 +137,18 @@ def _families(
             f"{shown(policy)} is not an IP family policy",
             "use SingleStack, PreferDualStack or RequireDualStack",
         )
-    families = [
-        _family_of(f, field=f"spec.ipFamilies[{i}]")
-        for i, f in enumerate(list_at(spec, "ipFamilies", field="spec.ipFamilies"))
-    ]
+    raw_families = list_at(spec, "ipFamilies", field="spec.ipFamilies")
+    validate.at_most(
+        raw_families, validate.IP_FAMILIES_MAX, field="spec.ipFamilies", what="families"
+    )
+    validate.at_most(
+        spec.get("clusterIPs"), validate.IP_FAMILIES_MAX, field="spec.clusterIPs", what="addresses"
+    )
+    families = [_family_of(f, field=f"spec.ipFamilies[{i}]") for i, f in enumerate(raw_families)]
+    if len(set(families)) < len(families):
+        raise ConversionError(
+            "spec.ipFamilies", "names a family twice", "list IPv4 and IPv6 at most once each"
+        )
     if not families:
         families = [int(ip.version) for ip in service.cluster_ips] or [primary]
     dual = policy != "SingleStack"

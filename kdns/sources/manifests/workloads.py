@@ -2,8 +2,8 @@
 DaemonSet, Job, ReplicationController) expanded as their controllers would.
 
 A workload becomes `replicas` Pods (default 1; DaemonSet 1; Job `parallelism`, default 1)
-with the template's labels, hostname and subdomain. Names: Deployment
-`<name>-<10 chars>-<5 chars>`, ReplicaSet/DaemonSet/Job/ReplicationController
+with the template's labels, hostname and subdomain; at most MAX_PODS in all (`limits`).
+Names: Deployment `<name>-<10 chars>-<5 chars>`, ReplicaSet/DaemonSet/Job/ReplicationController
 `<name>-<5 chars>` (characters derived from the name and index), StatefulSet `<name>-<i>`
 with hostname `<name>-<i>` and subdomain `spec.serviceName`. Pods count as ready (no
 kubelet here) unless a Pod manifest says phase Pending or condition Ready False; phases
@@ -30,6 +30,7 @@ from kdns.sources.convert import (
     shown,
     string_at,
 )
+from kdns.sources.manifests import limits, validate
 from kdns.sources.manifests.errors import Origin
 
 WORKLOAD_KINDS = frozenset(
@@ -90,11 +91,28 @@ def parse_pod(obj: Mapping[str, Any], origin: Origin) -> PodSpec | None:
     )
 
 
-def workload_pods(obj: Mapping[str, Any], origin: Origin, kind: str) -> list[PodSpec]:
-    """The Pods the controller of `kind` would create for the workload `obj`."""
+def workload_pods(obj: Mapping[str, Any], origin: Origin, kind: str, *, room: int) -> list[PodSpec]:
+    """The Pods the controller of `kind` would create for the workload `obj`; more than
+    `room` (what is left of `limits.MAX_PODS`) is an error."""
     namespace, name = metadata_names(obj)
     spec = mapping_at(obj, "spec", field="spec")
     count = _replicas(spec, kind)
+    if count > room:
+        field = "spec.parallelism" if kind == "Job" else "spec.replicas"
+        raise ConversionError(
+            field,
+            f"{count} Pods would make more than the {limits.MAX_PODS} Pods kdns builds from "
+            f"all the manifests ({limits.MAX_PODS - room} before this {kind}; a real cluster "
+            "holds at most 150000)",
+            f"lower {field}",
+        )
+    if kind == "StatefulSet" and count and len(f"{name}-{count - 1}") > validate.LABEL_MAX:
+        raise ConversionError(
+            "metadata.name",
+            f"the pods {name}-0..{count - 1} use their names as hostnames, which must be DNS "
+            f"labels of at most {validate.LABEL_MAX} characters",
+            "use a shorter name",
+        )
     template = mapping_at(spec, "template", field="spec.template")
     tmeta = mapping_at(template, "metadata", field="spec.template.metadata")
     labels = labels_at(tmeta, "labels", field="spec.template.metadata.labels")
@@ -102,7 +120,9 @@ def workload_pods(obj: Mapping[str, Any], origin: Origin, kind: str) -> list[Pod
     tspec = mapping_at(template, "spec", field="spec.template.spec")
     hostname, subdomain, ports = _pod_template(tspec, field="spec.template.spec")
     if kind == "StatefulSet":
-        subdomain = string_at(spec, "serviceName", field="spec.serviceName").lower() or None
+        service_name = string_at(spec, "serviceName", field="spec.serviceName")
+        validate.label(service_name, field="spec.serviceName", what="Service name")
+        subdomain = service_name or None
     pods: list[PodSpec] = []
     template_hash = generated_suffix(f"{namespace}/{name}", 10)
     for i in range(count):
@@ -135,14 +155,7 @@ def _replicas(spec: Mapping[str, Any], kind: str) -> int:
     if kind == "DaemonSet":
         return 1  # no nodes here: one pod stands for the set
     key = "parallelism" if kind == "Job" else "replicas"
-    raw = spec.get(key, 1)
-    if raw is None:
-        raw = 1
-    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
-        raise ConversionError(
-            f"spec.{key}", f"{shown(raw)} is not a count", "use an integer 0 or more"
-        )
-    return raw
+    return validate.count(spec.get(key), field=f"spec.{key}", default=1)
 
 
 def _check_selector(spec: Mapping[str, Any], labels: Mapping[str, str], kind: str) -> None:
@@ -165,9 +178,11 @@ def _check_selector(spec: Mapping[str, Any], labels: Mapping[str, str], kind: st
 def _pod_template(
     pod_spec: Mapping[str, Any], *, field: str
 ) -> tuple[str | None, str | None, dict[tuple[str, str], int]]:
-    hostname = string_at(pod_spec, "hostname", field=f"{field}.hostname").lower() or None
-    subdomain = string_at(pod_spec, "subdomain", field=f"{field}.subdomain").lower() or None
-    return hostname, subdomain, _container_ports(pod_spec, field=field)
+    hostname = string_at(pod_spec, "hostname", field=f"{field}.hostname")
+    validate.label(hostname, field=f"{field}.hostname", what="hostname")
+    subdomain = string_at(pod_spec, "subdomain", field=f"{field}.subdomain")
+    validate.label(subdomain, field=f"{field}.subdomain", what="subdomain")
+    return hostname or None, subdomain or None, _container_ports(pod_spec, field=field)
 
 
 def _container_ports(pod_spec: Mapping[str, Any], *, field: str) -> dict[tuple[str, str], int]:
@@ -182,7 +197,8 @@ def _container_ports(pod_spec: Mapping[str, Any], *, field: str) -> dict[tuple[s
                 if not isinstance(port, Mapping):
                     raise ConversionError(pat, "is not a mapping", "write it as key: value pairs")
                 number = port_number(port.get("containerPort"), field=f"{pat}.containerPort")
-                name = string_at(port, "name", field=f"{pat}.name").lower()
+                name = string_at(port, "name", field=f"{pat}.name")
+                validate.port_name(name, field=f"{pat}.name")
                 protocol = string_at(
                     port, "protocol", field=f"{pat}.protocol", default="TCP"
                 ).lower()
