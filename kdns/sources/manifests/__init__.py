@@ -25,12 +25,13 @@ from kdns.sources.manifests.data import ManifestData, digests, events
 from kdns.sources.manifests.errors import ManifestError
 from kdns.sources.manifests.files import manifest_files
 from kdns.sources.manifests.load import load_manifests
-from kdns.sources.manifests.poll import run_manifests
+from kdns.sources.manifests.poll import ReloadStatus, run_manifests
 from kdns.sources.manifests.table import render_endpoints
 
 __all__ = [
     "ManifestData",
     "ManifestError",
+    "ReloadStatus",
     "digests",
     "events",
     "load_manifests",

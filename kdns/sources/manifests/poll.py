@@ -1,11 +1,17 @@
-"""Watching the manifests: poll the files and apply a full reload on any change."""
+"""Watching the manifests: poll the files and apply a full reload on any change.
+
+Loads are all-or-nothing: while one file is broken, no edit is applied and the last good
+data stays served. `ReloadStatus` says so, for the metrics and the log.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from kdns.cluster.model import Event
@@ -16,6 +22,49 @@ from kdns.sources.manifests.files import manifest_files
 from kdns.sources.manifests.load import load_manifests
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ReloadStatus:
+    """What the manifests poller last did; `run_manifests` keeps it up to date (the caller
+    may read it at any time from the event loop's thread).
+
+    For metrics: reload failed = `failing` (0/1), last success = `last_good_load`.
+    """
+
+    last_good_load: float | None = None
+    """Unix seconds when the data being served was loaded (the first load included);
+    None before any load succeeded."""
+    last_error: str | None = None
+    """The error of the latest load (one line: file, document, field, fix) while it is
+    failing; None once a load succeeds."""
+    failing_since: float | None = None
+    """Unix seconds of the first failed load of the current failure; None when not failing."""
+    failed_loads: int = 0
+    """Loads that failed since start (a counter: it never goes down)."""
+    failed_in_a_row: int = 0
+    """Loads that failed since the last one that succeeded."""
+    good_loads: int = 0
+    """Loads that succeeded since start, the first included (a counter)."""
+
+    @property
+    def failing(self) -> bool:
+        """True while the latest load failed: edits are not being applied."""
+        return self.last_error is not None
+
+    def succeeded(self, at: float) -> None:
+        self.last_good_load = at
+        self.last_error = None
+        self.failing_since = None
+        self.failed_in_a_row = 0
+        self.good_loads += 1
+
+    def failed(self, error: str, at: float) -> None:
+        self.last_error = error
+        if self.failing_since is None:
+            self.failing_since = at
+        self.failed_loads += 1
+        self.failed_in_a_row += 1
 
 
 def _snapshot(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...] | str:
@@ -36,28 +85,36 @@ async def run_manifests(
     poll_seconds: float = 0.5,
     on_error: Callable[[str], None] | None = None,
     initial: ManifestData | None = None,
+    status: ReloadStatus | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> None:
     """Serve the manifests: load and apply them (unless `initial` was already applied),
     then poll the files every `poll_seconds` and apply a full reload on any change.
+    Runs until cancelled.
 
-    Errors in the first load are raised (ManifestError); a later reload that fails keeps
-    the last good data and is logged (and passed to `on_error`) once per change.
+    Errors in the first load are raised (ManifestError). A later reload that fails
+    (ManifestError, OSError) never ends the loop: the last good data stays, the failure is
+    logged once per change, passed to `on_error` and recorded in `status`. Any other
+    exception is a bug and propagates (the caller restarts the source).
     """
+    status = ReloadStatus() if status is None else status
     snapshot = await asyncio.to_thread(_snapshot, paths)
     if initial is None:
-        initial = await asyncio.to_thread(
-            load_manifests, paths, service_cidrs=service_cidrs, pod_cidrs=pod_cidrs
-        )
+        try:
+            initial = await asyncio.to_thread(
+                load_manifests, paths, service_cidrs=service_cidrs, pod_cidrs=pod_cidrs
+            )
+        except ManifestError as exc:
+            status.failed(str(exc), clock())
+            raise
         for event in events(initial):
             apply(event)
+    status.succeeded(initial.loaded_at or clock())
     # Keep a digest per kind, not the data: after a reload the index keeps its own (equal)
     # objects, so holding the loaded ones would be a second copy.
     current = digests(initial)
-    warned = set(initial.warnings)
-    for line in initial.warnings:
-        log.warning("%s", line)
+    logged = {*initial.warnings, *initial.notes}  # load_manifests logged these already
     del initial
-    failing = False
     while True:
         await asyncio.sleep(poll_seconds)
         now = await asyncio.to_thread(_snapshot, paths)
@@ -66,22 +123,28 @@ async def run_manifests(
         snapshot = now
         try:
             data = await asyncio.to_thread(
-                load_manifests, paths, service_cidrs=service_cidrs, pod_cidrs=pod_cidrs
+                load_manifests,
+                paths,
+                service_cidrs=service_cidrs,
+                pod_cidrs=pod_cidrs,
+                report=False,
             )
-        except ManifestError as exc:
-            message = f"manifests reload failed, keeping the last good data: {exc}"
-            log.error("%s", message)
-            failing = True
+        except (ManifestError, OSError) as exc:
+            status.failed(str(exc), clock())
+            log.error(
+                "manifests reload failed (%d in a row), edits are not applied and the data "
+                "loaded at %s is still served: %s",
+                status.failed_in_a_row,
+                _utc(status.last_good_load),
+                exc,
+            )
             if on_error is not None:
                 on_error(str(exc))
             continue
-        for line in data.warnings:
-            if line not in warned:
-                warned.add(line)
-                log.warning("%s", line)
-        if failing:
-            log.info("manifests reload succeeded again")
-            failing = False
+        if status.failing:
+            log.info("manifests reload succeeded again; edits are applied")
+        status.succeeded(data.loaded_at)
+        logged = _log_new(data, logged)
         now_digests = digests(data)
         if now_digests == current:
             continue
@@ -95,3 +158,18 @@ async def run_manifests(
             len(data.slices),
             len(data.pods),
         )
+
+
+def _log_new(data: ManifestData, logged: set[str]) -> set[str]:
+    """Log the warnings and notes of `data` not in `logged`; the lines of `data`."""
+    for line in data.warnings:
+        if line not in logged:
+            log.warning("%s", line)
+    for line in data.notes:
+        if line not in logged:
+            log.info("%s", line)
+    return {*data.warnings, *data.notes}
+
+
+def _utc(at: float | None) -> str:
+    return "never" if at is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
