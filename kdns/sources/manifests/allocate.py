@@ -125,9 +125,37 @@ def _allocate(
 
 
 def assign_cluster_ips(services: Mapping[Key, ServiceSpec], pool: Mapping[int, Allocator]) -> None:
-    """Complete each Service's ClusterIPs in place: explicit ones are reserved first
-    (a duplicate is an error, as the API server says "provided IP is already allocated"),
-    then the missing families are allocated."""
+    """Complete each Service's ClusterIPs in place: explicit ones are reserved first, then
+    the missing families are allocated."""
+    _reserve_explicit(services, pool)
+    wanted: list[tuple[str, int]] = []
+    for (ns, name), spec in services.items():
+        have = {ip.version for ip in spec.service.cluster_ips}
+        if spec.allocates and (spec.dual or not have):
+            wanted += [(f"{ns}/{name}", v) for v in spec.families if v in pool and v not in have]
+    allocated = _allocate(wanted, pool)
+    for (ns, name), spec in services.items():
+        extra: list[IPAddress] = []
+        for version in spec.families:
+            if (f"{ns}/{name}", version) not in allocated:
+                continue  # given, or no CIDR of that family
+            got = allocated[(f"{ns}/{name}", version)]
+            if got is None:
+                raise spec.origin.fail(
+                    "spec.clusterIP",
+                    f"no free address in {pool[version].network}",
+                    "use a larger --service-cidr",
+                )
+            extra.append(got)
+        if extra:
+            svc = spec.service
+            ips = sorted((*svc.cluster_ips, *extra), key=lambda a: _rank(spec.families, a.version))
+            spec.service = Service(svc.namespace, svc.name, tuple(ips), ports=svc.ports)
+
+
+def _reserve_explicit(services: Mapping[Key, ServiceSpec], pool: Mapping[int, Allocator]) -> None:
+    """Reserve the ClusterIPs the manifests give; one given twice is an error, as the API
+    server says "provided IP is already allocated"."""
     owners: dict[IPAddress, Key] = {}
     for key, spec in sorted(services.items()):
         for ip in spec.service.cluster_ips:
@@ -141,33 +169,6 @@ def assign_cluster_ips(services: Mapping[Key, ServiceSpec], pool: Mapping[int, A
             owners[ip] = key
             for alloc in pool.values():
                 alloc.reserve(ip)
-    wanted: list[tuple[str, int]] = []
-    for (ns, name), spec in services.items():
-        if not spec.allocates:
-            continue
-        have = {ip.version for ip in spec.service.cluster_ips}
-        if have and not spec.dual:
-            continue
-        wanted += [(f"{ns}/{name}", v) for v in spec.families if v in pool and v not in have]
-    allocated = _allocate(wanted, pool)
-    for (ns, name), spec in services.items():
-        extra: list[IPAddress] = []
-        for version in spec.families:
-            wanted_key = (f"{ns}/{name}", version)
-            if wanted_key not in allocated:
-                continue
-            got = allocated[wanted_key]
-            if got is None:
-                raise spec.origin.fail(
-                    "spec.clusterIP",
-                    f"no free address in {pool[version].network}",
-                    "use a larger --service-cidr",
-                )
-            extra.append(got)
-        if extra:
-            svc = spec.service
-            ips = sorted((*svc.cluster_ips, *extra), key=lambda a: _rank(spec.families, a.version))
-            spec.service = Service(svc.namespace, svc.name, tuple(ips), ports=svc.ports)
 
 
 def _rank(families: Sequence[int], version: int) -> int:

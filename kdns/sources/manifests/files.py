@@ -42,24 +42,7 @@ def find_files(paths: Sequence[Path]) -> Found:
     real: set[str] = set()
     for path in paths:
         if path.is_dir():
-            found: list[Path] = []
-            for p in path.rglob("*"):
-                if p.suffix not in SUFFIXES:
-                    continue
-                if p.is_file():
-                    found.append(p)
-                elif p.is_symlink() and not p.exists():
-                    warnings.append(
-                        f"{p}: skipped, a symbolic link to {os.readlink(p)}, which does not "
-                        "exist; fix or remove the link"
-                    )
-            if not found:
-                warnings.append(
-                    f"{path}: no manifest files (*.yaml, *.yml, *.json) in this folder, so "
-                    "only the built-in kubernetes Service is served; add manifests or fix "
-                    "the path"
-                )
-            files.extend(p for p in sorted(found) if _first(p, real))
+            files.extend(p for p in _folder_files(path, warnings) if _first(p, real))
         elif path.is_file():
             if _first(path, real):
                 files.append(path)
@@ -70,6 +53,28 @@ def find_files(paths: Sequence[Path]) -> Found:
         else:
             raise ManifestError(f"{path}: no such file or folder; give a manifest file or folder")
     return Found(files, sorted(warnings))
+
+
+def _folder_files(folder: Path, warnings: list[str]) -> list[Path]:
+    """The manifest files under `folder`, sorted; warnings for what looks meant but is not
+    read."""
+    found: list[Path] = []
+    for p in folder.rglob("*"):
+        if p.suffix not in SUFFIXES:
+            continue
+        if p.is_file():
+            found.append(p)
+        elif p.is_symlink() and not p.exists():
+            warnings.append(
+                f"{p}: skipped, a symbolic link to {os.readlink(p)}, which does not exist; "
+                "fix or remove the link"
+            )
+    if not found:
+        warnings.append(
+            f"{folder}: no manifest files (*.yaml, *.yml, *.json) in this folder, so only the "
+            "built-in kubernetes Service is served; add manifests or fix the path"
+        )
+    return sorted(found)
 
 
 def _first(path: Path, real: set[str]) -> bool:

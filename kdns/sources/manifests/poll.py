@@ -115,6 +115,10 @@ async def run_manifests(
     current = digests(initial)
     logged = {*initial.warnings, *initial.notes}  # load_manifests logged these already
     del initial
+
+    def reload() -> ManifestData:
+        return load_manifests(paths, service_cidrs=service_cidrs, pod_cidrs=pod_cidrs, report=False)
+
     while True:
         await asyncio.sleep(poll_seconds)
         now = await asyncio.to_thread(_snapshot, paths)
@@ -122,22 +126,9 @@ async def run_manifests(
             continue
         snapshot = now
         try:
-            data = await asyncio.to_thread(
-                load_manifests,
-                paths,
-                service_cidrs=service_cidrs,
-                pod_cidrs=pod_cidrs,
-                report=False,
-            )
+            data = await asyncio.to_thread(reload)
         except (ManifestError, OSError) as exc:
-            status.failed(str(exc), clock())
-            log.error(
-                "manifests reload failed (%d in a row), edits are not applied and the data "
-                "loaded at %s is still served: %s",
-                status.failed_in_a_row,
-                _utc(status.last_good_load),
-                exc,
-            )
+            _failed(status, str(exc), clock())
             if on_error is not None:
                 on_error(str(exc))
             continue
@@ -145,19 +136,37 @@ async def run_manifests(
             log.info("manifests reload succeeded again; edits are applied")
         status.succeeded(data.loaded_at)
         logged = _log_new(data, logged)
-        now_digests = digests(data)
-        if now_digests == current:
-            continue
-        for event, new, old in zip(events(data), now_digests, current, strict=True):
-            if new != old:
-                apply(event)
-        current = now_digests
-        log.info(
-            "manifests reloaded: %d services, %d endpointslices, %d pods",
-            len(data.services),
-            len(data.slices),
-            len(data.pods),
-        )
+        current = _apply_changes(data, current, apply)
+
+
+def _failed(status: ReloadStatus, error: str, at: float) -> None:
+    status.failed(error, at)
+    log.error(
+        "manifests reload failed (%d in a row), edits are not applied and the data loaded "
+        "at %s is still served: %s",
+        status.failed_in_a_row,
+        _utc(status.last_good_load),
+        error,
+    )
+
+
+def _apply_changes(
+    data: ManifestData, current: tuple[int, ...], apply: Callable[[Event], object]
+) -> tuple[int, ...]:
+    """Apply the kinds of `data` whose digest differs from `current`; the new digests."""
+    now = digests(data)
+    if now == current:
+        return current
+    for event, new, old in zip(events(data), now, current, strict=True):
+        if new != old:
+            apply(event)
+    log.info(
+        "manifests reloaded: %d services, %d endpointslices, %d pods",
+        len(data.services),
+        len(data.slices),
+        len(data.pods),
+    )
+    return now
 
 
 def _log_new(data: ManifestData, logged: set[str]) -> set[str]:
