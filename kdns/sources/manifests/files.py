@@ -19,7 +19,7 @@ import yaml
 from kdns.sources.manifests import limits
 from kdns.sources.manifests.errors import ManifestError, Origin, too_deep, too_long_number
 from kdns.sources.manifests.jsonlist import JsonList, json_error, json_list
-from kdns.sources.manifests.yamldocs import LimitError, documents
+from kdns.sources.manifests.yamldocs import LimitError, check_document_sizes, documents
 
 SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -133,9 +133,14 @@ def _documents(path: Path) -> Iterator[Any]:
     try:
         if path.suffix == ".json":
             del data
-            yield from _json_documents(path, text)
+            stream = _json_documents(path, text)
         else:
-            yield from documents(data, text)
+            check_document_sizes(data)
+            anchors = b"&" in data  # no anchor, no alias: nothing to measure
+            del data
+            stream = documents(text, anchors=anchors)
+        del text  # only the parser holds the text: it can go as soon as the parser is done
+        yield from stream
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(str(exc.problem or exc.context or "invalid").split())

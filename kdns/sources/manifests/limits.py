@@ -33,8 +33,8 @@ shares an aliased value instead of copying it, but everything that walks the doc
 nested aliases stand for 10**9 values."""
 
 MAX_PODS = 200_000
-"""Pods in all (bare Pods and those generated for workloads). A real cluster holds at most
-150,000 Pods (Kubernetes' scalability limits)."""
+"""Pods in all: a workload whose Pods would bring the count (bare Pods included) above it
+is refused. A real cluster holds at most 150,000 Pods (Kubernetes' scalability limits)."""
 
 MAX_SELECTED_ENDPOINTS = 2_000_000
 """Endpoints computed for selector Services, in all (each Pod once per Service selecting it

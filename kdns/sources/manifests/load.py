@@ -184,8 +184,8 @@ class _Parsed:
             elif kind not in self._unknown_kinds:
                 self._unknown_kinds.add(kind)
                 self.warnings.append(
-                    f"{origin.path}: document {origin.document}: kind {kind} is not known "
-                    "to kdns; objects of this kind are ignored"
+                    f"{origin.path}: document {origin.document}: kind {kind[:80]} is not "
+                    "known to kdns; objects of this kind are ignored"
                 )
         except ConversionError as err:
             raise origin.error(err) from None

@@ -118,11 +118,10 @@ def _alias_message(what: str) -> str:
     )
 
 
-def documents(data: bytes, text: str) -> Iterator[Any]:
-    """The documents of a YAML stream (`data` its bytes, `text` decoded), one at a time.
-    Raises LimitError, yaml.YAMLError, or RecursionError/ValueError as PyYAML does."""
-    check_document_sizes(data)
-    anchors = b"&" in data  # no anchor, no alias: nothing to measure
+def documents(text: str, *, anchors: bool) -> Iterator[Any]:
+    """The documents of a YAML stream, one at a time; with `anchors` (the text has `&`),
+    each is measured as if its aliases were expanded. Raises LimitError, yaml.YAMLError,
+    or RecursionError/ValueError as PyYAML does."""
     loader = _BoundedLoader(text)
     repeated = 0
     number = 0
