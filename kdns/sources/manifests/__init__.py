@@ -8,14 +8,15 @@ docs/architecture.md ("kdns/sources/") and docs/operations.md (`kdns manifests`)
 
 One module per concern, in the order a load runs:
 
-- `files`: finding the files and reading their documents (`jsonlist`: a JSON `List`
-  item by item);
+- `files`: finding the files and reading their documents (`yamldocs`: YAML, bounded;
+  `jsonlist`: a JSON `List` item by item);
 - `load`: the phases (parse, allocate, compute) and the kinds read; `services` and
   `workloads` parse Services and Pods (workloads expanded as their controllers would);
+  `validate` checks fields as the API server does; `limits` bounds what a load builds;
 - `allocate`: stable ClusterIPs and pod IPs;
 - `endpoints`: EndpointSlices computed for selector Services;
 - `data`: the result and its events; `table`: the kubectl-like table;
-- `poll`: the polling loop.
+- `poll`: the polling loop and its `ReloadStatus`.
 
 The rules are fixed so answers are the same on every start; each module's docstring
 states its own.
