@@ -229,12 +229,17 @@ def _describe(origin: Origin, obj: Mapping[str, Any]) -> Origin:
     ns = meta.get("namespace") if isinstance(meta, Mapping) else None
     what = kind
     if isinstance(name, str) and name:
+        name = name if len(name) <= _CUT else _cut(name)
         if kind == "Namespace":
-            what = f"{kind} {_cut(name)}"
+            what = f"{kind} {name}"
         else:
-            what = f"{kind} {_cut(ns) if isinstance(ns, str) and ns else 'default'}/{_cut(name)}"
+            ns = (ns if len(ns) <= _CUT else _cut(ns)) if isinstance(ns, str) and ns else "default"
+            what = f"{kind} {ns}/{name}"
     return Origin(origin.path, origin.document, origin.prefix, what)
 
 
-def _cut(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
+_CUT = 80  # characters of a name a description shows
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _CUT else text[:_CUT] + "..."

@@ -168,7 +168,7 @@ class _Parsed:
     _unknown_kinds: set[str] = field(default_factory=set)
     _ignored: Counter[str] = field(default_factory=Counter)  # in the current file
     _seen: dict[tuple[str, str, str], Origin] = field(default_factory=dict)
-    _hostnames: set[str] = field(default_factory=set)  # endpoint hostnames found valid
+    _labels: set[str] = field(default_factory=set)  # found valid DNS labels (validate)
 
     def add(self, origin: Origin, obj: Mapping[str, Any]) -> None:
         """Parse one object. Raises ManifestError naming `origin`."""
@@ -179,7 +179,7 @@ class _Parsed:
             if kind in IGNORED_KINDS:
                 self._ignored[kind] += 1
             elif kind in KINDS or kind in WORKLOAD_KINDS:
-                validate.metadata(kind, obj)
+                validate.metadata(kind, obj, known=self._labels)
                 self._add(kind, origin, obj)
             elif kind not in self._unknown_kinds:
                 self._unknown_kinds.add(kind)
@@ -197,18 +197,24 @@ class _Parsed:
                 self._claim(kind, ("", namespace.name), origin)
                 self.namespaces[namespace.name] = namespace
             case "Service":
-                spec = parse_service(obj, origin, primary=self.primary, configured=self.configured)
+                spec = parse_service(
+                    obj,
+                    origin,
+                    primary=self.primary,
+                    configured=self.configured,
+                    known=self._labels,
+                )
                 key = (spec.service.namespace, spec.service.name)
                 self._claim(kind, key, origin)
                 self.services[key] = spec
             case "EndpointSlice":
                 es = endpointslice_from_api(obj)
                 if es is not None:  # an FQDN slice: nothing DNS serves
-                    validate.endpoint_hostnames(kind, obj, known=self._hostnames)
+                    validate.endpoint_hostnames(kind, obj, known=self._labels)
                     self._add_slices(kind, [es], origin)
             case "Endpoints":
                 slices = slices_from_endpoints(obj)
-                validate.endpoint_hostnames(kind, obj, known=self._hostnames)
+                validate.endpoint_hostnames(kind, obj, known=self._labels)
                 self._add_slices(kind, slices, origin)
             case "Pod":
                 pod = parse_pod(obj, origin)

@@ -51,10 +51,16 @@ class ServiceSpec:
 
 
 def parse_service(
-    obj: Mapping[str, Any], origin: Origin, *, primary: int, configured: frozenset[int]
+    obj: Mapping[str, Any],
+    origin: Origin,
+    *,
+    primary: int,
+    configured: frozenset[int],
+    known: set[str],
 ) -> ServiceSpec:
     """A Service manifest; `primary` is the first service CIDR's IP version, `configured`
-    the versions that have a service CIDR."""
+    the versions that have a service CIDR, `known` the DNS labels found valid (port names
+    repeat)."""
     service = service_from_api(obj)
     spec = mapping_at(obj, "spec", field="spec")
     stype = string_at(spec, "type", field="spec.type", default="ClusterIP")
@@ -72,19 +78,21 @@ def parse_service(
         origin=origin,
         type=stype,
         selector=labels_at(spec, "selector", field="spec.selector") or None,
-        targets=_target_ports(spec, service.ports),
+        targets=_target_ports(spec, service.ports, known),
         publish_not_ready=spec.get("publishNotReadyAddresses") is True,
         families=families,
         dual=dual,
     )
 
 
-def _target_ports(spec: Mapping[str, Any], ports: Sequence[ServicePort]) -> tuple[TargetPort, ...]:
+def _target_ports(
+    spec: Mapping[str, Any], ports: Sequence[ServicePort], known: set[str]
+) -> tuple[TargetPort, ...]:
     targets: list[TargetPort] = []
     raw_ports = list_at(spec, "ports", field="spec.ports")
     names: dict[str, int] = {}
     for i, (raw, port) in enumerate(zip(raw_ports, ports, strict=True)):
-        _check_port_name(raw.get("name"), i, names)
+        _check_port_name(raw.get("name"), i, names, known)
         target: Any = raw.get("targetPort")
         at = f"spec.ports[{i}].targetPort"
         if target is None or target == "":
@@ -101,17 +109,16 @@ def _target_ports(spec: Mapping[str, Any], ports: Sequence[ServicePort]) -> tupl
     return tuple(targets)
 
 
-def _check_port_name(name: Any, i: int, names: dict[str, int]) -> None:
+def _check_port_name(name: Any, i: int, names: dict[str, int], known: set[str]) -> None:
     """As the API server: a DNS-1123 label, unique in the Service (the names name the SRV
     records, docs/rules.md R10). The API server also wants every port named when there
     are several; kdns serves an unnamed one without SRV records (R12), as it always has."""
-    at = f"spec.ports[{i}].name"
-    validate.label(name, field=at, what="port name")
-    if not isinstance(name, str) or not name:
+    if not name:
         return
+    validate.known_label(name, known, field=f"spec.ports[{i}].name", what="port name")
     if name in names:
         raise ConversionError(
-            at,
+            f"spec.ports[{i}].name",
             f"{shown(name)} is also the name of spec.ports[{names[name]}]",
             "give each port its own name",
         )

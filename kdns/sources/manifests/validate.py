@@ -32,6 +32,8 @@ IP_FAMILIES_MAX = 2  # spec.ipFamilies and spec.clusterIPs: one per family
 _LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
 _SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
 _PORT_NAME = re.compile(r"[a-z0-9](?:-?[a-z0-9])*")
+_label_match = _LABEL.fullmatch
+_subdomain_match = _SUBDOMAIN.fullmatch
 
 LABEL_RULE = (
     "a DNS-1123 label: at most 63 characters, lower-case letters, digits and '-', "
@@ -78,7 +80,9 @@ def is_subdomain(value: str) -> bool:
 
 def label(value: Any, *, field: str, what: str = "name") -> None:
     """`value`, when a string, must be a DNS-1123 label."""
-    if isinstance(value, str) and value and not is_label(value):
+    if value.__class__ is str and len(value) <= LABEL_MAX and _label_match(value):
+        return  # the common case first: this runs for every name of every object
+    if isinstance(value, str) and value:
         raise ConversionError(
             field,
             f"{shown(value)} is not a valid {what}: {LABEL_RULE}",
@@ -86,9 +90,21 @@ def label(value: Any, *, field: str, what: str = "name") -> None:
         )
 
 
+def known_label(value: Any, known: set[str], *, field: str, what: str) -> None:
+    """As `label`, for strings that repeat (namespaces, port names, hostnames): the ones
+    found valid are kept in `known` and not matched again."""
+    if value.__class__ is str and value in known:
+        return
+    label(value, field=field, what=what)
+    if value.__class__ is str:
+        known.add(value)
+
+
 def subdomain(value: Any, *, field: str, what: str = "name") -> None:
     """`value`, when a string, must be a DNS-1123 subdomain."""
-    if isinstance(value, str) and value and not is_subdomain(value):
+    if value.__class__ is str and len(value) <= SUBDOMAIN_MAX and _subdomain_match(value):
+        return
+    if isinstance(value, str) and value:
         raise ConversionError(
             field,
             f"{shown(value)} is not a valid {what}: {SUBDOMAIN_RULE}",
@@ -147,18 +163,19 @@ def count(value: Any, *, field: str, default: int) -> int:
     return value
 
 
-def metadata(kind: str, obj: Mapping[str, Any]) -> None:
-    """The object's name and namespace, by the rule of its kind."""
+def metadata(kind: str, obj: Mapping[str, Any], *, known: set[str]) -> None:
+    """The object's name and namespace, by the rule of its kind (`known`: see
+    `known_label`)."""
     meta = obj.get("metadata")
     if not isinstance(meta, Mapping):
         return
     name = meta.get("name")
-    if kind in NAMESPACE_NAME_KINDS:
-        label(name, field="metadata.name", what=f"{kind} name")
-    else:
-        subdomain(name, field="metadata.name", what=f"{kind} name")
+    check = label if kind in NAMESPACE_NAME_KINDS else subdomain
+    check(name, field="metadata.name", what=f"{kind} name")
     if kind != "Namespace":
-        label(meta.get("namespace"), field="metadata.namespace", what="namespace name")
+        namespace = meta.get("namespace")
+        if namespace is not None:
+            known_label(namespace, known, field="metadata.namespace", what="namespace name")
 
 
 def at_most(items: Any, limit: int, *, field: str, what: str) -> None:
@@ -171,16 +188,16 @@ def at_most(items: Any, limit: int, *, field: str, what: str) -> None:
 
 def endpoint_hostnames(kind: str, obj: Mapping[str, Any], *, known: set[str]) -> None:
     """Endpoint hostnames and port names of an EndpointSlice or an Endpoints object
-    (walked after conversion, so the shapes are known to be right). `known` holds the
-    hostnames already found valid: they repeat across slices (`web-0`, `web-1`, ...)."""
+    (walked after conversion, so the shapes are known to be right; `known`: see
+    `known_label`)."""
     if kind == "EndpointSlice":
         _endpoints(obj.get("endpoints"), "endpoints", known, addresses="addresses")
-        _port_names(obj.get("ports"), "ports")
+        _port_names(obj.get("ports"), "ports", known)
         return
     for s, subset in enumerate(obj.get("subsets") or ()):
         for key in ("addresses", "notReadyAddresses"):
             _endpoints(subset.get(key), f"subsets[{s}].{key}", known, addresses=None)
-        _port_names(subset.get("ports"), f"subsets[{s}].ports")
+        _port_names(subset.get("ports"), f"subsets[{s}].ports", known)
 
 
 def _endpoints(entries: Any, field: str, known: set[str], *, addresses: str | None) -> None:
@@ -188,21 +205,22 @@ def _endpoints(entries: Any, field: str, known: set[str], *, addresses: str | No
         return
     if addresses is not None:
         at_most(entries, ENDPOINTS_PER_SLICE_MAX, field=field, what="endpoints")
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(entries):  # per endpoint: the checks inline, errors apart
         hostname = entry.get("hostname")
-        if isinstance(hostname, str) and hostname not in known:
-            label(hostname, field=f"{field}[{i}].hostname", what="hostname")
-            known.add(hostname)
+        if hostname is not None and (hostname.__class__ is not str or hostname not in known):
+            known_label(hostname, known, field=f"{field}[{i}].hostname", what="hostname")
         if addresses is not None:
-            at_most(
-                entry.get(addresses),
-                ADDRESSES_PER_ENDPOINT_MAX,
-                field=f"{field}[{i}].{addresses}",
-                what="addresses",
-            )
+            found = entry.get(addresses)
+            if found.__class__ is list and len(found) > ADDRESSES_PER_ENDPOINT_MAX:
+                at_most(
+                    found,
+                    ADDRESSES_PER_ENDPOINT_MAX,
+                    field=f"{field}[{i}].{addresses}",
+                    what="addresses",
+                )
 
 
-def _port_names(ports: Any, field: str) -> None:
+def _port_names(ports: Any, field: str, known: set[str]) -> None:
     for i, port in enumerate(ports or ()):
-        if isinstance(port, Mapping):
-            label(port.get("name"), field=f"{field}[{i}].name", what="port name")
+        if isinstance(port, Mapping) and port.get("name"):
+            known_label(port.get("name"), known, field=f"{field}[{i}].name", what="port name")

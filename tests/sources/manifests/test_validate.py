@@ -135,6 +135,21 @@ REFUSED = [
         r'subsets\[0\]\.notReadyAddresses\[0\]\.hostname: "-x" is not a valid hostname',
     ),
     (
+        "endpointslice with 1001 endpoints",
+        "kind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\nendpoints: ["
+        + ", ".join(f"{{addresses: [10.0.{i // 250}.{i % 250 + 1}]}}" for i in range(1001))
+        + "]\n",
+        r"endpoints: has 1001 endpoints, more than the 1000 the API allows; split it$",
+    ),
+    (
+        "endpoint with 101 addresses",
+        "kind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\nendpoints: "
+        "[{addresses: [10.0.0.1]}, {addresses: ["
+        + ", ".join(f"10.1.0.{i + 1}" for i in range(101))
+        + "]}]\n",
+        r"endpoints\[1\]\.addresses: has 101 addresses, more than the 100 the API allows",
+    ),
+    (
         "endpointslice port name",
         "kind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\n"
         "endpoints: [{addresses: [10.0.0.1]}]\nports: [{name: Web, port: 80}]\n",
