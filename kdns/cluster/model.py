@@ -223,6 +223,10 @@ class EndpointSlice:
         """How many endpoints the slice has, without building them."""
         return len(self.packed) // self.width if self.sizes is None else len(self.sizes)
 
+    def raws(self) -> list[bytes]:
+        """Every address of every endpoint as raw bytes, in order."""
+        return raw_addresses(self.packed, self.width)
+
     def raw_entries(self) -> Iterator[tuple[bool, str | None, bytes]]:
         """(ready, hostname, raw address) of every address of every endpoint, in order (an
         endpoint's addresses share its readiness and hostname), without building

@@ -40,7 +40,7 @@ def test_raw_entries_and_counts_agree_with_the_endpoint_values(
     assert es.endpoint_count == len(endpoints)
     assert es.address_count == address_count(es.packed, es.width) == len(expected)
     raws = raw_addresses(es.packed, es.width)
-    assert raws == [raw for _, _, raw in expected]
+    assert raws == es.raws() == [raw for _, _, raw in expected]
     assert pack_raw(raws, es.width) == es.packed
     assert unpack_addresses(es.packed, es.width) == [a for e in endpoints for a in e.addresses]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from kdns.cluster.model import EndpointSlice, Service, raw_addresses
+from kdns.cluster.model import EndpointSlice, Service
 
 if TYPE_CHECKING:
     from kdns.sources.manifests.data import ManifestData
@@ -76,7 +76,7 @@ def table_lines(
 def _ready_raws(es: EndpointSlice) -> set[bytes]:
     """The distinct ready addresses of `es`, as raw bytes."""
     if not es.not_ready:
-        return set(raw_addresses(es.packed, es.width))
+        return set(es.raws())
     return {raw for ready, _, raw in es.raw_entries() if ready}
 
 
@@ -87,7 +87,7 @@ def _ready_counts(slices: Iterable[EndpointSlice]) -> tuple[int, int]:
     not_ready: set[bytes] = set()
     for es in slices:
         if not es.not_ready:
-            ready.update(raw_addresses(es.packed, es.width))
+            ready.update(es.raws())
             continue
         for is_ready, _, raw in es.raw_entries():
             (ready if is_ready else not_ready).add(raw)
