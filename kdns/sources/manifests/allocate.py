@@ -79,7 +79,8 @@ class Allocator:
 
     def reserve(self, ip: IPAddress) -> None:
         if self.contains(ip):
-            self._take(int(ip) - self.base)
+            offset = int(ip) - self.base
+            self._next[offset] = offset + 1
 
     def free(self, offset: int) -> bool:
         return offset not in self._next

@@ -223,7 +223,10 @@ def _list_item(
 def _describe(origin: Origin, obj: Mapping[str, Any]) -> Origin:
     """`origin` with what the object is: "Service default/web" (long names cut)."""
     kind = obj.get("kind")
-    kind = _cut(kind) if isinstance(kind, str) and kind else "object without kind"
+    if not isinstance(kind, str) or not kind:
+        kind = "object without kind"
+    elif len(kind) > _CUT:
+        kind = _cut(kind)
     meta = obj.get("metadata")
     name = meta.get("name") if isinstance(meta, Mapping) else None
     ns = meta.get("namespace") if isinstance(meta, Mapping) else None

@@ -92,7 +92,11 @@ def _target_ports(
     raw_ports = list_at(spec, "ports", field="spec.ports")
     names: dict[str, int] = {}
     for i, (raw, port) in enumerate(zip(raw_ports, ports, strict=True)):
-        _check_port_name(raw.get("name"), i, names, known)
+        name = raw.get("name")  # a string: the converter checked
+        if name:
+            if name not in known or name in names:  # else: valid, and new in this Service
+                _check_port_name(name, i, names, known)
+            names[name] = i
         target: Any = raw.get("targetPort")
         at = f"spec.ports[{i}].targetPort"
         if target is None or target == "":
@@ -109,12 +113,10 @@ def _target_ports(
     return tuple(targets)
 
 
-def _check_port_name(name: Any, i: int, names: dict[str, int], known: set[str]) -> None:
+def _check_port_name(name: str, i: int, names: dict[str, int], known: set[str]) -> None:
     """As the API server: a DNS-1123 label, unique in the Service (the names name the SRV
     records, docs/rules.md R10). The API server also wants every port named when there
     are several; kdns serves an unnamed one without SRV records (R12), as it always has."""
-    if not name:
-        return
     validate.known_label(name, known, field=f"spec.ports[{i}].name", what="port name")
     if name in names:
         raise ConversionError(
@@ -122,7 +124,6 @@ def _check_port_name(name: Any, i: int, names: dict[str, int], known: set[str]) 
             f"{shown(name)} is also the name of spec.ports[{names[name]}]",
             "give each port its own name",
         )
-    names[name] = i
 
 
 def _family_of(value: Any, *, field: str) -> int:
@@ -145,14 +146,12 @@ def _families(
             "use SingleStack, PreferDualStack or RequireDualStack",
         )
     raw_families = list_at(spec, "ipFamilies", field="spec.ipFamilies")
-    validate.at_most(
-        raw_families, validate.IP_FAMILIES_MAX, field="spec.ipFamilies", what="families"
-    )
-    validate.at_most(
-        spec.get("clusterIPs"), validate.IP_FAMILIES_MAX, field="spec.clusterIPs", what="addresses"
-    )
+    if raw_families or "clusterIPs" in spec:  # rare: checked only when present
+        most = validate.IP_FAMILIES_MAX
+        validate.at_most(raw_families, most, field="spec.ipFamilies", what="families")
+        validate.at_most(spec.get("clusterIPs"), most, field="spec.clusterIPs", what="addresses")
     families = [_family_of(f, field=f"spec.ipFamilies[{i}]") for i, f in enumerate(raw_families)]
-    if len(set(families)) < len(families):
+    if len(families) == 2 and families[0] == families[1]:
         raise ConversionError(
             "spec.ipFamilies", "names a family twice", "list IPv4 and IPv6 at most once each"
         )

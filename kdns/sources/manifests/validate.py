@@ -165,16 +165,19 @@ def count(value: Any, *, field: str, default: int) -> int:
 
 def metadata(kind: str, obj: Mapping[str, Any], *, known: set[str]) -> None:
     """The object's name and namespace, by the rule of its kind (`known`: see
-    `known_label`)."""
+    `known_label`). Runs for every object: the valid case is tested inline."""
     meta = obj.get("metadata")
     if not isinstance(meta, Mapping):
         return
     name = meta.get("name")
-    check = label if kind in NAMESPACE_NAME_KINDS else subdomain
-    check(name, field="metadata.name", what=f"{kind} name")
+    if kind in NAMESPACE_NAME_KINDS:
+        if not (name.__class__ is str and len(name) <= LABEL_MAX and _label_match(name)):
+            label(name, field="metadata.name", what=f"{kind} name")
+    elif not (name.__class__ is str and len(name) <= SUBDOMAIN_MAX and _subdomain_match(name)):
+        subdomain(name, field="metadata.name", what=f"{kind} name")
     if kind != "Namespace":
         namespace = meta.get("namespace")
-        if namespace is not None:
+        if namespace is not None and (namespace.__class__ is not str or namespace not in known):
             known_label(namespace, known, field="metadata.namespace", what="namespace name")
 
 
