@@ -326,6 +326,8 @@ class App:
         self._rrl: RateLimiter | None = None
         self._source_job: Callable[[], Awaitable[None]] | None = None
         self._peers: dict[int, Stats] = {}
+        # (failing, last_success) of the manifests poller, in manifests mode.
+        self._manifests_status: Callable[[], tuple[bool, float]] | None = None
 
     # ---- phases ------------------------------------------------------------------------
 
@@ -531,7 +533,13 @@ class App:
         return self.index.apply(event)
 
     def _start_manifests(self) -> Callable[[], Awaitable[None]]:
-        from kdns.sources.manifests import ManifestError, events, load_manifests, run_manifests
+        from kdns.sources.manifests import (
+            ManifestError,
+            ReloadStatus,
+            events,
+            load_manifests,
+            run_manifests,
+        )
 
         settings = self.settings
         filters = self.plan.filters
@@ -550,6 +558,13 @@ class App:
             for line in data.summary_lines():
                 log.info("%s", line)
         initial: list[object] = [data]
+        status = ReloadStatus()
+        loaded_at = data.loaded_at  # served until the poller's first report
+
+        def reload_status() -> tuple[bool, float]:
+            return status.failing, status.last_good_load or loaded_at
+
+        self._manifests_status = reload_status
 
         async def job() -> None:
             first = initial.pop() if initial else None
@@ -560,6 +575,7 @@ class App:
                 pod_cidrs=settings.pod_cidrs,
                 initial=first,  # type: ignore[arg-type]
                 filters=filters,
+                status=status,
             )
 
         return job
@@ -718,6 +734,8 @@ class App:
             files = [p for p in self.built.plugins if isinstance(p, FilePlugin)]
             if files:
                 statuses["zonefile"] = lambda: _worst([f.zones.status() for f in files])
+        if self._manifests_status is not None:
+            statuses["manifests"] = self._manifests_status
         return statuses
 
     async def _stop_http(self) -> None:

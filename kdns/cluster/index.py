@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
 from kdns.cluster.model import (
-    MIXED,
     ClusterObject,
     Delete,
     EndpointSlice,
@@ -32,8 +31,11 @@ from kdns.cluster.model import (
     Service,
     ServicePort,
     Upsert,
+    address_count,
     address_from_raw,
-    raw_address,
+    address_positions,
+    pack_raw,
+    raw_addresses,
     unpack_addresses,
 )
 from kdns.dns.view import ReadyEndpoint, ReverseName
@@ -88,13 +90,12 @@ class _Ready:
     def __init__(self, key: Key, segments: tuple[_Segment, ...]) -> None:
         self.key = key
         self.segments = segments
-        self.count = sum(len(s.packed) // s.width for s in segments)
+        self.count = sum(address_count(s.packed, s.width) for s in segments)
 
     def raws(self) -> Iterator[bytes]:
         """Every address as 4 or 16 raw bytes, in order (repeats when labels differ)."""
         for seg in self.segments:
-            for i in range(len(seg.packed) // seg.width):
-                yield raw_address(seg.packed, seg.width, i)
+            yield from raw_addresses(seg.packed, seg.width)
 
     def build(self) -> tuple[ReadyEndpoint, ...]:
         built: list[ReadyEndpoint] = []
@@ -113,21 +114,11 @@ class _Ready:
         labels: list[str] = []
         dashed: str | None = None
         for seg in self.segments:
-            width = seg.width
-            if width == MIXED:
-                needle = b"\x04" + raw + bytes(12) if len(raw) == 4 else b"\x06" + raw
-            elif width == len(raw):
-                needle = raw
-            else:
-                continue
-            at = seg.packed.find(needle)
-            while at >= 0:
-                if at % width == 0:  # a match across two addresses is not an address
-                    hostname = seg.hostnames[at // width] if seg.hostnames is not None else None
-                    if hostname is None:
-                        dashed = dashed or dashed_label(address_from_raw(raw))
-                    labels.append(hostname or dashed or "")
-                at = seg.packed.find(needle, at + 1)
+            for i in address_positions(seg.packed, seg.width, raw):
+                hostname = seg.hostnames[i] if seg.hostnames is not None else None
+                if hostname is None:
+                    dashed = dashed or dashed_label(address_from_raw(raw))
+                labels.append(hostname or dashed or "")
         return labels
 
 
@@ -135,46 +126,35 @@ def _segment(es: EndpointSlice, seen: set[tuple[str | None, bytes]]) -> _Segment
     """The ready endpoints of `es` not already in `seen` (as (label, raw address); a
     label equal to the dashed one counts as none, as the label is the same). The label is
     the hostname, else the pod name where the slice keeps one (`endpoint_pod_names`)."""
-    width, packed, hostnames, sizes = es.width, es.packed, es.hostnames, es.sizes
-    pod_names = es.pod_names
-    not_ready = es.not_ready
-    chunks: list[bytes] = []
+    raws: list[bytes] = []
     hosts: list[str | None] = []
-    # Every address kept as the slice has it: share the slice's bytes and hostnames.
-    whole = pod_names is None
-    at = 0
-    for i in range(len(sizes) if sizes is not None else len(packed) // width):
-        n = sizes[i] if sizes is not None else 1
-        if i in not_ready:  # EndpointSlice: ready=None is stored as ready
-            at += n
+    whole = True  # every address kept as the slice has it: share the slice's bytes
+    for ready, label, raw in es.raw_entries():
+        if not ready:  # EndpointSlice: ready=None is stored as ready
             whole = False
             continue
-        hostname = hostnames[i] if hostnames is not None else None
-        if hostname is None and pod_names is not None:
-            hostname = pod_names[i]
-        for k in range(at, at + n):
-            chunk = packed[k * width : (k + 1) * width]
-            raw = raw_address(packed, width, k) if width == MIXED else chunk
-            host = hostname
-            if (
-                host is not None
-                and not host.strip(_DASHED_CHARS)
-                and host == dashed_label(address_from_raw(raw))
-            ):
-                host = None
-                whole = False
-            if (host, raw) in seen:
-                whole = False
-                continue
-            seen.add((host, raw))
-            chunks.append(chunk)
-            hosts.append(host)
-        at += n
-    if not chunks:
+        host = label
+        if (
+            host is not None
+            and not host.strip(_DASHED_CHARS)
+            and host == dashed_label(address_from_raw(raw))
+        ):
+            host = None
+            whole = False
+        if (host, raw) in seen:
+            whole = False
+            continue
+        seen.add((host, raw))
+        raws.append(raw)
+        hosts.append(host)
+    if not raws:
         return None
-    if whole and (sizes is None or hostnames is None):
-        return _Segment(packed, width, hostnames, es.ports)
-    return _Segment(b"".join(chunks), width, tuple(hosts) if any(hosts) else None, es.ports)
+    hostnames = tuple(hosts) if any(hosts) else None
+    if not whole:
+        return _Segment(pack_raw(raws, es.width), es.width, hostnames, es.ports)
+    if hostnames == es.hostnames:  # one per address too: share the slice's tuple
+        hostnames = es.hostnames
+    return _Segment(es.packed, es.width, hostnames, es.ports)
 
 
 class _Bucket:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import enum
 import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
+from itertools import repeat
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -87,6 +88,13 @@ MIXED = 17
 """Address width of a slice mixing IPv4 and IPv6: a version byte, then 16 bytes (IPv4
 zero-padded). Single-family slices store 4 (IPv4) or 16 (IPv6) bytes an address."""
 
+# ---- the packed address layout -----------------------------------------------------------
+#
+# An `EndpointSlice` (and the index's per-Service merge of slices) keeps its addresses in
+# one `bytes`, `width` bytes an address (4, 16 or MIXED). Only the functions below and
+# `EndpointSlice` read or write that layout; everything else goes through them. A "raw"
+# address is its 4 (IPv4) or 16 (IPv6) network-order bytes: equal raws, equal addresses.
+
 
 def raw_address(packed: bytes, width: int, i: int) -> bytes:
     """The `i`th address of `packed` as its 4 (IPv4) or 16 (IPv6) network-order bytes."""
@@ -96,13 +104,49 @@ def raw_address(packed: bytes, width: int, i: int) -> bytes:
     return chunk
 
 
+def address_count(packed: bytes, width: int) -> int:
+    """How many addresses `packed` holds."""
+    return len(packed) // width
+
+
+def raw_addresses(packed: bytes, width: int) -> list[bytes]:
+    """Every address of `packed` as raw bytes, in order."""
+    if width == MIXED:
+        return [raw_address(packed, width, i) for i in range(len(packed) // width)]
+    return [packed[i : i + width] for i in range(0, len(packed), width)]
+
+
+def pack_raw(raws: Iterable[bytes], width: int) -> bytes:
+    """Raw addresses packed `width` bytes an address: the inverse of `raw_addresses`."""
+    if width != MIXED:
+        return b"".join(raws)
+    return b"".join(b"\x04" + r + bytes(12) if len(r) == 4 else b"\x06" + r for r in raws)
+
+
+def address_positions(packed: bytes, width: int, raw: bytes) -> list[int]:
+    """The indexes at which the raw address `raw` is in `packed`, in order."""
+    if width == MIXED:
+        needle = b"\x04" + raw + bytes(12) if len(raw) == 4 else b"\x06" + raw
+    elif width == len(raw):
+        needle = raw
+    else:
+        return []  # the other family: never there
+    found: list[int] = []
+    at = packed.find(needle)
+    while at >= 0:
+        if at % width == 0:  # a match across two addresses is not an address
+            found.append(at // width)
+        at = packed.find(needle, at + 1)
+    return found
+
+
 def unpack_addresses(packed: bytes, width: int) -> list[IPAddress]:
     """Every address in `packed`, in order."""
     if width == 4:  # from ints: twice as fast as from 4-byte slices
         return list(map(IPv4Address, struct.unpack(f">{len(packed) // 4}I", packed)))
     if width == 16:
         return [IPv6Address(packed[i : i + 16]) for i in range(0, len(packed), 16)]
-    return [address_from_raw(raw_address(packed, width, i)) for i in range(len(packed) // width)]
+    return [address_from_raw(raw) for raw in raw_addresses(packed, width)]
 
 
 def address_from_raw(raw: bytes) -> IPAddress:
@@ -118,12 +162,12 @@ class EndpointSlice:
     """A discovery.k8s.io/v1 EndpointSlice (or a converted v1 Endpoints subset).
 
     Built from `Endpoint` values but stored packed (at most 200 bytes an endpoint,
-    docs/benchmarking.md#targets): every address in one `bytes` (`width` bytes each),
-    hostnames only when some endpoint has one, not-ready and terminating endpoints by index;
-    pod names only when built with `pod_names=True`, and only for endpoints without a
-    hostname whose pod name is a DNS label (they name the endpoint then: CoreDNS's
-    `endpoint_pod_names`). Equality is "same DNS data" plus the terminating condition:
-    addresses, readiness, terminating, hostnames, kept pod names, ports.
+    docs/benchmarking.md#targets): every address in one `bytes` (`width` bytes each, see the
+    functions above), hostnames only when some endpoint has one, not-ready and terminating
+    endpoints by index; pod names only when built with `pod_names=True`, and only for
+    endpoints without a hostname whose pod name is a DNS label (they name the endpoint then:
+    CoreDNS's `endpoint_pod_names`). Equality is "same DNS data" plus the terminating
+    condition: addresses, readiness, terminating, hostnames, kept pod names, ports.
     `endpoints` rebuilds the values.
     """
 
@@ -157,14 +201,7 @@ class EndpointSlice:
         eps = tuple(endpoints)
         versions = {a.version for e in eps for a in e.addresses}
         width = 16 if versions == {6} else MIXED if len(versions) > 1 else 4
-        if width == MIXED:
-            packed = b"".join(
-                (b"\x04" + a.packed + bytes(12)) if a.version == 4 else b"\x06" + a.packed
-                for e in eps
-                for a in e.addresses
-            )
-        else:
-            packed = b"".join(a.packed for e in eps for a in e.addresses)
+        packed = pack_raw((a.packed for e in eps for a in e.addresses), width)
         sizes = tuple(len(e.addresses) for e in eps)
         hostnames = tuple(e.hostname or None for e in eps)
         setattr_ = object.__setattr__
@@ -217,7 +254,39 @@ class EndpointSlice:
     @property
     def address_count(self) -> int:
         """How many addresses the endpoints have together."""
-        return len(self.packed) // self.width
+        return address_count(self.packed, self.width)
+
+    @property
+    def endpoint_count(self) -> int:
+        """How many endpoints the slice has, without building them."""
+        return len(self.packed) // self.width if self.sizes is None else len(self.sizes)
+
+    def raws(self) -> list[bytes]:
+        """Every address of every endpoint as raw bytes, in order."""
+        return raw_addresses(self.packed, self.width)
+
+    def raw_entries(self) -> Iterator[tuple[bool, str | None, bytes]]:
+        """(ready, label, raw address) of every address of every endpoint, in order (an
+        endpoint's addresses share its readiness and label), without building `Endpoint`
+        values. The label names the endpoint: its hostname, else its pod name where the
+        slice keeps one (`endpoint_pod_names`), else None."""
+        raws = raw_addresses(self.packed, self.width)
+        sizes, not_ready = self.sizes, self.not_ready
+        count = len(raws) if sizes is None else len(sizes)
+        ready: Iterable[bool] = (
+            [i not in not_ready for i in range(count)] if not_ready else repeat(True)
+        )
+        hostnames, pod_names = self.hostnames, self.pod_names
+        labels: Iterable[str | None]
+        if pod_names is None:
+            labels = hostnames if hostnames is not None else repeat(None)
+        elif hostnames is None:
+            labels = pod_names
+        else:  # a pod name is kept only where the endpoint has no hostname
+            labels = [h or p for h, p in zip(hostnames, pod_names, strict=True)]
+        if sizes is None:
+            return zip(ready, labels, raws, strict=False)  # repeat() has no end
+        return _grouped_entries(zip(ready, labels, sizes, strict=False), raws)
 
     @property
     def kind(self) -> Kind:
@@ -228,6 +297,16 @@ class EndpointSlice:
             f"EndpointSlice(namespace={self.namespace!r}, name={self.name!r}, "
             f"service={self.service!r}, endpoints={self.endpoints!r}, ports={self.ports!r})"
         )
+
+
+def _grouped_entries(
+    endpoints: Iterable[tuple[bool, str | None, int]], raws: list[bytes]
+) -> Iterator[tuple[bool, str | None, bytes]]:
+    at = 0
+    for ready, hostname, size in endpoints:
+        for raw in raws[at : at + size]:
+            yield ready, hostname, raw
+        at += size
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ manifest) or one skipped object (a watch). Pure: no I/O, no logging.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ class ConversionError(ValueError):
         super().__init__(f"{field}: {problem}" + (f"; {fix}" if fix else ""))
 
 
-# ---- sharing (memory per object) --------------------------------------------------------
+# ---- sharing (memory per object: docs/benchmarking.md) ---------------------------------
 
 _SHARED_LIMIT = 4096
 _PORTS: dict[ServicePort, ServicePort] = {}
@@ -117,9 +118,28 @@ def _intern(text: str) -> str:
 # ---- field helpers (also used by the manifests source) ----------------------------------
 
 
+SHOWN_MAX = 60  # characters of a value an error message shows
+
+
 def shown(value: object) -> str:
-    """A value as a message shows it: strings in double quotes, else as Python writes it."""
-    return f'"{value}"' if isinstance(value, str) else repr(value)
+    """A value as a message shows it, on one line and short whatever the value: strings in
+    double quotes (JSON escapes), lists and mappings by their size, else as Python writes
+    it. Never walks a container (it may stand for 10**9 values through YAML aliases)."""
+    if isinstance(value, str):
+        cut = value[:SHOWN_MAX]
+        text = json.dumps(cut, ensure_ascii=False)
+        return text if cut == value else f'{text[:-1]}..." ({len(value)} characters)'
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        if abs(value) < 10**SHOWN_MAX:
+            return repr(value)
+        return f"an integer of {len(f'{abs(value):x}') * 1.2:.0f} or so digits"
+    if isinstance(value, Mapping):
+        return f"a mapping of {len(value)} keys"
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)} items"
+    return f"a {type(value).__name__}"
 
 
 def _not_mapping(field: str, value: object) -> ConversionError:
@@ -160,6 +180,18 @@ def string_at(obj: Mapping[str, Any], key: str, *, field: str, default: str = ""
     if not isinstance(value, str):
         raise ConversionError(field, f"{shown(value)} is not a string", "quote it")
     return value
+
+
+def labels_at(obj: Mapping[str, Any], key: str, *, field: str) -> dict[str, str]:
+    """`obj[key]` as a map of strings (labels, a selector); missing or null gives {}."""
+    labels: dict[str, str] = {}
+    for k, v in mapping_at(obj, key, field=field).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ConversionError(
+                f"{field}.{k}", f"{shown(v)} is not a string", "quote label values, e.g. '1'"
+            )
+        labels[k] = v
+    return labels
 
 
 def metadata_names(obj: Mapping[str, Any], *, namespaced: bool = True) -> tuple[str, str]:
@@ -221,7 +253,7 @@ def cluster_ips_from_api(spec: Mapping[str, Any]) -> tuple[tuple[IPAddress, ...]
         raw = [single] if single not in (None, "") else []
         field = "spec.clusterIP"
     if any(isinstance(v, str) and v.strip() == "None" for v in raw):
-        return (), True  # spec §2.4: clusterIP None is a headless Service
+        return (), True  # docs/rules.md R16: clusterIP None is a headless Service
     ips: list[IPAddress] = []
     for i, value in enumerate(raw):
         at = f"{field}[{i}]" if field == "spec.clusterIPs" else field
@@ -245,7 +277,7 @@ def service_from_api(obj: Mapping[str, Any]) -> Service:
         ]
     )
     if string_at(spec, "type", field="spec.type") == "ExternalName":
-        # spec §2.5: an ExternalName Service is a CNAME to spec.externalName.
+        # docs/rules.md R26: an ExternalName Service is a CNAME to spec.externalName.
         target = string_at(spec, "externalName", field="spec.externalName").strip()
         target = target.lower().rstrip(".")
         if not target:

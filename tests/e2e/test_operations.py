@@ -7,7 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -222,3 +222,60 @@ def test_idle_tcp_connections_are_closed_after_the_idle_timeout(tmp_path: Path) 
         started = time.monotonic()
         assert conn.recv(1) == b""  # the server closed it (RFC 7766 §6.2.3)
         assert time.monotonic() - started < 4
+
+
+def _wait_for(check: Callable[[], bool], what: str, k: Kdns, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen after {timeout} s:\n{k.log()}")
+        time.sleep(0.1)
+
+
+def test_a_broken_manifest_edit_sets_reload_failed_and_a_fix_clears_it(tmp_path: Path) -> None:
+    """docs/operations.md: a failing manifests reload keeps the last good data served and
+    says so in kdns_source_reload_failed{source="manifests"}; the next good edit clears it."""
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    shutil.copy(CLUSTER / "cluster.yaml", folder / "cluster.yaml")
+    extra = folder / "extra.yaml"
+    extra.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: extra}\n")
+    args = ["--manifests", str(folder), "--upstream", "none", "--lameduck", "0"]
+    with run_kdns(args, tmp_path=tmp_path) as k:
+
+        def metric(name: str) -> float:
+            _, text = k.http(k.metrics_port, "/metrics")
+            found = [
+                s.value
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+                if s.name == name and s.labels.get("source") == "manifests"
+            ]
+            assert len(found) == 1, f"{name}{{source=manifests}} not exported once: {found}"
+            return found[0]
+
+        assert metric("kdns_source_reload_failed") == 0
+        first = metric("kdns_source_last_success_timestamp_seconds")
+        assert first > 0
+
+        extra.write_text(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: testns}\n"
+            "spec: {clusterIP: not-an-ip, ports: [{port: 80}]}\n"
+        )
+        _wait_for(lambda: metric("kdns_source_reload_failed") == 1, "reload_failed 1", k)
+        assert metric("kdns_source_last_success_timestamp_seconds") == first
+        # The last good data is still served; the broken Service is not.
+        assert dig(k.dns_port, "web.testns.svc.cluster.local").answer == [
+            "web.testns.svc.cluster.local. 5 IN A 10.96.0.20"
+        ]
+        assert dig(k.dns_port, "late.testns.svc.cluster.local").status == "NXDOMAIN"
+
+        extra.write_text(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: testns}\n"
+            "spec: {clusterIP: 10.96.0.77, ports: [{port: 80}]}\n"
+        )
+        _wait_for(lambda: metric("kdns_source_reload_failed") == 0, "reload_failed 0", k)
+        assert metric("kdns_source_last_success_timestamp_seconds") > first
+        assert dig(k.dns_port, "late.testns.svc.cluster.local").answer == [
+            "late.testns.svc.cluster.local. 5 IN A 10.96.0.77"
+        ]
