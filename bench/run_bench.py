@@ -520,6 +520,8 @@ def headline(
                     .get("pinned", {})
                     .get(kdns or "", {})
                     .get(anchor),
+                    "kdns_fixed_qps": cell("fixed", kdns, "qps_median"),
+                    "anchor_fixed_qps": cell("fixed", ref, "qps_median"),
                     "kdns_p99_ms": cell("fixed", kdns, "p99_ms"),
                     "anchor_p99_ms": cell("fixed", ref, "p99_ms"),
                     "kdns_cpu_ms_per_1k": cell("fixed", kdns, "cpu_ms_per_1k_median"),
@@ -540,8 +542,20 @@ def _num(value: Any, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+SATURATED = "†"
+
+
+def _p99(p99: Any, fixed_qps: Any, rate: int) -> str:
+    """The p99 cell, marked when the server did not keep up with the fixed rate."""
+    text = _num(p99, ".3f")
+    if p99 is not None and fixed_qps is not None and fixed_qps < 0.95 * rate:
+        text += SATURATED
+    return text
+
+
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
+    rate = int(result["args"]["rate"])
     wl = result["workload"]
     lines = [
         f"# kdns benchmark results ({result['date']})",
@@ -580,8 +594,8 @@ def markdown(result: dict[str, Any]) -> str:
                     _num(row["kdns_qps"], ",.0f"),
                     _num(row["anchor_qps"], ",.0f"),
                     f"**{_num(row['qps_ratio'], '.2f')}**",
-                    _num(row["kdns_p99_ms"], ".3f"),
-                    _num(row["anchor_p99_ms"], ".3f"),
+                    _p99(row["kdns_p99_ms"], row["kdns_fixed_qps"], rate),
+                    _p99(row["anchor_p99_ms"], row["anchor_fixed_qps"], rate),
                     _num(row["kdns_cpu_ms_per_1k"], ".2f"),
                     _num(row["anchor_cpu_ms_per_1k"], ".2f"),
                     _num(row["cpu_ratio"], ".2f"),
@@ -590,6 +604,12 @@ def markdown(result: dict[str, Any]) -> str:
             )
             + " |"
         )
+    if any(SATURATED in line for line in lines):
+        lines += [
+            "",
+            f"{SATURATED} below 95 % of the fixed rate: the server was saturated, so this p99 is"
+            " queueing in front of it (Little's law), not its latency at that rate.",
+        ]
     lines += ["", "Workloads:", ""]
     for name, info in result["mixes"].items():
         flags = " ".join(info["dnsperf"])
@@ -855,6 +875,7 @@ def main(argv: list[str] | None = None) -> int:
         f"modes {','.join(modes)}",
         flush=True,
     )
+    box = machine()  # before anything runs: the commit under test
     bench = Bench(args, files, workdir)
     bench.wl = wl
     checks: dict[str, dict[str, dict[str, list[str]]]] = {}
@@ -939,7 +960,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(
             [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
         ),
-        "machine": machine(),
+        "machine": box,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "workload": {
             "services": args.services,

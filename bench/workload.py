@@ -76,7 +76,7 @@ MIXES: dict[str, Mix] = {
     for m in (
         Mix(
             "mix",
-            "85 % A, 10 % SRV, 5 % NXDOMAIN from 1,000 names",
+            "85 % A and 10 % SRV of the Services' names, 5 % NXDOMAIN (missing-N)",
             ("nsd", "knot", "dnsmasq"),
             "mix",
         ),
@@ -94,7 +94,7 @@ MIXES: dict[str, Mix] = {
         ),
         Mix(
             "mix-tcp",
-            "the mix over TCP (dnsperf -m tcp, 8 connections)",
+            "the mix over TCP, 8 connections",
             ("nsd",),
             "mix",
             dnsperf=("-m", "tcp"),
@@ -102,7 +102,7 @@ MIXES: dict[str, Mix] = {
         ),
         Mix(
             "mix-do",
-            "the mix with EDNS and the DO bit (dnsperf -D)",
+            "the mix with EDNS and the DO bit",
             ("nsd",),
             "mix",
             dnsperf=("-D",),
