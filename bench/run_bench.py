@@ -987,7 +987,9 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(result)
     print()
     print(text)
-    if args.results is not None and recorded:
+    if status == 130:
+        print("interrupted: results not written (a partial run would replace latest)")
+    elif args.results is not None and recorded:
         args.results.mkdir(parents=True, exist_ok=True)
         (args.results / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
         (args.results / "latest.md").write_text(text)
