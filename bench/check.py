@@ -7,6 +7,9 @@ D4 case echo), and the comparison. It only queries 127.0.0.1 and never starts pr
 A failed check is a mismatch; a server's known, documented deviation (dnsmasq with
 `local=` sends no SOA in negative answers) is reported as a note instead, and
 optional behaviour (R13 additional records, D3 empty non-terminals) is informational.
+The same probes run over TCP for a TCP row and with EDNS DO for a DO row (where the reply
+must carry an OPT record with DO copied, RFC 6891 §6.1.1, RFC 3225 §3). Forwarders
+(`check_forwarder`) are probed with external names the upstream's wildcard answers.
 """
 
 from __future__ import annotations
@@ -15,7 +18,21 @@ import random
 from dataclasses import dataclass, field
 
 from bench import dnsclient
-from bench.workload import NAMESPACE, SOA_MNAME, SOA_RNAME, TTL, ZONE, Service, Workload
+from bench.workload import (
+    EXT_ADDRESS,
+    EXT_TTL,
+    EXT_ZONE,
+    NAMESPACE,
+    SOA_MNAME,
+    SOA_RNAME,
+    TTL,
+    ZONE,
+    Service,
+    Workload,
+    ext_name,
+    unique_label,
+    unique_miss_name,
+)
 
 # Servers allowed to omit the SOA in negative answers (docs/benchmarking.md#the-anchors).
 NO_SOA_OK = {"dnsmasq"}
@@ -67,6 +84,8 @@ def probes(workload: Workload) -> list[Probe]:
         out.append(Probe(f"SRV {svc.name}", svc.srv_name, "SRV", "NOERROR", tuple(svc.srv_rdata())))
     missing = f"missing-0.{NAMESPACE}.svc.{ZONE}."
     out.append(Probe("NXDOMAIN + SOA", missing, "A", "NXDOMAIN", (), needs_soa=True))
+    fresh = unique_miss_name("check", rng.randrange(1 << 32))  # the unique-miss shape
+    out.append(Probe("new name NXDOMAIN + SOA", fresh, "A", "NXDOMAIN", (), needs_soa=True))
     out.append(Probe("NODATA AAAA + SOA", svcs[0].fqdn, "AAAA", "NOERROR", (), needs_soa=True))
     case = mixed_case(svcs[-1].fqdn, seed=workload.seed)
     out.append(Probe("case echo", case, "A", "NOERROR", tuple(svcs[-1].a_rdata())))
@@ -75,16 +94,30 @@ def probes(workload: Workload) -> list[Probe]:
     return out
 
 
-def check_server(label: str, kind: str, port: int, workload: Workload) -> Outcome:
-    """Run every probe against one server and compare with the expectation."""
+def check_server(
+    label: str,
+    kind: str,
+    port: int,
+    workload: Workload,
+    *,
+    tcp: bool = False,
+    edns_do: bool | None = None,
+) -> Outcome:
+    """Run every probe against one server and compare with the expectation.
+
+    `tcp` sends the probes over TCP; `edns_do` adds an OPT record with that DO bit.
+    """
     outcome = Outcome(label)
     for probe in probes(workload):
         try:
-            reply = dnsclient.query("127.0.0.1", port, probe.name, probe.qtype, timeout=2.0)
+            reply = dnsclient.query(
+                "127.0.0.1", port, probe.name, probe.qtype, timeout=2.0, tcp=tcp, edns_do=edns_do
+            )
         except (TimeoutError, OSError) as exc:
             outcome.failures.append(f"{probe.label}: no reply ({exc})")
             continue
         problems: list[str] = []
+        problems += _edns_problems(reply, edns_do)
         got = tuple(sorted(rr.rdata for rr in reply.answer if rr.rtype == probe.qtype))
         if not probe.informational:
             outcome.signatures[probe.label] = f"{reply.rcode} {' | '.join(got)}"
@@ -120,6 +153,64 @@ def check_server(label: str, kind: str, port: int, workload: Workload) -> Outcom
                 outcome.notes.append(f"{where}: " + "; ".join(problems))
             else:
                 outcome.failures.append(f"{where}: " + "; ".join(problems))
+    return outcome
+
+
+def _edns_problems(reply: dnsclient.Response, edns_do: bool | None) -> list[str]:
+    """With EDNS in the query the reply carries an OPT record (RFC 6891 §6.1.1) with the
+    query's DO bit copied (RFC 3225 §3)."""
+    if edns_do is None:
+        return []
+    if reply.edns_do is None:
+        return ["no OPT record in the reply to an EDNS query (RFC 6891)"]
+    if reply.edns_do != edns_do:
+        return [f"DO bit {reply.edns_do} in the reply, query had {edns_do} (RFC 3225)"]
+    return []
+
+
+def forward_probes(seed: int) -> list[Probe]:
+    """External names the upstream's wildcard `*.ext.test. A` answers, through a forwarder."""
+    rng = random.Random(seed + 29)
+    out = [
+        Probe(f"A ext-{i}", ext_name(i), "A", "NOERROR", (EXT_ADDRESS,))
+        for i in (0, rng.randrange(1000), 999)
+    ]
+    fresh = f"{unique_label('check', rng.randrange(1 << 32))}.{EXT_ZONE}."
+    out.append(Probe("A new name", fresh, "A", "NOERROR", (EXT_ADDRESS,)))
+    case = mixed_case(ext_name(7), seed=seed)
+    out.append(Probe("case echo", case, "A", "NOERROR", (EXT_ADDRESS,)))
+    return out
+
+
+def check_forwarder(label: str, port: int, seed: int) -> Outcome:
+    """Probe a forwarder with recursion desired: the upstream's answer, a TTL that a cache
+    may have counted down but not raised (1..EXT_TTL), the question echoed (D4)."""
+    outcome = Outcome(label)
+    for probe in forward_probes(seed):
+        try:
+            reply = dnsclient.query(
+                "127.0.0.1", port, probe.name, probe.qtype, timeout=3.0, rd=True
+            )
+        except (TimeoutError, OSError) as exc:
+            outcome.failures.append(f"{probe.label}: no reply ({exc})")
+            continue
+        problems: list[str] = []
+        got = tuple(sorted(rr.rdata for rr in reply.answer if rr.rtype == probe.qtype))
+        outcome.signatures[probe.label] = f"{reply.rcode} {' | '.join(got)}"
+        if reply.rcode != probe.rcode:
+            problems.append(f"rcode {reply.rcode}, expected {probe.rcode}")
+        if got != probe.answer:
+            problems.append(f"answer {got}, expected {probe.answer}")
+        bad_ttls = sorted(rr.ttl for rr in reply.answer if not 0 < rr.ttl <= EXT_TTL)
+        if bad_ttls:
+            problems.append(f"answer TTLs {bad_ttls}, expected 1..{EXT_TTL}")
+        sent = dnsclient.encode_name(probe.name)
+        if probe.label == "case echo" and not reply.question.startswith(sent):
+            problems.append("question not echoed byte for byte (0x20 case lost)")
+        if problems:
+            outcome.failures.append(
+                f"{probe.label} ({probe.name} {probe.qtype}): " + "; ".join(problems)
+            )
     return outcome
 
 

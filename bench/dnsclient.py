@@ -1,7 +1,9 @@
 """A tiny raw-socket DNS client for the benchmark's answer-equivalence check.
 
-Owns building one query and parsing the reply into plain values (rcode, flags, the
-question bytes as sent back, and each section's records as (name, type, ttl, rdata text)).
+Owns building one query (optionally with an EDNS OPT record and the DO bit, RFC 6891 and
+RFC 3225) and sending it over UDP or TCP (two-byte length framing, RFC 1035 §4.2.2), and
+parsing the reply into plain values (rcode, flags, the question bytes as sent back, the
+OPT record's DO bit, and each section's records as (name, type, ttl, rdata text)).
 Independent of kdns and dnslib on purpose, so the check does not share code with the
 server under test. Loopback only: callers pass 127.0.0.1 or ::1.
 """
@@ -36,6 +38,7 @@ class Response:
     answer: tuple[RR, ...]
     authority: tuple[RR, ...]
     additional: tuple[RR, ...]
+    edns_do: bool | None = None  # None: the reply has no OPT record; else its DO bit
 
 
 def encode_name(name: str) -> bytes:
@@ -47,10 +50,22 @@ def encode_name(name: str) -> bytes:
     return out + b"\x00"
 
 
-def build_query(name: str, qtype: str, *, qid: int, rd: bool = False) -> bytes:
+EDNS_PAYLOAD = 1232
+DO_BIT = 0x8000  # in the OPT record's TTL field: extended rcode, version, then DO (RFC 3225)
+
+
+def build_query(
+    name: str, qtype: str, *, qid: int, rd: bool = False, edns_do: bool | None = None
+) -> bytes:
+    """A query; `edns_do` None sends no OPT record, else an OPT with that DO bit."""
     flags = 0x0100 if rd else 0
-    header = struct.pack("!HHHHHH", qid, flags, 1, 0, 0, 0)
-    return header + encode_name(name) + struct.pack("!HH", TYPES[qtype], 1)
+    arcount = 0 if edns_do is None else 1
+    header = struct.pack("!HHHHHH", qid, flags, 1, 0, 0, arcount)
+    packet = header + encode_name(name) + struct.pack("!HH", TYPES[qtype], 1)
+    if edns_do is not None:
+        ttl = DO_BIT if edns_do else 0
+        packet += b"\x00" + struct.pack("!HHIH", 41, EDNS_PAYLOAD, ttl, 0)
+    return packet
 
 
 def _read_name(msg: bytes, off: int) -> tuple[str, int]:
@@ -101,12 +116,15 @@ def parse(msg: bytes) -> Response:
         off += 4
     question = msg[qstart:off]
     sections: list[list[RR]] = [[], [], []]
+    edns_do: bool | None = None
     for idx, count in enumerate((an, ns, ar)):
         for _ in range(count):
             name, off = _read_name(msg, off)
             rtype, _cls, ttl, rdlen = struct.unpack_from("!HHIH", msg, off)
             off += 10
-            if rtype != 41:  # OPT is not a record (RFC 6891)
+            if rtype == 41:  # OPT is not a record (RFC 6891): keep only its DO bit
+                edns_do = bool(ttl & DO_BIT)
+            else:
                 text = _rdata_text(msg, rtype, off, rdlen)
                 sections[idx].append(RR(name, TYPE_NAMES.get(rtype, str(rtype)), ttl, text))
             off += rdlen
@@ -118,16 +136,46 @@ def parse(msg: bytes) -> Response:
         answer=tuple(sections[0]),
         authority=tuple(sections[1]),
         additional=tuple(sections[2]),
+        edns_do=edns_do,
     )
 
 
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        more = sock.recv(n - len(data))
+        if not more:
+            raise ConnectionError(f"connection closed after {len(data)} of {n} bytes")
+        data += more
+    return data
+
+
 def query(
-    host: str, port: int, name: str, qtype: str, *, timeout: float = 1.0, rd: bool = False
+    host: str,
+    port: int,
+    name: str,
+    qtype: str,
+    *,
+    timeout: float = 1.0,
+    rd: bool = False,
+    tcp: bool = False,
+    edns_do: bool | None = None,
 ) -> Response:
-    """One UDP query; raises TimeoutError (socket.timeout) if no matching reply arrives."""
+    """One query over UDP (or TCP); raises TimeoutError (socket.timeout) if no matching
+    reply arrives, ConnectionError if a TCP peer closes early."""
     qid = int.from_bytes(os.urandom(2), "big")
-    packet = build_query(name, qtype, qid=qid, rd=rd)
+    packet = build_query(name, qtype, qid=qid, rd=rd, edns_do=edns_do)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if tcp:
+        with socket.socket(family, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect((host, port))
+            conn.sendall(struct.pack("!H", len(packet)) + packet)
+            (length,) = struct.unpack("!H", _recv_exactly(conn, 2))
+            data = _recv_exactly(conn, length)
+            if len(data) < 12 or data[:2] != packet[:2]:
+                raise TimeoutError(f"no reply with id {qid} from {host}:{port} over TCP")
+            return parse(data)
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         sock.connect((host, port))

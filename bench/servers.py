@@ -3,9 +3,13 @@
 Owns: writing each reference server's config into a temp dir, starting it as a foreground
 process in its own process group on 127.0.0.1:<high port> (optionally under `taskset`),
 waiting until it answers, stopping it by PID, and reading CPU / RSS / PSS from /proc.
+With `upstream=PORT` a launcher configures its server as a forwarder to 127.0.0.1:PORT
+(kdns, dnsmasq, Unbound); `upstream_knot()` is that upstream: Knot serving the external
+zone of the forwarding rows.
 
-Must not bind anything but 127.0.0.1, never port 53, and must not kill processes it did
-not start (stop() signals only its own process group).
+Must not bind anything but 127.0.0.1, never port 53, must not send queries anywhere but
+127.0.0.1 (a forwarder forwards *every* name to the local upstream), and must not kill
+processes it did not start (stop() signals only its own process group).
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from bench import dnsclient
-from bench.workload import ZONE, Files
+from bench.workload import EXT_ZONE, ZONE, Files
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,7 @@ BINARIES = {
     "nsd": "/usr/sbin/nsd",
     "knot": "/usr/sbin/knotd",
     "dnsmasq": "/usr/sbin/dnsmasq",
+    "unbound": "/usr/sbin/unbound",
     "dnsperf": "/usr/bin/dnsperf",
 }
 REPO = Path(__file__).resolve().parent.parent
@@ -188,20 +194,26 @@ class Server:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def wait_ready(self, *, name: str, timeout: float = 30.0) -> float:
-        """Poll `name A` until any reply arrives; returns seconds since start."""
+    def wait_ready(self, *, name: str, timeout: float = 30.0, rd: bool = False) -> float:
+        """Poll `name A` until an answer arrives; returns seconds since start."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
                 raise RuntimeError(f"{self.label} exited early:\n{self.log_tail()}")
             try:
-                reply = dnsclient.query(HOST, self.port, name, "A", timeout=0.2)
+                reply = dnsclient.query(HOST, self.port, name, "A", timeout=0.2, rd=rd)
                 if reply.rcode == "NOERROR" and reply.answer:
                     return time.monotonic() - self.started_at
             except (TimeoutError, OSError):
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"{self.label} did not answer within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def terminate(self) -> None:
+        """SIGTERM the process group without waiting (stop() then waits and escalates)."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
 
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL after 5 s; only our own group."""
@@ -232,9 +244,17 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def nsd(files: Files, workdir: Path, *, workers: int, cpus: str | None) -> Server:
+def _authoritative_only(label: str, upstream: int | None) -> None:
+    if upstream is not None:
+        raise ValueError(f"{label} is an authoritative anchor; it does not forward")
+
+
+def nsd(
+    files: Files, workdir: Path, *, workers: int, cpus: str | None, upstream: int | None = None
+) -> Server:
     """NSD with RRL off (else NXDOMAIN is rate limited) and minimal responses
     (docs/benchmarking.md#the-anchors)."""
+    _authoritative_only("nsd", upstream)
     port = free_port()
     label = f"nsd-{workers}"
     state = workdir / label
@@ -277,14 +297,7 @@ def nsd(files: Files, workdir: Path, *, workers: int, cpus: str | None) -> Serve
     )
 
 
-def knot(files: Files, workdir: Path, *, workers: int, cpus: str | None) -> Server:
-    """knotd with `udp-workers` = workers and one background worker
-    (docs/benchmarking.md#the-anchors)."""
-    port = free_port()
-    label = f"knot-{workers}"
-    state = workdir / label
-    state.mkdir(parents=True, exist_ok=True)
-    shutil.copy(files.zone, state / f"{ZONE}.zone")
+def _knot_conf(state: Path, port: int, workers: int, zone: str, zone_file: Path) -> Path:
     conf = state / "knot.conf"
     conf.write_text(
         "server:\n"
@@ -304,9 +317,24 @@ def knot(files: Files, workdir: Path, *, workers: int, cpus: str | None) -> Serv
         "    zonefile-sync: -1\n"
         "    journal-content: none\n"
         "zone:\n"
-        f"  - domain: {ZONE}\n"
-        f'    file: "{state}/{ZONE}.zone"\n'
+        f"  - domain: {zone}\n"
+        f'    file: "{zone_file}"\n'
     )
+    return conf
+
+
+def knot(
+    files: Files, workdir: Path, *, workers: int, cpus: str | None, upstream: int | None = None
+) -> Server:
+    """knotd with `udp-workers` = workers and one background worker
+    (docs/benchmarking.md#the-anchors)."""
+    _authoritative_only("knot", upstream)
+    port = free_port()
+    label = f"knot-{workers}"
+    state = workdir / label
+    state.mkdir(parents=True, exist_ok=True)
+    shutil.copy(files.zone, state / f"{ZONE}.zone")
+    conf = _knot_conf(state, port, workers, ZONE, state / f"{ZONE}.zone")
     return Server(
         label,
         "knot",
@@ -319,28 +347,56 @@ def knot(files: Files, workdir: Path, *, workers: int, cpus: str | None) -> Serv
     )
 
 
-def dnsmasq(files: Files, workdir: Path, *, workers: int, cpus: str | None) -> Server:
-    """dnsmasq (single-threaded; `workers` is ignored) with addn-hosts + srv-host lines."""
+def upstream_knot(files: Files, workdir: Path, *, cpus: str | None) -> Server:
+    """The forwarding rows' upstream: one Knot UDP worker serving `*.ext.test. A`
+    (docs/benchmarking.md#forwarding-rows)."""
+    port = free_port()
+    label = "upstream-knot"
+    state = workdir / label
+    state.mkdir(parents=True, exist_ok=True)
+    shutil.copy(files.ext_zone, state / f"{EXT_ZONE}.zone")
+    conf = _knot_conf(state, port, 1, EXT_ZONE, state / f"{EXT_ZONE}.zone")
+    return Server(label, "knot", port, [BINARIES["knot"], "-c", str(conf)], workdir, cpus=cpus)
+
+
+def dnsmasq(
+    files: Files, workdir: Path, *, workers: int, cpus: str | None, upstream: int | None = None
+) -> Server:
+    """dnsmasq (single-threaded; `workers` is ignored): authoritative for the cluster zone
+    with addn-hosts + srv-host lines, or with `upstream` a caching forwarder to it."""
     del workers
     port = free_port()
     label = "dnsmasq"
     state = workdir / label
     state.mkdir(parents=True, exist_ok=True)
     conf = state / "dnsmasq.conf"
-    lines = [
+    common = [
         f"port={port}",
         f"listen-address={HOST}",
         "bind-interfaces",
         "no-resolv",
         "no-hosts",
         "no-dhcp-interface=",
-        f"addn-hosts={files.hosts}",
-        f"local=/{ZONE}/",
-        "local-ttl=5",
         "pid-file=",
         "user=root",
-        *files.srv_lines,
     ]
+    if upstream is None:
+        lines = [
+            *common,
+            f"addn-hosts={files.hosts}",
+            f"local=/{ZONE}/",
+            "local-ttl=5",
+            *files.srv_lines,
+        ]
+        notes = ["local=: negative answers carry no SOA and no AA bit"]
+    else:
+        lines = [
+            *common,
+            f"server={HOST}#{upstream}",  # every name goes to the local upstream
+            "cache-size=10000",  # dnsmasq's maximum
+            "dns-forward-max=1000",  # as kdns's --max-concurrent (default 150)
+        ]
+        notes = [f"forwarder to {HOST}:{upstream}, cache-size=10000"]
     conf.write_text("\n".join(lines) + "\n")
     return Server(
         label,
@@ -349,7 +405,68 @@ def dnsmasq(files: Files, workdir: Path, *, workers: int, cpus: str | None) -> S
         [BINARIES["dnsmasq"], "-k", f"--conf-file={conf}", "--log-facility=-"],
         workdir,
         cpus=cpus,
-        notes=["local=: negative answers carry no SOA and no AA bit"],
+        notes=notes,
+    )
+
+
+def unbound(
+    files: Files, workdir: Path, *, workers: int, cpus: str | None, upstream: int | None = None
+) -> Server:
+    """Unbound as a caching forwarder: `workers` threads, every name forwarded to the local
+    upstream (forward-zone ".", so it never recurses to the Internet), no DNSSEC
+    validation, `test.` no longer a blocked local zone (docs/benchmarking.md#the-anchors)."""
+    del files
+    if upstream is None:
+        raise ValueError("unbound runs only as a forwarder: pass upstream=PORT")
+    port = free_port()
+    label = f"unbound-{workers}"
+    state = workdir / label
+    state.mkdir(parents=True, exist_ok=True)
+    conf = state / "unbound.conf"
+    conf.write_text(
+        "server:\n"
+        f"  interface: {HOST}\n"
+        f"  port: {port}\n"
+        f"  outgoing-interface: {HOST}\n"
+        "  do-ip4: yes\n"
+        "  do-ip6: no\n"
+        "  do-udp: yes\n"
+        "  do-tcp: yes\n"
+        f"  num-threads: {workers}\n"
+        f"  so-reuseport: {'yes' if workers > 1 else 'no'}\n"
+        "  so-rcvbuf: 4m\n"
+        "  so-sndbuf: 4m\n"
+        "  do-daemonize: no\n"
+        '  chroot: ""\n'
+        '  username: ""\n'
+        f'  directory: "{state}"\n'
+        f'  pidfile: "{state}/unbound.pid"\n'
+        "  use-syslog: no\n"
+        '  logfile: ""\n'
+        "  verbosity: 0\n"
+        '  module-config: "iterator"\n'
+        "  access-control: 127.0.0.0/8 allow\n"
+        "  do-not-query-localhost: no\n"
+        '  local-zone: "test." nodefault\n'
+        "  qname-minimisation: no\n"
+        "  prefetch: no\n"
+        "  msg-cache-size: 64m\n"
+        "  rrset-cache-size: 128m\n"
+        "remote-control:\n"
+        "  control-enable: no\n"
+        "forward-zone:\n"
+        '  name: "."\n'
+        f"  forward-addr: {HOST}@{upstream}\n"
+    )
+    return Server(
+        label,
+        "unbound",
+        port,
+        [BINARIES["unbound"], "-d", "-c", str(conf)],
+        workdir,
+        cpus=cpus,
+        workers=workers,
+        notes=[f"forwarder to {HOST}:{upstream}, iterator only, msg cache 64 MB"],
     )
 
 
@@ -360,11 +477,14 @@ def kdns_argv(
     workers: int,
     ready_port: int = 0,
     kubeconfig: Path | None = None,
+    upstream: int | None = None,
     extra: tuple[str, ...] = (),
 ) -> list[str]:
     """The kdns command line; the one place to adjust when the CLI changes.
 
-    The data source is `files.manifests`, or the API in `kubeconfig` when given.
+    The data source is `files.manifests`, or the API in `kubeconfig` when given. Without
+    `upstream` other names are REFUSED; with it they go to 127.0.0.1:upstream, and the
+    flags add `cache 30` in front of the forwarder (kdns/config/flags.py).
     """
     source = ["--kubeconfig", str(kubeconfig)] if kubeconfig else []
     if files is not None and kubeconfig is None:
@@ -378,7 +498,7 @@ def kdns_argv(
         f"{HOST}:{port}",
         *source,
         "--upstream",
-        "none",
+        "none" if upstream is None else f"{HOST}:{upstream}",
         "--health-addr",
         f"{HOST}:0",
         "--ready-addr",
@@ -392,14 +512,17 @@ def kdns_argv(
     return argv
 
 
-def kdns(files: Files, workdir: Path, *, workers: int, cpus: str | None) -> Server:
+def kdns(
+    files: Files, workdir: Path, *, workers: int, cpus: str | None, upstream: int | None = None
+) -> Server:
     port = free_port()
     label = f"kdns-{workers}"
     return Server(
         label,
         "kdns",
         port,
-        kdns_argv(files, port, workers=workers),
+        # --lameduck 0: no 5 s of answering on after SIGTERM between the benchmark's rows
+        kdns_argv(files, port, workers=workers, upstream=upstream, extra=("--lameduck", "0")),
         workdir,
         cpus=cpus,
         workers=workers,
@@ -413,7 +536,26 @@ def kdns_env() -> dict[str, str]:
     return {"PYTHONPATH": f"{REPO}{os.pathsep}{path}" if path else str(REPO)}
 
 
-LAUNCHERS = {"kdns": kdns, "nsd": nsd, "knot": knot, "dnsmasq": dnsmasq}
+class Launcher(Protocol):
+    def __call__(
+        self,
+        files: Files,
+        workdir: Path,
+        *,
+        workers: int,
+        cpus: str | None,
+        upstream: int | None = None,
+    ) -> Server: ...
+
+
+LAUNCHERS: dict[str, Launcher] = {
+    "kdns": kdns,
+    "nsd": nsd,
+    "knot": knot,
+    "dnsmasq": dnsmasq,
+    "unbound": unbound,
+}
+FORWARDERS = ("kdns", "dnsmasq", "unbound")  # the kinds that take upstream=PORT
 
 
 def kdns_available() -> bool:

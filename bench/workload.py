@@ -5,6 +5,8 @@ Owns the deterministic generation (`--services N --seed S`) of
 * the dnsmasq hosts file and config lines (`addn-hosts`, `srv-host`),
 * the kdns manifests file (Services, plus EndpointSlices for headless ones),
 * the dnsperf query file (85 % A, 10 % SRV, 5 % nonexistent; docs/benchmarking.md),
+* the named query mixes (`MIXES`: which names, which anchors, which dnsperf flags), with
+  the per-run files of unique names and the external zone a forwarding row resolves,
 and the expected answers the equivalence check compares against.
 
 It must not start processes or touch the network; it only writes files into a directory.
@@ -33,6 +35,95 @@ PORT_NUMBER = 80
 
 MIX_A = 0.85
 MIX_SRV = 0.10  # the rest (5 %) are names that do not exist
+
+# The external zone of the forwarding rows: a local authoritative upstream serves it with a
+# wildcard, so every name below it exists, unique or not (docs/benchmarking.md#workloads).
+EXT_ZONE = "ext.test"
+EXT_ADDRESS = "192.0.2.1"  # TEST-NET-1
+EXT_TTL = 300
+EXT_NAMES = 1000  # forward-hits draws from ext-0 .. ext-999
+_SCRAMBLE = 0x9E3779B1  # odd, so i -> i * K mod 2**32 is a bijection: unique, random-looking
+
+
+@dataclass(frozen=True, slots=True)
+class Mix:
+    """One benchmark row: what dnsperf sends, how, and which reference servers anchor it.
+
+    `names` picks the query file: "mix" (the static 85/10/5 file), "mix-unique-misses"
+    (the same with every miss a name used once), "unique-misses" (only names used once,
+    under the cluster zone), "forward-unique" (external names used once), "forward-hits"
+    (external names drawn from EXT_NAMES). Unique files are generated per run.
+    """
+
+    name: str
+    summary: str
+    anchors: tuple[str, ...]
+    names: str
+    forward: bool = False  # the names are external: servers run as forwarders
+    dnsperf: tuple[str, ...] = ()  # extra dnsperf flags
+    tcp: bool = False
+    dnssec_ok: bool = False
+
+    @property
+    def unique(self) -> bool:
+        return self.names in UNIQUE_NAMES
+
+
+UNIQUE_NAMES = ("mix-unique-misses", "unique-misses", "forward-unique")
+
+MIXES: dict[str, Mix] = {
+    m.name: m
+    for m in (
+        Mix(
+            "mix",
+            "85 % A and 10 % SRV of the Services' names, 5 % NXDOMAIN (missing-N)",
+            ("nsd", "knot", "dnsmasq"),
+            "mix",
+        ),
+        Mix(
+            "mix-unique-misses",
+            "85 % A, 10 % SRV, 5 % NXDOMAIN, every miss a new name",
+            ("nsd",),
+            "mix-unique-misses",
+        ),
+        Mix(
+            "unique-misses",
+            f"only new nonexistent names <random>.{NAMESPACE}.svc.{ZONE} (random subdomains)",
+            ("nsd",),
+            "unique-misses",
+        ),
+        Mix(
+            "mix-tcp",
+            "the mix over TCP, 8 connections",
+            ("nsd",),
+            "mix",
+            dnsperf=("-m", "tcp"),
+            tcp=True,
+        ),
+        Mix(
+            "mix-do",
+            "the mix with EDNS and the DO bit",
+            ("nsd",),
+            "mix",
+            dnsperf=("-D",),
+            dnssec_ok=True,
+        ),
+        Mix(
+            "forward-unique",
+            f"external names <random>.{EXT_ZONE}, each new, forwarded to a local upstream",
+            ("dnsmasq", "unbound"),
+            "forward-unique",
+            forward=True,
+        ),
+        Mix(
+            "forward-hits",
+            f"external names from {EXT_NAMES:,} (forward-cache hits after the warm-up)",
+            ("dnsmasq", "unbound"),
+            "forward-hits",
+            forward=True,
+        ),
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +209,76 @@ def make_queries(workload: Workload, *, count: int = 100_000) -> list[tuple[str,
             queries.append((f"missing-{rng.randrange(n)}.{NAMESPACE}.svc.{ZONE}.", "A"))
     workload.queries = queries
     return queries
+
+
+def unique_label(tag: str, i: int) -> str:
+    """The i-th name label of a run tagged `tag`: distinct for every (tag, i < 2**32)."""
+    return f"{tag}-{(i * _SCRAMBLE) & 0xFFFFFFFF:08x}"
+
+
+def unique_miss_name(tag: str, i: int) -> str:
+    return f"{unique_label(tag, i)}.{NAMESPACE}.svc.{ZONE}."
+
+
+def ext_name(i: int) -> str:
+    """One of the EXT_NAMES external names of forward-hits."""
+    return f"ext-{i}.{EXT_ZONE}."
+
+
+def forward_hit_queries(seed: int, *, count: int = 100_000) -> list[tuple[str, str]]:
+    """`count` A queries drawn uniformly (seeded) from the EXT_NAMES external names."""
+    rng = random.Random(seed * 7919 + 2)
+    return [(ext_name(rng.randrange(EXT_NAMES)), "A") for _ in range(count)]
+
+
+def write_unique_queries(
+    path: Path, names: str, *, lines: int, tag: str, workload: Workload
+) -> int:
+    """Write a dnsperf file of `lines` queries in which no generated name repeats.
+
+    `names` is one of UNIQUE_NAMES; `tag` must differ between runs against the same server
+    process so that its caches cannot have seen any of the names. Returns the number of
+    lines written (dnsperf loops over the file, so a run must send at most that many).
+    """
+    if names not in UNIQUE_NAMES:
+        raise ValueError(f"{names!r} is not one of {UNIQUE_NAMES}")
+    if names == "mix-unique-misses" and not workload.queries:
+        raise ValueError("mix-unique-misses needs workload.queries (make_queries first)")
+    chunk = 100_000
+    counter = 0
+    with path.open("w") as f:
+        for start in range(0, lines, chunk):
+            stop = min(lines, start + chunk)
+            if names == "unique-misses":
+                f.write("".join([f"{unique_miss_name(tag, i)} A\n" for i in range(start, stop)]))
+            elif names == "forward-unique":
+                f.write(
+                    "".join([f"{unique_label(tag, i)}.{EXT_ZONE}. A\n" for i in range(start, stop)])
+                )
+            else:
+                base = workload.queries
+                out: list[str] = []
+                for i in range(start, stop):
+                    name, qtype = base[i % len(base)]
+                    if name.startswith("missing-"):
+                        name = unique_miss_name(tag, counter)
+                        counter += 1
+                    out.append(f"{name} {qtype}\n")
+                f.write("".join(out))
+    return lines
+
+
+def ext_zone_text() -> str:
+    """The upstream's zone for the forwarding rows: SOA, NS and a wildcard A."""
+    refresh, retry, expire, _ = SOA_TIMERS
+    return (
+        f"$ORIGIN {EXT_ZONE}.\n"
+        f"$TTL {EXT_TTL}\n"
+        f"@ IN SOA ns.{EXT_ZONE}. hostmaster.{EXT_ZONE}. 1 {refresh} {retry} {expire} {EXT_TTL}\n"
+        f"@ IN NS ns.{EXT_ZONE}.\n"
+        f"ns IN A 127.0.0.1\n"
+        f"* IN A {EXT_ADDRESS}\n"
+    )
 
 
 def zone_text(workload: Workload) -> str:
@@ -215,8 +376,10 @@ class Files:
     zone: Path
     hosts: Path
     manifests: Path
-    queries: Path
+    queries: Path  # the static mix
     srv_lines: tuple[str, ...]
+    ext_zone: Path  # the forwarding rows' upstream zone (EXT_ZONE)
+    hits_queries: Path  # forward-hits: external names from EXT_NAMES
 
 
 def write(workload: Workload, directory: Path, *, query_count: int = 100_000) -> Files:
@@ -234,4 +397,16 @@ def write(workload: Workload, directory: Path, *, query_count: int = 100_000) ->
     manifests.write_text(manifests_text(workload))
     queries = directory / "queries.txt"
     queries.write_text(queries_text(workload.queries))
-    return Files(zone, hosts, manifests_dir, queries, tuple(dnsmasq_srv_lines(workload)))
+    ext_zone = directory / f"{EXT_ZONE}.zone"
+    ext_zone.write_text(ext_zone_text())
+    hits = directory / "forward-hits.txt"
+    hits.write_text(queries_text(forward_hit_queries(workload.seed, count=query_count)))
+    return Files(
+        zone,
+        hosts,
+        manifests_dir,
+        queries,
+        tuple(dnsmasq_srv_lines(workload)),
+        ext_zone,
+        hits,
+    )

@@ -1,9 +1,11 @@
 """CI smoke of the benchmark harness (bench/run_bench.py --smoke), plus its pure parts.
 
-The e2e test starts NSD and dnsmasq (and kdns once its app imports) on 127.0.0.1 high
-ports, checks their answers against the generated workload and runs 2 s of dnsperf at
--Q 2000 per server. It asserts equal answers and zero lost queries, never a QPS figure
-(no timed performance assertions in tests).
+The e2e test runs every named query mix (docs/benchmarking.md#workloads): NSD, dnsmasq
+and kdns (once its app imports) for the cluster-name rows, dnsmasq, Unbound and kdns as
+forwarders to a local Knot for the forwarding rows, all on 127.0.0.1 high ports. It checks
+their answers and runs 0.5 s of dnsperf at -Q 1000 per server and mix, asserting equal
+answers, zero lost queries and the response codes each mix must produce, never a QPS
+figure (no timed performance assertions in tests).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from bench import check, dnsclient, workload
-from bench.run_bench import parse_dnsperf, percentile
+from bench.run_bench import Run, parse_dnsperf, parse_latency_line, percentile, ratios
+from bench.workload import MIXES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -89,6 +92,125 @@ def test_dnsperf_summary_and_percentiles() -> None:
     assert percentile(values, 99) == 99.0
 
 
+def test_the_documented_mixes_and_their_anchors() -> None:
+    # docs/benchmarking.md#workloads: the rows and who anchors them
+    anchors = {name: mix.anchors for name, mix in MIXES.items()}
+    assert anchors == {
+        "mix": ("nsd", "knot", "dnsmasq"),
+        "mix-unique-misses": ("nsd",),
+        "unique-misses": ("nsd",),
+        "mix-tcp": ("nsd",),
+        "mix-do": ("nsd",),
+        "forward-unique": ("dnsmasq", "unbound"),
+        "forward-hits": ("dnsmasq", "unbound"),
+    }
+    assert MIXES["mix-tcp"].dnsperf[:2] == ("-m", "tcp")
+    assert "-D" in MIXES["mix-do"].dnsperf
+    assert {n for n, m in MIXES.items() if m.forward} == {"forward-unique", "forward-hits"}
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_unique_files_never_repeat_a_name_and_differ_between_runs(tmp_path: Path) -> None:
+    wl = workload.build(100, seed=2)
+    workload.make_queries(wl, count=1000)
+    for names in ("unique-misses", "forward-unique"):
+        a, b = tmp_path / f"{names}-a", tmp_path / f"{names}-b"
+        assert workload.write_unique_queries(a, names, lines=250_000, tag="t1", workload=wl)
+        workload.write_unique_queries(b, names, lines=1000, tag="t2", workload=wl)
+        first = _lines(a)
+        assert len(first) == 250_000
+        assert len(set(first)) == len(first)
+        assert not set(first) & set(_lines(b))
+        zone = "default.svc.cluster.local. A" if names == "unique-misses" else "ext.test. A"
+        assert all(line.endswith(zone) for line in first)
+
+
+def test_mix_unique_misses_is_the_mix_with_each_miss_renamed(tmp_path: Path) -> None:
+    wl = workload.build(100, seed=2)
+    base = workload.make_queries(wl, count=1000)
+    path = tmp_path / "q"
+    workload.write_unique_queries(path, "mix-unique-misses", lines=3000, tag="t", workload=wl)
+    lines = _lines(path)
+    misses = [line for line in lines if line.startswith("t-")]
+    assert len(misses) == 3 * sum(1 for n, _ in base if n.startswith("missing-"))
+    assert len(set(misses)) == len(misses)
+    for i, line in enumerate(lines):
+        name, qtype = base[i % len(base)]
+        if not name.startswith("missing-"):
+            assert line == f"{name} {qtype}"
+
+
+def test_upstream_zone_has_a_wildcard_so_every_external_name_exists() -> None:
+    text = workload.ext_zone_text()
+    assert f"* IN A {workload.EXT_ADDRESS}" in text
+    assert "$ORIGIN ext.test." in text
+    hits = workload.forward_hit_queries(1, count=20_000)
+    assert len({n for n, _ in hits}) == workload.EXT_NAMES  # 20 draws per name: all appear
+
+
+def test_query_with_do_carries_an_opt_record_and_the_reply_do_bit_is_read() -> None:
+    packet = dnsclient.build_query("a.b.", "A", qid=1, edns_do=True)
+    assert struct.unpack_from("!H", packet, 10)[0] == 1  # ARCOUNT: the OPT record
+    opt = packet[-11:]
+    assert opt[0] == 0  # root owner
+    assert struct.unpack("!HHIH", opt[1:]) == (41, 1232, 0x8000, 0)
+    plain = dnsclient.build_query("a.b.", "A", qid=1)
+    assert dnsclient.parse(plain).edns_do is None
+    reply = bytearray(packet)
+    reply[2] |= 0x80  # QR
+    assert dnsclient.parse(bytes(reply)).edns_do is True
+    no_do = dnsclient.build_query("a.b.", "A", qid=1, edns_do=False)
+    assert dnsclient.parse(no_do).edns_do is False
+
+
+def test_latency_lines_of_dnsperf_v() -> None:
+    assert parse_latency_line("> NOERROR svc-1.default.svc.cluster.local A 0.000123\n") == (
+        pytest.approx(0.123)
+    )
+    assert parse_latency_line("  Queries sent: 5\n") is None
+    assert parse_latency_line("> garbage\n") is None
+
+
+def _run(server: str, round_no: int, qps: float, cpu: float) -> Run:
+    return Run(
+        workload="forward-hits",
+        mode="pinned",
+        server=server,
+        round=round_no,
+        seconds=1.0,
+        qps=qps,
+        sent=1,
+        completed=1,
+        lost=0,
+        avg_ms=0.1,
+        rcodes="",
+        cpu_pct=100.0,
+        cpu_ms_per_1k=cpu,
+        rss_kb=1,
+        pss_kb=1,
+        foreign_pct=0.0,
+    )
+
+
+def test_ratios_are_medians_of_per_round_ratios_against_each_anchor_of_the_row() -> None:
+    runs = [
+        _run("kdns-1", 1, 100.0, 1.0),
+        _run("dnsmasq", 1, 50.0, 1.0),
+        _run("unbound-1", 1, 200.0, 1.0),
+        _run("kdns-1", 2, 90.0, 1.0),
+        _run("dnsmasq", 2, 30.0, 1.0),
+        _run("unbound-1", 2, 100.0, 1.0),
+        _run("kdns-1", 3, 120.0, 1.0),
+        _run("dnsmasq", 3, 60.0, 1.0),
+        _run("unbound-1", 3, 100.0, 1.0),
+    ]
+    got = ratios(runs)["forward-hits"]["pinned"]["kdns-1"]
+    assert got == {"dnsmasq": 2.0, "unbound": 0.9}  # medians of (2, 3, 2) and (0.5, 0.9, 1.2)
+
+
 def _kdns_works() -> bool:
     res = subprocess.run(
         [sys.executable, "-c", "import kdns.app, kdns.cli"],
@@ -102,11 +224,11 @@ def _kdns_works() -> bool:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_smoke_answers_equal_and_nothing_lost(tmp_path: Path) -> None:
-    for tool in ("dnsperf", "nsd", "dnsmasq"):
+def test_smoke_every_mix_answers_equal_and_nothing_lost(tmp_path: Path) -> None:
+    for tool in ("dnsperf", "nsd", "dnsmasq", "knotd", "unbound"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            pytest.skip(f"{tool} not installed")
-    names = ["nsd", "dnsmasq"] + (["kdns"] if _kdns_works() else [])
+            pytest.skip(f"{tool} not installed (make tools)")
+    names = ["nsd", "dnsmasq", "unbound"] + (["kdns"] if _kdns_works() else [])
     res = subprocess.run(
         [
             sys.executable,
@@ -120,15 +242,39 @@ def test_smoke_answers_equal_and_nothing_lost(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=150,
         check=False,
     )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     result = json.loads((tmp_path / "latest.json").read_text())
     assert result["check"]["ok"]
-    assert set(result["check"]["servers"]) == {f"{n}-1" if n != "dnsmasq" else n for n in names}
-    assert all(not s["failures"] for s in result["check"]["servers"].values())
+    checked = result["check"]["workloads"]
+    assert set(checked) == set(MIXES)
+    for mix_name, by_server in checked.items():
+        kinds = {label.split("-")[0] for label in by_server}
+        expected = {k for k in ("kdns", *MIXES[mix_name].anchors) if k in names}
+        assert kinds == expected, mix_name
+        assert all(not s["failures"] for s in by_server.values()), mix_name
     runs = result["runs"]
-    assert {r["server"] for r in runs} == set(result["check"]["servers"])
+    assert {(r["workload"], r["server"]) for r in runs} == {
+        (w, label) for w, by_server in checked.items() for label in by_server
+    }
     assert all(r["lost"] == 0 for r in runs)
     assert all(r["completed"] > 0 for r in runs)
+    assert not any(r["names_repeated"] for r in runs)
+    latency = [r for r in runs if r["round"] == 0]  # the dnsperf -v run of each server
+    assert len(latency) == len(runs) // 2
+    assert all(r["p50_ms"] is not None and r["p99_ms"] >= r["p50_ms"] for r in latency)
+    for r in runs:  # each mix sends what it says
+        codes = {part.split()[0] for part in r["rcodes"].split(", ")}
+        if r["workload"] == "unique-misses":
+            assert codes == {"NXDOMAIN"}, r
+        elif MIXES[r["workload"]].forward:
+            assert codes == {"NOERROR"}, r
+        else:
+            assert codes == {"NOERROR", "NXDOMAIN"}, r
+    forwarded = [r for r in runs if MIXES[r["workload"]].forward]
+    assert all(r["upstream_cpu_pct"] is not None for r in forwarded)
+    assert {(row["workload"], row["anchor"].split("-")[0]) for row in result["rows"]} == {
+        (w, a) for w in MIXES for a in MIXES[w].anchors if a in names
+    }
