@@ -10,6 +10,7 @@ manifest) or one skipped object (a watch). Pure: no I/O, no logging.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from ipaddress import ip_address
@@ -92,7 +93,7 @@ def shown(value: object) -> str:
     if isinstance(value, int):
         if abs(value) < 10**SHOWN_MAX:
             return repr(value)
-        return f"an integer of {len(f'{abs(value):x}') * 1.2:.0f} or so digits"
+        return f"an integer of about {math.floor(math.log10(abs(value))) + 1} digits"
     if is_mapping(value):
         return f"a mapping of {len(value)} keys"
     if isinstance(value, list | tuple):
