@@ -354,3 +354,26 @@ def test_equal_ports_and_repeated_strings_are_shared_across_objects() -> None:
     assert a.ports == (ServicePort("http", "tcp", 80),)
     assert a.ports is b.ports
     assert a.namespace is b.namespace
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("http", '"http"'),
+        ('say "hi"\n', '"say \\"hi\\"\\n"'),  # one line, whatever the value holds
+        ("x" * 61, '"' + "x" * 60 + '..." (61 characters)'),
+        (80, "80"),
+        (10**60, "an integer of about 61 digits"),
+        (-(10**4000), "an integer of about 4001 digits"),
+        (None, "None"),
+        (True, "True"),
+        ([[1, 2]] * 3, "a list of 3 items"),
+        ({"a": [1] * 10**6}, "a mapping of 1 keys"),
+    ],
+)
+def test_shown_is_short_and_one_line_and_never_walks_a_container(
+    value: object, expected: str
+) -> None:
+    from kdns.sources.convert import shown
+
+    assert shown(value) == expected

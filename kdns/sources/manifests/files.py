@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from kdns.sources.convert import is_mapping
 from kdns.sources.manifests import limits
 from kdns.sources.manifests.errors import ManifestError, Origin, too_deep, too_long_number
 from kdns.sources.manifests.jsonlist import JsonList, json_error, json_list
@@ -188,7 +189,7 @@ def _objects(path: Path, documents: Iterable[Any]) -> Iterator[tuple[Origin, Map
             for i, item in enumerate(doc.items()):
                 yield _list_item(path, number, doc.kind, i, item)
             continue
-        if not isinstance(doc, Mapping):
+        if not is_mapping(doc):
             raise ManifestError(
                 f"{path}: document {number}: is a {type(doc).__name__}, not an object; "
                 "each document must be a Kubernetes object with apiVersion, kind and metadata"
@@ -212,7 +213,7 @@ def _list_item(
     path: Path, number: int, kind: str, i: int, item: Any
 ) -> tuple[Origin, Mapping[str, Any]]:
     """Item `i` (0-based) of the List that is document `number` of `path`."""
-    if not isinstance(item, Mapping):
+    if not is_mapping(item):
         raise ManifestError(
             f"{path}: document {number} ({kind}): items[{i}]: is not an object; "
             "each item must be a Kubernetes object"
@@ -228,8 +229,8 @@ def _describe(origin: Origin, obj: Mapping[str, Any]) -> Origin:
     elif len(kind) > _CUT:
         kind = _cut(kind)
     meta = obj.get("metadata")
-    name = meta.get("name") if isinstance(meta, Mapping) else None
-    ns = meta.get("namespace") if isinstance(meta, Mapping) else None
+    name = meta.get("name") if is_mapping(meta) else None
+    ns = meta.get("namespace") if is_mapping(meta) else None
     what = kind
     if isinstance(name, str) and name:
         name = name if len(name) <= _CUT else _cut(name)

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from kdns.sources.convert import ConversionError, shown
+from kdns.sources.convert import ConversionError, is_mapping, shown
 
 LABEL_MAX = 63
 SUBDOMAIN_MAX = 253
@@ -167,7 +167,7 @@ def metadata(kind: str, obj: Mapping[str, Any], *, known: set[str]) -> None:
     """The object's name and namespace, by the rule of its kind (`known`: see
     `known_label`). Runs for every object: the valid case is tested inline."""
     meta = obj.get("metadata")
-    if not isinstance(meta, Mapping):
+    if not is_mapping(meta):
         return
     name = meta.get("name")
     if kind in NAMESPACE_NAME_KINDS:
@@ -225,5 +225,5 @@ def _endpoints(entries: Any, field: str, known: set[str], *, addresses: str | No
 
 def _port_names(ports: Any, field: str, known: set[str]) -> None:
     for i, port in enumerate(ports or ()):
-        if isinstance(port, Mapping) and port.get("name"):
+        if is_mapping(port) and port.get("name"):
             known_label(port.get("name"), known, field=f"{field}[{i}].name", what="port name")

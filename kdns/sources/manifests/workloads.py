@@ -20,6 +20,7 @@ from typing import Any
 from kdns.cluster.model import IPAddress
 from kdns.sources.convert import (
     ConversionError,
+    is_mapping,
     labels_at,
     list_at,
     mapping_at,
@@ -76,7 +77,7 @@ def parse_pod(obj: Mapping[str, Any], origin: Origin) -> PodSpec | None:
     phase = string_at(status, "phase", field="status.phase", default="Running")
     ready = phase == "Running"
     for cond in list_at(status, "conditions", field="status.conditions"):
-        if isinstance(cond, Mapping) and cond.get("type") == "Ready":
+        if is_mapping(cond) and cond.get("type") == "Ready":
             ready = ready and str(cond.get("status")) != "False"
     return PodSpec(
         namespace=namespace,
@@ -190,11 +191,11 @@ def _container_ports(pod_spec: Mapping[str, Any], *, field: str) -> dict[tuple[s
     for key in ("initContainers", "containers"):
         for c, container in enumerate(list_at(pod_spec, key, field=f"{field}.{key}")):
             at = f"{field}.{key}[{c}]"
-            if not isinstance(container, Mapping):
+            if not is_mapping(container):
                 raise ConversionError(at, "is not a mapping", "write it as key: value pairs")
             for p, port in enumerate(list_at(container, "ports", field=f"{at}.ports")):
                 pat = f"{at}.ports[{p}]"
-                if not isinstance(port, Mapping):
+                if not is_mapping(port):
                     raise ConversionError(pat, "is not a mapping", "write it as key: value pairs")
                 number = port_number(port.get("containerPort"), field=f"{pat}.containerPort")
                 name = string_at(port, "name", field=f"{pat}.name")
