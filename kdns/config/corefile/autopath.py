@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from kdns.config.corefile.directives import Block, _inside_block, _no_block, _once, _zones
+from kdns.config.corefile.common import zones as zone_args
+from kdns.config.corefile.directives import Block, _inside_block, _no_block, _once
 from kdns.config.corefile.parser import Line
 from kdns.config.model import AutopathConfig, KubernetesConfig, PluginConfig
 from kdns.config.resolvconf import parse_search
@@ -31,7 +32,7 @@ def read_autopath(lines: Sequence[Line], block: Block) -> AutopathConfig | None:
         block.add(line.origin, f"autopath: no RESOLV-CONF given; write {_TAKES}")
         return None
     *zone_texts, resolv = line.args
-    zones = _zones("autopath", zone_texts, line, block) if zone_texts else list(block.zones)
+    zones = zone_args("autopath", zone_texts, line, block) if zone_texts else list(block.zones)
     if zones is None or not _inside_block("autopath", zones, line, block):
         return None
     if resolv.startswith("@"):

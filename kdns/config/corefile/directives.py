@@ -21,6 +21,9 @@ from typing import Any
 
 from kdns.config.corefile.any import read_any
 from kdns.config.corefile.bufsize import read_bufsize
+from kdns.config.corefile.common import once
+from kdns.config.corefile.common import twice as _twice
+from kdns.config.corefile.common import zones as _zones
 from kdns.config.corefile.hosts import read_hosts
 from kdns.config.corefile.parser import Line
 from kdns.config.corefile.problems import Problems
@@ -37,7 +40,6 @@ from kdns.config.corefile.values import (
     parse_listen,
     parse_port,
     split_host_port,
-    zones_from,
 )
 from kdns.config.model import (
     COMBINED_LOG_FORMAT,
@@ -212,12 +214,7 @@ def refuse_unknown(line: Line, block: Block) -> None:
 def _once(
     lines: Sequence[Line], block: Block, *, why: str = "CoreDNS allows it once: keep one"
 ) -> Line:
-    for extra in lines[1:]:
-        block.add(
-            extra.origin,
-            f"{extra.name} is given twice in this server block (first at {lines[0].origin}); {why}",
-        )
-    return lines[0]
+    return once(lines, block, why=why)
 
 
 def _no_block(line: Line, block: Block, *, plugin: str | None = None) -> None:
@@ -235,31 +232,6 @@ def _not_yet(plugin: str, option: Line, block: Block, takes: str) -> None:
 
 def _unknown_option(plugin: str, option: Line, block: Block, takes: str) -> None:
     block.add(option.origin, f"{plugin}: unknown option {option.name!r}; {plugin} takes {takes}")
-
-
-def _twice(plugin: str, option: Line, seen: dict[str, Origin], block: Block) -> bool:
-    """True (and a problem) when `option` was already given in this plugin's block."""
-    if option.name in seen:
-        block.add(
-            option.origin,
-            f"{plugin}: option {option.name} is given twice (first at "
-            f"{seen[option.name]}); keep one",
-        )
-        return True
-    seen[option.name] = option.origin
-    return False
-
-
-def _zones(plugin: str, texts: Sequence[str], line: Line, block: Block) -> list[str] | None:
-    """Zone arguments, normalized (CIDRs become reverse zones); None after a problem."""
-    zones: list[str] = []
-    for text in texts:
-        try:
-            zones.extend(zones_from(text))
-        except ValueError as exc:
-            block.add(line.origin, f"{plugin}: {exc}")
-            return None
-    return list(dict.fromkeys(zones))
 
 
 def _inside_block(plugin: str, zones: Sequence[str], line: Line, block: Block) -> bool:
