@@ -3,7 +3,7 @@ Corefile would. What the flags mean, as a Corefile:
 
     [.] cluster.local in-addr.arpa ip6.arpa <zone files' zones>:PORT {
         bind HOST
-        errors
+        errors { consolidate 10s ".*" warning }
         health HOST:PORT { lameduck SECONDS }
         ready HOST:PORT
         prometheus HOST:PORT
@@ -39,6 +39,7 @@ from kdns.config.model import (
     AutopathConfig,
     CacheConfig,
     Config,
+    Consolidate,
     ErrorsConfig,
     FileConfig,
     ForwardConfig,
@@ -68,7 +69,9 @@ def config_from_settings(
     zone = settings.zone.rstrip(".") + "."
     upstreams = settings.upstreams or ()
     plugins: dict[str, PluginConfig] = {
-        "errors": ErrorsConfig(),
+        # Repeated failures (an upstream down) are one line per 10 s with a count, not a
+        # line per query; a Corefile says for itself.
+        "errors": ErrorsConfig(consolidate=(Consolidate(10.0, ".*", "warning"),)),
         "health": HealthConfig(addr=settings.health_addr, lameduck=settings.lameduck_seconds),
         "ready": ReadyConfig(addr=settings.ready_addr),
         "prometheus": PrometheusConfig(addr=settings.metrics_addr),

@@ -93,6 +93,10 @@ class LoopPlugin(Plugin):
                     await asyncio.sleep(2.0)  # let a loop in flight finish coming back
                     return
                 except (TimeoutError, OSError) as exc:
+                    # As CoreDNS: a probe that got no answer (a silent upstream) starts the
+                    # count again, so three slow tries are not taken for a loop. A real loop
+                    # brings the probe back three times within one try.
+                    self.seen = 0
                     why = type(exc).__name__
                     log.info("loop probe to %s:%d got no answer yet (%s)", host, listen.port, why)
                     await asyncio.sleep(1.0)

@@ -105,4 +105,35 @@ def test_a_silent_upstream_delays_nothing_and_is_named(tmp_path: Path) -> None:
             while f"127.0.0.1:{port}" not in kdns.log():
                 assert time.monotonic() < deadline, kdns.log()
                 time.sleep(0.2)
+            # The loop probe keeps timing out meanwhile: slow tries are no loop (CoreDNS
+            # starts the count again after each), so kdns must still be serving.
+            time.sleep(10)
+            assert kdns.proc.poll() is None, kdns.log()
+            assert "detected" not in kdns.log()
     assert "never awaited" not in kdns.log()
+
+
+def test_a_dead_upstream_does_not_flood_the_log(tmp_path: Path) -> None:
+    # 300 queries for external names while the only upstream never answers: one warning
+    # that names it, and the failures consolidated (errors { consolidate } in the flags'
+    # chain) into a line per 10 s with a count, not a line or two per query.
+    from dnslib import DNSRecord
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        with run_kdns(["--manifests", str(SEED), f"--upstream=127.0.0.1:{port}"],
+                      tmp_path=tmp_path, timeout=10) as kdns:  # fmt: skip
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                for i in range(300):
+                    query = DNSRecord.question(f"n{i}.example.test", "A")
+                    client.sendto(query.pack(), ("127.0.0.1", kdns.dns_port))
+                    time.sleep(0.005)
+            time.sleep(20)  # every forward gives up within 5 s; then one 10 s period
+            lines = kdns.log().splitlines()
+    failures = [line for line in lines if "errors like" in line]
+    assert failures, "\n".join(lines)
+    assert sum(int(line.split(" errors like")[0].rsplit(" ", 1)[1]) for line in failures) >= 300
+    assert any(f"127.0.0.1:{port}" in line for line in lines)
+    assert len(lines) < 40, "\n".join(lines[-20:])
+    assert not any("loop" in line and "detected" in line for line in lines), "\n".join(lines)
