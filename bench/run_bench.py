@@ -47,11 +47,11 @@ log = logging.getLogger("bench.run_bench")
 
 MODES = ("pinned", "fixed", "whole")
 WHOLE_MIXES = ("mix",)  # the whole-machine mode runs for these mixes only
-# Unique-name files are sized for the rate a run can reach, so that no name repeats:
-# 2x the server's warm-up rate, at least UNIQUE_FLOOR and at most UNIQUE_CEILING queries/s
-# (one pinned dnsperf thread tops out near 175k/s here, docs/benchmarking.md).
+# Unique-name files are sized for the rate a run can reach, so that no name repeats: the
+# fixed rate, or in the unthrottled modes UNIQUE_CEILING queries/s, well above what one
+# pinned dnsperf thread sends here (about 175k/s, docs/benchmarking.md). Sizing from the
+# warm-up's rate was tried and failed: a disturbed warm-up undersized a later run's file.
 UNIQUE_CEILING = 300_000
-UNIQUE_FLOOR = 20_000
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FOREIGN_FLAG = 0.10  # flag runs where other processes used > 10 % of a core (docs/benchmarking.md)
 QUIET_BELOW = 0.15  # wait for < 15 % of a core of foreign CPU before each run
@@ -182,7 +182,6 @@ class Bench:
         self.runs: list[Run] = []
         self.discarded: list[Run] = []  # FOREIGN runs that were measured again
         self.serial = 0  # tags the names of each unique-name file
-        self.warm_qps: dict[tuple[str, str, str], float] = {}
 
     # -- processes
 
@@ -243,9 +242,7 @@ class Bench:
 
     # -- query files
 
-    def query_file(
-        self, mix: Mix, plan: Plan, server: Server, seconds: float
-    ) -> tuple[Path, int | None]:
+    def query_file(self, mix: Mix, plan: Plan, seconds: float) -> tuple[Path, int | None]:
         """The dnsperf file for one run: the static file, or a fresh file of unique names
         sized so that dnsperf does not come round to its start (returns its line count)."""
         if not mix.unique:
@@ -253,12 +250,7 @@ class Bench:
                 self.files.hits_queries if mix.names == "forward-hits" else self.files.queries
             ), None
         assert self.wl is not None
-        if plan.rate:
-            qps = float(plan.rate)
-        else:
-            warm = self.warm_qps.get((mix.name, plan.mode, server.label))
-            qps = UNIQUE_CEILING if warm is None else 2.0 * warm
-            qps = min(UNIQUE_CEILING, max(UNIQUE_FLOOR, qps))
+        qps = float(plan.rate) if plan.rate else float(UNIQUE_CEILING)
         lines = int(seconds * qps * 1.1) + 1000
         self.serial += 1
         tag = f"u{self.serial}"
@@ -334,7 +326,7 @@ class Bench:
         seconds: float,
         verbose: bool = False,
     ) -> Run:
-        datafile, lines = self.query_file(mix, plan, server, seconds)
+        datafile, lines = self.query_file(mix, plan, seconds)
         try:
             others = {p for s in self.running for p in s.pids()} | {os.getpid()}
             if self.args.quiet_wait > 0 and round_no >= 0:  # not before a warm-up
@@ -387,8 +379,7 @@ class Bench:
         try:
             if args.warmup > 0:
                 for server in group:
-                    warm = self.measure(mix, server, plan, -1, seconds=args.warmup)
-                    self.warm_qps[(mix.name, plan.mode, server.label)] = warm.qps
+                    self.measure(mix, server, plan, -1, seconds=args.warmup)
             for round_no in range(1, args.rounds + 1):
                 shift = (round_no - 1) % len(group)
                 for server in group[shift:] + group[:shift]:  # rotate who goes first
