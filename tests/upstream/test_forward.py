@@ -12,6 +12,7 @@ import asyncio
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -760,18 +761,33 @@ def dnsmasq() -> Iterator[HostPort]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
+        wait_listening(port)
         yield HostPort("127.0.0.1", port)
     finally:
         proc.terminate()
         proc.wait(5)
 
 
+def wait_listening(port: int, deadline_seconds: float = 15.0) -> None:
+    """Block until a DNS server answers on 127.0.0.1:`port` over UDP (a loaded CI box can
+    take seconds to start dnsmasq; asking through the forwarder meanwhile would mark the
+    upstream down and make the test about health checks instead)."""
+    probe = DNSRecord.question("probe.dnsmasq.test.").pack()
+    end = time.monotonic() + deadline_seconds
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(0.2)
+        while time.monotonic() < end:
+            try:
+                udp.sendto(probe, ("127.0.0.1", port))
+                udp.recvfrom(4096)
+                return
+            except OSError:  # refused (not bound yet) or timed out
+                time.sleep(0.05)
+    pytest.fail(f"dnsmasq did not answer on 127.0.0.1:{port} within {deadline_seconds:.0f}s")
+
+
 async def test_forwarding_to_a_real_dnsmasq(dnsmasq: HostPort) -> None:
     fwd = make([dnsmasq], timeout_seconds=0.5)
-    for _ in range(20):  # wait (bounded) until dnsmasq listens
-        if await ask(fwd, "dnsmasq.test.", qid=1) is not None:
-            break
-        await asyncio.sleep(0.1)
     reply = await ask(fwd, "www.dnsmasq.test.", qid=555)
     assert reply is not None
     assert reply.header.id == 555
