@@ -8,6 +8,11 @@ copying its question in: a hit is `ID + header + question + tail`, with no parsi
 finding the end of the name and no objects besides the output (docs/benchmarking.md; the
 PowerDNS packet-cache technique keyed on qname+qtype).
 
+Before any of that, a UDP query seen before is looked up by its own bytes after the ID
+(`ReplyCache.exact`, filled by the first hit): everything the checks below read is in those
+bytes, so the reply after the ID is fixed too, and a repeat costs one slice, one lookup and
+one concatenation. Dropping an entry (or moving a lazy entry's epoch) forgets its queries.
+
 `FastPath.handle` serves the commonest shape first (UDP, one question, no OPT or a bare
 version-0 OPT without DO or options) with the fewest operations. Every other query with one
 question of class IN and at most one version-0 OPT is served from the same entries by
@@ -58,6 +63,7 @@ from typing import Protocol, cast
 
 from kdns.dns.wire import rewrite_ttls
 from kdns.observe.stats import Stats
+from kdns.serve.transport import Client
 
 HandleResult = bytes | None | Awaitable[bytes | None]
 
@@ -123,6 +129,7 @@ class Entry:
         "dep",
         "epoch_soa",
         "epoch_structure",
+        "exact",
         "headers",
         "hits_v4",
         "hits_v6",
@@ -157,6 +164,7 @@ class Entry:
         # The epochs of the cache the reply is valid in (ReplyCache.current); -1 = any.
         self.epoch_structure = -1
         self.epoch_soa = -1
+        self.exact: list[bytes] | None = None  # its keys in `ReplyCache.exact`
 
 
 class Template(Entry):
@@ -227,6 +235,11 @@ class ChangeSource(GenerationSource, Protocol):
         """The (namespace, service) keys changed after `generation`; None = anything."""
 
 
+def _lazy(entry: Entry) -> bool:
+    """Valid only in the epochs it was stored in (`ReplyCache.current`)."""
+    return entry.epoch_structure >= 0 or entry.epoch_soa >= 0
+
+
 def main_key(key: bytes) -> bytes:
     """The key of a plain or EDNS entry, from the lower-case wire qname and the qtype as
     sent (`key`). The hot path lower-cases the qname and the qtype in one go; a qtype with
@@ -287,6 +300,12 @@ class ReplyCache:
         # (meta, proto, family, request size, DO) -> hits of entries already gone, waiting
         # for the next fold.
         self._retired: dict[tuple[EntryMeta, str, str, int, bool], int] = {}
+        # Whole UDP queries after the ID -> (entry, the reply after the ID, odd key or 0):
+        # a repeated query costs one lookup (see `remember`). Keys of lazy entries are
+        # listed apart, as an epoch move invalidates them without dropping the entries.
+        self.exact: dict[bytes, tuple[Entry, bytes, int]] = {}
+        self.max_exact = max_entries
+        self._exact_lazy: list[bytes] = []
 
     def __len__(self) -> int:
         return sum(len(table) for table in self._tables)
@@ -392,6 +411,40 @@ class ReplyCache:
         while len(self._order) > self.max_entries or self.bytes > self.max_bytes:
             self._drop(next(iter(self._order)))
 
+    def remember(self, query: bytes, entry: Entry, reply: bytes, okey: int) -> None:
+        """Serve `query` (a UDP query after its ID) with `reply` (the reply after its ID)
+        from `entry` while the entry is valid; `okey`: its `odd_key` without the family
+        (the same bytes come over IPv4 and IPv6), 0 for the commonest shape. Everything
+        `FastPath` checks before a hit is a function of these bytes, so the same bytes get
+        the same reply: only the entry's validity can change, and dropping the entry (or
+        moving the epochs, for a lazy one) forgets its queries. Not for templates (their
+        names are unique), aging entries (their TTLs count down) or rotating ones."""
+        exact = self.exact
+        if len(exact) >= self.max_exact or len(self._exact_lazy) >= self.max_exact:
+            self._forget_exact()  # many spellings (0x20) or sizes: start over
+        exact[query] = (entry, reply, okey)
+        keys = entry.exact
+        if keys is None:
+            entry.exact = [query]
+        else:
+            keys.append(query)
+        if _lazy(entry):
+            self._exact_lazy.append(query)
+
+    def _forget_exact(self) -> None:
+        for entry, _, _ in self.exact.values():
+            entry.exact = None
+        self.exact.clear()
+        self._exact_lazy.clear()
+
+    def _unlink_exact(self, entry: Entry, keys: list[bytes]) -> None:
+        exact = self.exact
+        for query in keys:
+            found = exact.get(query)
+            if found is not None and found[0] is entry:
+                del exact[query]
+        entry.exact = None
+
     def drop(self, kind: int, key: bytes) -> None:
         """Forget one entry (e.g. found stale)."""
         self._drop((kind, key))
@@ -402,6 +455,8 @@ class ReplyCache:
         self._order.pop(okey, None)
         self._negative.pop(okey, None)
         if entry is not None:
+            if entry.exact is not None:
+                self._unlink_exact(entry, entry.exact)
             if entry.dep is not None:
                 deps = self._by_dep.get(entry.dep)
                 if deps is not None:
@@ -421,6 +476,13 @@ class ReplyCache:
             doomed.update(self._by_dep.get(service, {}))
         for okey in doomed:
             self._drop(okey)
+        exact = self.exact
+        for query in self._exact_lazy:  # (lazy entries: their epoch is about to move)
+            found = exact.get(query)
+            if found is not None and _lazy(found[0]):
+                del exact[query]
+                found[0].exact = None  # (its other queries are in the list too)
+        self._exact_lazy.clear()
         self.structure += 1
         if negatives:
             self.soa += 1
@@ -447,7 +509,9 @@ class ReplyCache:
             local = [okey for okey in self._order if okey[0] & ~EDNS != AGING]
             for okey in local:
                 self._drop(okey)
+            self._forget_exact()  # (lazy keys whose entries survived the drops)
             return
+        self._forget_exact()
         for table in self._tables:
             for entry in table.values():
                 self._retire(entry)
@@ -501,12 +565,11 @@ class FastPath:
         self._plain = cache.plain
         self._edns = cache.edns
         self._lazy_plain, self._lazy_edns = cache.lazy
+        self._exact = cache.exact
         self._batch_seconds = 0.0
         self._batch_queries = 0
 
-    def _slow(
-        self, data: bytes, tcp: bool, family: str, client: tuple[str, int] | None
-    ) -> HandleResult:
+    def _slow(self, data: bytes, tcp: bool, family: str, client: Client) -> HandleResult:
         raise NotImplementedError
 
     def _check_generation(self) -> None:
@@ -514,9 +577,7 @@ class FastPath:
         if self.generation_moved():
             self.reset_generation()
 
-    def handle(
-        self, data: bytes, tcp: bool, family: str, client: tuple[str, int] | None = None
-    ) -> HandleResult:
+    def handle(self, data: bytes, tcp: bool, family: str, client: Client = None) -> HandleResult:
         """Answer `data`: bytes now, None to drop, or an awaitable when forwarding."""
         if (
             self._index.generation != self._generation
@@ -525,6 +586,21 @@ class FastPath:
             self._check_generation()  # drop what the changes may alter, then carry on
         if tcp:
             return self._general(data, tcp, family, client, False)
+        found = self._exact.get(data[2:])
+        if found is not None:  # this very query was answered from the cache before
+            hit, reply, okey = found
+            if okey:
+                if family == "2":
+                    okey |= _ODD_V6
+                odd = hit.odd
+                if odd is None:
+                    odd = hit.odd = {}
+                odd[okey] = odd.get(okey, 0) + 1
+            elif family == "1":
+                hit.hits_v4 += 1
+            else:
+                hit.hits_v6 += 1
+            return data[:2] + reply
         end = data.find(0, 12)
         counts = data[4:12]
         if counts == _PLAIN:
@@ -566,11 +642,12 @@ class FastPath:
         if entry.tails is not None:  # loadbalance: the next rotation is served next time
             entry.turn = turn = (entry.turn + 1) % len(entry.tails)
             entry.tail = entry.tails[turn]
-        return b"".join((data[:2], entry.headers[data[2]], data[12 : end + 5], tail))
+            return b"".join((data[:2], entry.headers[data[2]], data[12 : end + 5], tail))
+        reply = b"".join((entry.headers[data[2]], data[12 : end + 5], tail))
+        self.cache.remember(data[2:], entry, reply, 0)
+        return data[:2] + reply
 
-    def _do_hit(
-        self, data: bytes, end: int, family: str, client: tuple[str, int] | None
-    ) -> HandleResult:
+    def _do_hit(self, data: bytes, end: int, family: str, client: Client) -> HandleResult:
         """`handle` for a bare OPT with DO set (resolvers that validate send these): the
         EDNS entry with DO echoed (RFC 3225 §3)."""
         if data[2] > 1 or data[3] & 0xDF or data[end + 3 : end + 5] != _CLASS_IN:
@@ -589,16 +666,17 @@ class FastPath:
         if entry.tails is not None:
             entry.turn = turn = (entry.turn + 1) % len(entry.tails)
             entry.tail = entry.tails[turn]
-        return b"".join(
-            (data[:2], entry.headers[data[2]], data[12 : end + 5], tail[:-4], _DO, tail[-3:])
-        )
+        reply = b"".join((entry.headers[data[2]], data[12 : end + 5], tail[:-4], _DO, tail[-3:]))
+        if entry.tails is None:
+            self.cache.remember(data[2:], entry, reply, okey & ~_ODD_V6)
+        return data[:2] + reply
 
     def _general(
         self,
         data: bytes,
         tcp: bool,
         family: str,
-        client: tuple[str, int] | None,
+        client: Client,
         missed: bool,
     ) -> HandleResult:
         """Every other shape the cache may answer (see the module docstring), and the
@@ -686,6 +764,7 @@ class FastPath:
                 entry.tail = entry.tails[turn]
         if do:  # kdns's own bare OPT ends the reply: echo DO (RFC 3225 §3)
             tail = b"".join((tail[:-4], _DO, tail[-3:]))
+        okey = 0
         if tcp or do or size != entry.meta.request_size:
             odd = entry.odd
             if odd is None:
@@ -696,7 +775,10 @@ class FastPath:
             entry.hits_v4 += 1
         else:
             entry.hits_v6 += 1
-        return b"".join((data[:2], entry.headers[data[2]], data[12:qend], tail))
+        reply = b"".join((entry.headers[data[2]], data[12:qend], tail))
+        if not tcp and type(entry) is Entry and entry.tails is None:  # (see `remember`)
+            self.cache.remember(data[2:], entry, reply, okey & ~_ODD_V6)
+        return data[:2] + reply
 
     def observe_batch(self, queries: int, seconds: float) -> None:
         """Called by the UDP transport after each drained batch (for hit durations)."""

@@ -51,6 +51,8 @@ from kdns.serve.fastpath import (
     HandleResult,
     ReplyCache,
 )
+from kdns.serve.mmsg import Peer
+from kdns.serve.transport import Client
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +161,10 @@ class DnsServer(FastPath):
 
     # ---- the slow path -----------------------------------------------------------------
 
-    def _slow(
-        self, data: bytes, tcp: bool, family: str, client: tuple[str, int] | None
-    ) -> HandleResult:
+    def _slow(self, data: bytes, tcp: bool, family: str, client: Client) -> HandleResult:
         try:
+            if isinstance(client, Peer):  # (batched UDP: decoded now, the slot is reused)
+                client = client.address()
             return self._answer(data, tcp, family, client)
         except Exception as exc:
             return self._panic(data, exc)

@@ -24,19 +24,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
+from kdns.serve import mmsg
+from kdns.serve.mmsg import Peer
 from kdns.serve.rrl import RateLimiter
 
 log = logging.getLogger(__name__)
 
 HandleResult = bytes | None | Awaitable[bytes | None]
+Client = tuple[str, int] | Peer | None
+"""Who asked: (host, port), a `Peer` to decode only if needed (batched UDP), or None."""
 
 
 class QueryHandler(Protocol):
-    def handle(
-        self, data: bytes, tcp: bool, family: str, client: tuple[str, int] | None = None
-    ) -> HandleResult:
+    def handle(self, data: bytes, tcp: bool, family: str, client: Client = None) -> HandleResult:
         """Reply bytes now, None to drop, or an awaitable of either (an upstream is asked).
-        Called positionally on the hot path."""
+        Called positionally on the hot path. A `Peer` is valid only during the call."""
 
 
 BatchObserver = Callable[[int, float], None]
@@ -113,7 +115,10 @@ class UdpServer:
         observe_batch: BatchObserver | None = None,
         max_query_bytes: int = 4096,
         rrl: RateLimiter | None = None,
+        batched: bool | None = None,
     ) -> None:
+        """`batched`: use recvmmsg/sendmmsg (default: where `mmsg.available()`; never with
+        rate limiting, which reads one datagram at a time)."""
         self.sock = sock
         self._handler = handler
         self._observe = observe_batch
@@ -122,6 +127,17 @@ class UdpServer:
         self._max = max_query_bytes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[bytes | None]] = set()
+        if batched is None:
+            batched = mmsg.available()
+        self._batch = (
+            mmsg.Batch(sock, slots=_MAX_BATCH, size=max_query_bytes)
+            if batched and rrl is None
+            else None
+        )
+
+    @property
+    def batched(self) -> bool:
+        return self._batch is not None
 
     @property
     def port(self) -> int:
@@ -130,7 +146,12 @@ class UdpServer:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         # Rate limiting costs nothing when off: it is a different callback.
-        callback = self._on_readable if self._rrl is None else self._on_readable_rrl
+        if self._rrl is not None:
+            callback = self._on_readable_rrl
+        elif self._batch is not None:
+            callback = self._on_readable_batched
+        else:
+            callback = self._on_readable
         self._loop.add_reader(self.sock.fileno(), callback)
 
     def close(self) -> None:
@@ -172,6 +193,56 @@ class UdpServer:
             self._spawn(result, addr)  # type: ignore[arg-type]
         if self._observe is not None and n > 0:
             self._observe(n, time.perf_counter() - started)
+
+    def _on_readable_batched(self) -> None:
+        """`_on_readable` with one recvmmsg for up to `_MAX_BATCH` datagrams and one sendmmsg
+        for their replies (kdns.serve.mmsg)."""
+        batch = self._batch
+        assert batch is not None
+        started = time.perf_counter() if self._observe is not None else 0.0
+        try:
+            n = batch.receive()
+        except OSError as exc:  # e.g. ICMP errors surfaced on the socket
+            log.debug("udp recv error on %s: %s", self.sock.getsockname(), exc)
+            return
+        if not n:
+            return
+        handle = self._handler.handle
+        family = self._family
+        view, lengths, peers = batch.recv_view, batch.recv_lengths, batch.peers
+        out, out_lengths, out_names = batch.send_buf, batch.send_lengths, batch.send_names
+        names_at, size = batch.names_at, batch.size
+        per, length_at, name_stride = mmsg.LENGTH_STRIDE, mmsg.LENGTH_AT, mmsg.NAME_STRIDE
+        k = 0
+        for i in range(n):
+            at = i * size
+            result = handle(
+                view[at : at + lengths[i * per + length_at]].tobytes(), False, family, peers[i]
+            )
+            if result is None:
+                continue
+            if type(result) is bytes:
+                m = len(result)
+                if m > size:  # (bigger than any query slot: rare, sent on its own)
+                    self._send_one(result, peers[i].address())
+                    continue
+                at = k * size
+                out[at : at + m] = result
+                out_lengths[2 * k + 1] = m
+                out_names[8 * k] = names_at + i * name_stride
+                k += 1
+                continue
+            self._spawn(result, peers[i].address())  # type: ignore[arg-type]
+        if k:
+            batch.send(k)
+        if self._observe is not None:
+            self._observe(n, time.perf_counter() - started)
+
+    def _send_one(self, reply: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.sock.sendto(reply, addr)
+        except OSError as exc:
+            log.debug("udp send to %s failed: %s", addr, exc)
 
     def _on_readable_rrl(self) -> None:
         """`_on_readable` with each reply passed through the rate limiter first."""
@@ -230,10 +301,7 @@ class UdpServer:
         if reply is not None and self._rrl is not None:
             reply = self._rrl.limit(addr[0], reply)
         if reply is not None and self._loop is not None:
-            try:
-                self.sock.sendto(reply, addr)
-            except OSError as exc:
-                log.debug("udp send to %s failed: %s", addr, exc)
+            self._send_one(reply, addr)
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,6 +189,96 @@ def test_hits_are_folded_into_coredns_metrics_on_flush() -> None:
     assert stats.responses[("cluster.local.", "NOERROR")] == 7
 
 
+# ---- the exact-query map: a repeated UDP query costs one lookup ---------------------------
+
+
+def test_a_repeated_query_is_answered_from_its_own_bytes() -> None:
+    handler, stats = make_handler()
+    first = ask(handler, make_query(SVC1, qid=1))  # slow path: stored
+    assert not handler.cache.exact
+    ask(handler, make_query(SVC1, qid=2))  # a hit: remembered as these very bytes
+    assert list(handler.cache.exact) == [make_query(SVC1, qid=3)[2:]]
+    before = slow_queries(stats)
+    again = ask(handler, make_query(SVC1, qid=0xBEEF))
+    assert again == b"\xbe\xef" + first[2:]
+    assert slow_queries(stats) == before
+    mixed = make_query("SVC1.testns.svc.cluster.local", qid=4)  # other bytes: other key
+    assert ask(handler, mixed) == fresh(mixed)
+    assert len(handler.cache.exact) == 2
+    stats.flush()
+    assert stats.requests[("cluster.local.", "udp", "1", "A")] == 4  # every hit counted
+
+
+def test_a_change_forgets_the_exact_queries_of_what_it_alters() -> None:
+    index = clocked_index(Clock())
+    handler, _ = make_handler(index)
+    q1, q2, missing = (
+        make_query(SVC1),
+        make_query(SVC2),
+        make_query("svc3.testns.svc.cluster.local"),
+    )
+    version = make_query("dns-version.cluster.local", 16)
+    for q in (q1, q2, missing, version) * 2:
+        ask(handler, q)
+    assert len(handler.cache.exact) == 4
+    index.apply(Upsert(svc("svc1", ips=["10.0.0.11"])))
+    assert ask(handler, q1).endswith(b"\x0a\x00\x00\x0b")  # not the remembered bytes
+    # svc2's reply cannot have changed: still remembered; the structural and negative
+    # (lazy) ones are forgotten with their epoch.
+    assert set(handler.cache.exact) == {q2[2:]}
+    index.apply(Upsert(svc("svc3", ips=["10.0.0.3"])))
+    assert ask(handler, missing).endswith(b"\x0a\x00\x00\x03")  # no longer NXDOMAIN
+
+
+def test_an_evicted_entry_takes_its_exact_queries_with_it() -> None:
+    cache = ReplyCache(max_entries=2)
+    handler, _ = make_handler(default_index(), cache=cache)
+    names = [make_query(f"_p{i}._tcp.svc1.testns.svc.cluster.local", 33) for i in range(3)]
+    for q in names[:2] * 2:
+        ask(handler, q)
+    assert set(cache.exact) == {q[2:] for q in names[:2]}
+    ask(handler, names[2])  # evicts the first entry (FIFO)
+    assert set(cache.exact) == {names[1][2:]}
+    for q in names:
+        assert ask(handler, q) == fresh(q)
+
+
+def test_the_exact_query_map_is_bounded_against_random_spellings() -> None:
+    cache = ReplyCache(max_entries=50)
+    handler, _ = make_handler(default_index(), cache=cache)
+    ask(handler, make_query(SVC1))
+    for i in range(300):  # 0x20: every query spelled differently
+        spelled = "".join(c.upper() if i >> n & 1 else c for n, c in enumerate("svc1.testns"))
+        q = make_query(f"{spelled}.svc.cluster.local")
+        assert ask(handler, q) == fresh(q)
+        assert len(cache.exact) <= cache.max_exact
+    entry = next(iter(cache.plain.values()))
+    assert entry.exact is not None
+    assert len(entry.exact) <= cache.max_exact  # its key list starts over with the map
+
+
+def test_tcp_and_rotating_replies_are_not_remembered() -> None:
+    index = clocked_index(Clock())
+    index.apply(Upsert(eps("hdls-1", "hdls", endpoints=[ep(f"10.1.0.{i}") for i in (1, 2, 3)])))
+    handler, _ = make_handler(index)
+    for _ in range(3):
+        ask(handler, make_query(SVC1), tcp=True)
+    assert not handler.cache.exact
+    balance = LoadbalancePlugin(LoadbalanceConfig())
+    plugins = [balance, kube_plugin(index)]
+    block = Block(
+        zones=("cluster.local.", *REVERSE),
+        chain=link(plugins),
+        plugins=plugins,
+        rotations=rotations,
+    )
+    rotating = DnsServer([block], index=index, stats=Stats())
+    query = make_query("hdls.testns.svc.cluster.local")
+    replies = {ask(rotating, query) for _ in range(6)}
+    assert len(replies) == 3  # every order in turn, none frozen by the exact map
+    assert not rotating.cache.exact
+
+
 # ---- precise invalidation: a change drops exactly what it may alter ------------------------
 
 
@@ -898,6 +988,7 @@ def test_under_any_changes_every_reply_equals_a_fresh_handlers(
     queries = [make_query(name, qtype, **fields) for name, qtype in NAMES + SIBLINGS]
     for q in queries:
         ask(handler, q, tcp=tcp)
+        ask(handler, q, tcp=tcp)  # (a hit: remembered in the exact-query map, see below)
     for kind, a, b in events:
         if kind == "svc":
             index.apply(Upsert(svc(f"svc{a}", ips=[f"10.0.0.{b}"], ports=["http/tcp/80"])))

@@ -18,8 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kdns.serve import mmsg
+from kdns.serve.mmsg import Peer
 from kdns.serve.rrl import RateLimiter, slip_reply, subnet_key
 from kdns.serve.transport import (
+    Client,
     HandleResult,
     TcpLimits,
     TcpServer,
@@ -37,11 +40,11 @@ class Stub:
     def __init__(self) -> None:
         self.calls: list[tuple[bytes, bool]] = []
         self.futures: dict[bytes, asyncio.Future[bytes | None]] = {}
+        self.clients: list[tuple[str, int] | None] = []
 
-    def handle(
-        self, data: bytes, tcp: bool, family: str, client: tuple[str, int] | None = None
-    ) -> HandleResult:
+    def handle(self, data: bytes, tcp: bool, family: str, client: Client = None) -> HandleResult:
         self.calls.append((data, tcp))
+        self.clients.append(client.address() if isinstance(client, Peer) else client)
         kind = data[:1]
         if kind == b"N":
             return None
@@ -73,16 +76,38 @@ async def until(condition: Callable[[], bool]) -> None:
 # ---- UDP ---------------------------------------------------------------------------------
 
 
+# Both ways of reading a UDP socket: one datagram per call, and recvmmsg/sendmmsg batches.
+READING = [
+    pytest.param(False, id="recvfrom"),
+    pytest.param(
+        True,
+        id="recvmmsg",
+        marks=pytest.mark.skipif(not mmsg.available(), reason="no recvmmsg here"),
+    ),
+]
+
+
+@pytest.fixture(params=READING)
+def batched(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
 @contextlib.asynccontextmanager
 async def udp_server(
-    handler: Stub, *, rrl: RateLimiter | None = None, batches: list[int] | None = None
+    handler: Stub,
+    *,
+    rrl: RateLimiter | None = None,
+    batches: list[int] | None = None,
+    batched: bool = False,
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[tuple[UdpServer, socket.socket]]:
     observe = (lambda n, _s: batches.append(n)) if batches is not None else None
-    server = UdpServer(bind_udp("127.0.0.1", 0), handler, observe_batch=observe, rrl=rrl)
+    server = UdpServer(bind_udp(host, 0), handler, observe_batch=observe, rrl=rrl, batched=batched)
+    assert server.batched == (batched and rrl is None)
     server.start()
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     client.setblocking(False)
-    client.connect(("127.0.0.1", server.port))
+    client.connect((host, server.port))
     try:
         yield server, client
     finally:
@@ -103,9 +128,9 @@ async def nothing_arrives(client: socket.socket, seconds: float = 0.3) -> bool:
     return False
 
 
-async def test_udp_drains_queued_datagrams_in_bounded_batches() -> None:
+async def test_udp_drains_queued_datagrams_in_bounded_batches(batched: bool) -> None:
     stub, batches = Stub(), list[int]()
-    async with udp_server(stub, batches=batches) as (_, client):
+    async with udp_server(stub, batches=batches, batched=batched) as (_, client):
         for i in range(100):  # queued before the loop runs the reader
             client.send(b"S%03d" % i)
         got = {await recv(client) for _ in range(100)}
@@ -114,9 +139,9 @@ async def test_udp_drains_queued_datagrams_in_bounded_batches() -> None:
     assert max(batches) == 64  # several datagrams per wake-up, then yield to the loop
 
 
-async def test_udp_async_result_is_sent_when_it_completes() -> None:
+async def test_udp_async_result_is_sent_when_it_completes(batched: bool) -> None:
     stub = Stub()
-    async with udp_server(stub) as (_, client):
+    async with udp_server(stub, batched=batched) as (_, client):
         client.send(b"Ak1")
         await stub.wait_calls(1)
         assert await nothing_arrives(client)
@@ -124,9 +149,9 @@ async def test_udp_async_result_is_sent_when_it_completes() -> None:
         assert await recv(client) == b"late"
 
 
-async def test_udp_none_is_dropped_and_a_failed_result_sends_nothing() -> None:
+async def test_udp_none_is_dropped_and_a_failed_result_sends_nothing(batched: bool) -> None:
     stub = Stub()
-    async with udp_server(stub) as (_, client):
+    async with udp_server(stub, batched=batched) as (_, client):
         client.send(b"N1")
         client.send(b"Ak")
         await stub.wait_calls(2)
@@ -136,12 +161,76 @@ async def test_udp_none_is_dropped_and_a_failed_result_sends_nothing() -> None:
         assert await nothing_arrives(client)
 
 
-async def test_udp_close_cancels_pending_results() -> None:
+async def test_udp_close_cancels_pending_results(batched: bool) -> None:
     stub = Stub()
-    async with udp_server(stub) as (_, client):
+    async with udp_server(stub, batched=batched) as (_, client):
         client.send(b"Ak")
         await stub.wait_calls(1)
     assert stub.futures[b"k"].cancelled()
+
+
+async def test_udp_replies_go_to_each_sender_with_its_own_bytes(batched: bool) -> None:
+    stub = Stub()
+    async with udp_server(stub, batched=batched) as (server, first):
+        second = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        second.setblocking(False)
+        second.connect(("127.0.0.1", server.port))
+        with second:
+            for i in range(40):  # interleaved and dropped ones: the replies are compacted
+                first.send(b"S1-%02d" % i)
+                second.send(b"N2-%02d" % i if i % 3 else b"S2-%02d" % i)
+            got1 = {await recv(first) for _ in range(40)}
+            got2 = {await recv(second) for _ in range(14)}
+            assert await nothing_arrives(second)
+            addresses = {first.getsockname(), second.getsockname()}
+    assert got1 == {b"RS1-%02d" % i for i in range(40)}
+    assert got2 == {b"RS2-%02d" % i for i in range(0, 40, 3)}
+    assert set(stub.clients) == addresses  # each datagram's own sender, decoded
+
+
+async def test_udp_a_reply_bigger_than_a_batch_slot_is_sent_alone(batched: bool) -> None:
+    stub = Stub()
+    async with udp_server(stub, batched=batched) as (_, client):
+        client.send(b"B")
+        client.send(b"S1")
+        got = sorted([await recv(client), await recv(client)], key=len)
+    assert got == [b"RS1", b"R" * BIG]
+
+
+async def test_udp_async_result_goes_to_the_sender_after_the_slot_is_reused(
+    batched: bool,
+) -> None:
+    stub = Stub()
+    async with udp_server(stub, batched=batched) as (server, early):
+        early.send(b"Ak")
+        await stub.wait_calls(1)
+        late = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        late.setblocking(False)
+        late.connect(("127.0.0.1", server.port))
+        with late:
+            late.send(b"S-late")  # read into the same receive slot as "Ak"
+            assert await recv(late) == b"RS-late"
+            await stub.resolve(b"k", b"for early")
+            assert await recv(early) == b"for early"
+            assert await nothing_arrives(late)
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+async def test_udp_over_ipv6_decodes_the_sender(batched: bool) -> None:
+    stub = Stub()
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no ::1 here")
+    async with udp_server(stub, batched=batched, host="::1") as (_, client):
+        client.send(b"S6")
+        assert await recv(client) == b"RS6"
+        sender = client.getsockname()
+    (seen,) = stub.clients
+    assert seen is not None
+    assert (seen[0], seen[1]) == (sender[0], sender[1])
 
 
 # ---- TCP ---------------------------------------------------------------------------------

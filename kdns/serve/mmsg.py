@@ -1,0 +1,177 @@
+"""Batched UDP on Linux: many datagrams per system call with recvmmsg(2) and sendmmsg(2).
+
+Python's socket module reads and writes one datagram per call, and each call also turns
+the peer's address into a `(host, port)` tuple and back (inet_ntop, a tuple, argument
+parsing, inet_pton). On a drained socket that is most of what a cached answer costs
+(docs/benchmarking.md, "Batched UDP"). Here one `recvmmsg` fills up to `slots` fixed
+buffers, the handler sees each datagram as bytes, and one `sendmmsg` sends the replies,
+each to the raw address it came from. The peer's address is decoded only when something
+asks for it (`Peer.address`): the slow path, an answer that completes later, a log line.
+
+The structures are laid out by hand for LP64 Linux (x86-64, arm64: 8-byte pointers):
+
+    struct iovec   { void *iov_base; size_t iov_len; }                        16 bytes
+    struct msghdr  { void *name; socklen_t namelen; (pad) struct iovec *iov;
+                     size_t iovlen; void *control; size_t controllen; int flags; }  56
+    struct mmsghdr { struct msghdr hdr; unsigned int len; }                     64 bytes
+
+`available()` says whether this applies; elsewhere the transport reads one datagram per
+call as before. Buffers are bytearrays that live as long as the `Batch`, so the pointers
+the kernel gets stay valid.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import socket
+import sys
+from typing import Any, cast
+
+_IOVEC = 16
+_MMSGHDR = 64
+_NAME = 32  # a slot for sockaddr_in (16) or sockaddr_in6 (28)
+_MSG_DONTWAIT = 0x40
+_AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
+
+# Indexes into the 64-byte mmsghdr through 8-byte ('Q') and 4-byte ('I') views.
+_Q_NAME, _I_NAMELEN, _Q_IOV, _Q_IOVLEN, _I_LEN = 0, 2, 2, 3, 14
+_Q_PER_MSG, _I_PER_MSG = _MMSGHDR // 8, _MMSGHDR // 4
+LENGTH_STRIDE, LENGTH_AT = _I_PER_MSG, _I_LEN
+"""`Batch.recv_lengths[i * LENGTH_STRIDE + LENGTH_AT]`: the bytes in receive slot i."""
+NAME_STRIDE = _NAME
+"""`Batch.send_names[8 * k] = Batch.names_at + i * NAME_STRIDE`: reply k goes to sender i."""
+
+
+def _libc_calls() -> tuple[Any, Any] | None:
+    if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        recvmmsg, sendmmsg = libc.recvmmsg, libc.sendmmsg
+    except (OSError, AttributeError):  # pragma: no cover - a libc without them (musl < 1.1)
+        return None
+    recvmmsg.argtypes = [
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_void_p,
+    ]
+    recvmmsg.restype = ctypes.c_int
+    sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+    sendmmsg.restype = ctypes.c_int
+    return recvmmsg, sendmmsg
+
+
+_CALLS = _libc_calls()
+
+
+def available() -> bool:
+    """recvmmsg/sendmmsg can be called (Linux, LP64, a libc that has them)."""
+    return _CALLS is not None
+
+
+def _address(buf: bytearray) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+class Peer:
+    """The sender of the datagram in one receive slot, decoded only when asked.
+
+    Valid only while the handler runs for that datagram: the next batch reuses the slot.
+    Whatever keeps the address longer (a pending answer, a Request) calls `address()` first.
+    """
+
+    __slots__ = ("_names", "_offset", "_v6")
+
+    def __init__(self, names: bytearray, offset: int, v6: bool) -> None:
+        self._names = names
+        self._offset = offset
+        self._v6 = v6
+
+    def address(self) -> tuple[str, int]:
+        """As `socket.recvfrom` gives it: (host, port), plus flow info and scope for IPv6."""
+        raw = bytes(self._names[self._offset : self._offset + _NAME])
+        port = raw[2] << 8 | raw[3]
+        if not self._v6:
+            return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+        host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+        flow = int.from_bytes(raw[4:8], "big")
+        scope = int.from_bytes(raw[24:28], sys.byteorder)
+        return cast(tuple[str, int], (host, port, flow, scope))
+
+
+class Batch:
+    """Receive and send buffers for one UDP socket: `slots` datagrams of up to `size` bytes
+    each way. The transport's loop reads the views directly (they are its hot path)."""
+
+    def __init__(self, sock: socket.socket, *, slots: int = 64, size: int = 4096) -> None:
+        assert _CALLS is not None, "mmsg.available() is false here"
+        self._recvmmsg, self._sendmmsg = _CALLS
+        self.fd = sock.fileno()
+        self.slots = slots
+        self.size = size
+        v6 = sock.family == socket.AF_INET6
+        namelen = 28 if v6 else 16
+        self.recv_buf = bytearray(slots * size)
+        self.recv_view = memoryview(self.recv_buf)
+        self.names = bytearray(slots * _NAME)
+        self.send_buf = bytearray(slots * size)
+        self.peers = [Peer(self.names, i * _NAME, v6) for i in range(slots)]
+        self._recv_iov = bytearray(slots * _IOVEC)
+        self._recv_msgs = bytearray(slots * _MMSGHDR)
+        self._send_iov = bytearray(slots * _IOVEC)
+        self._send_msgs = bytearray(slots * _MMSGHDR)
+        base_recv, base_names = _address(self.recv_buf), _address(self.names)
+        base_send = _address(self.send_buf)
+        self.names_at = base_names
+        self._recv_msgs_at = _address(self._recv_msgs)
+        self._send_msgs_at = _address(self._send_msgs)
+        recv_iov_at, send_iov_at = _address(self._recv_iov), _address(self._send_iov)
+        riov = memoryview(self._recv_iov).cast("Q")
+        rq = memoryview(self._recv_msgs).cast("Q")
+        ri = memoryview(self._recv_msgs).cast("I")
+        siov = memoryview(self._send_iov).cast("Q")
+        sq = memoryview(self._send_msgs).cast("Q")
+        si = memoryview(self._send_msgs).cast("I")
+        for i in range(slots):
+            riov[2 * i], riov[2 * i + 1] = base_recv + i * size, size
+            siov[2 * i] = base_send + i * size
+            for q, i_view, iov_at in ((rq, ri, recv_iov_at), (sq, si, send_iov_at)):
+                q[i * _Q_PER_MSG + _Q_NAME] = base_names + i * _NAME
+                i_view[i * _I_PER_MSG + _I_NAMELEN] = namelen
+                q[i * _Q_PER_MSG + _Q_IOV] = iov_at + i * _IOVEC
+                q[i * _Q_PER_MSG + _Q_IOVLEN] = 1
+        riov.release()
+        self.recv_lengths = ri  # [i * 16 + 14]: bytes in receive slot i
+        self.send_lengths = siov  # [2 * k + 1]: bytes of reply k
+        self.send_names = sq  # [8 * k]: where reply k goes (a receive slot's name)
+
+    def receive(self) -> int:
+        """Fill up to `slots` receive slots; 0 when nothing is queued. Raises OSError for a
+        socket error (an ICMP error queued on it, say): the caller logs and carries on."""
+        n = int(self._recvmmsg(self.fd, self._recv_msgs_at, self.slots, _MSG_DONTWAIT, None))
+        if n >= 0:
+            return n
+        err = ctypes.get_errno()
+        if err in _AGAIN:
+            return 0
+        raise OSError(err, f"recvmmsg: {errno.errorcode.get(err, err)}")
+
+    def send(self, count: int) -> int:
+        """Send replies 0..count-1 as laid out by the caller; returns how many went out. A
+        reply the kernel refuses (a full buffer, an unreachable peer) is dropped, as UDP
+        may; the rest still go."""
+        sent = pos = 0
+        sendmmsg, base = self._sendmmsg, self._send_msgs_at
+        while pos < count:
+            n = int(sendmmsg(self.fd, base + pos * _MMSGHDR, count - pos, _MSG_DONTWAIT))
+            if n > 0:
+                pos += n
+                sent += n
+                continue
+            if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK):
+                break  # the send buffer is full: the rest would fail the same way
+            pos += 1  # this reply failed (e.g. EPERM from a firewall): skip it
+        return sent
