@@ -304,6 +304,9 @@ class ReplyCache:
         # a repeated query costs one lookup (see `remember`). Keys of lazy entries are
         # listed apart, as an epoch move invalidates them without dropping the entries.
         self.exact: dict[bytes, tuple[Entry, bytes, int]] = {}
+        # The same for aging entries, with the reply up to the question's end: their tails
+        # count down (`Aging.tail_at`).
+        self.exact_aging: dict[bytes, tuple[Aging, bytes, int]] = {}
         self.max_exact = max_entries
         self._exact_lazy: list[bytes] = []
 
@@ -412,17 +415,21 @@ class ReplyCache:
             self._drop(next(iter(self._order)))
 
     def remember(self, query: bytes, entry: Entry, reply: bytes, okey: int) -> None:
-        """Serve `query` (a UDP query after its ID) with `reply` (the reply after its ID)
-        from `entry` while the entry is valid; `okey`: its `odd_key` without the family
-        (the same bytes come over IPv4 and IPv6), 0 for the commonest shape. Everything
-        `FastPath` checks before a hit is a function of these bytes, so the same bytes get
-        the same reply: only the entry's validity can change, and dropping the entry (or
-        moving the epochs, for a lazy one) forgets its queries. Not for templates (their
-        names are unique), aging entries (their TTLs count down) or rotating ones."""
-        exact = self.exact
-        if len(exact) >= self.max_exact or len(self._exact_lazy) >= self.max_exact:
+        """Serve `query` (a UDP query after its ID) with `reply` (the reply after its ID;
+        for an aging entry, up to the end of the question) from `entry` while the entry is
+        valid; `okey`: its `odd_key` without the family (the same bytes come over IPv4 and
+        IPv6), 0 for the commonest shape. Everything `FastPath` checks before a hit is a
+        function of these bytes, so the same bytes get the same reply: only the entry's
+        validity can change, and dropping the entry (or moving the epochs, for a lazy one)
+        forgets its queries; an aging entry's hit still checks its expiry. Not for
+        templates (their names are unique) or rotating entries."""
+        exact, aging = self.exact, self.exact_aging
+        if len(exact) + len(aging) >= self.max_exact or len(self._exact_lazy) >= self.max_exact:
             self._forget_exact()  # many spellings (0x20) or sizes: start over
-        exact[query] = (entry, reply, okey)
+        if type(entry) is Aging:
+            aging[query] = (entry, reply, okey)
+        else:
+            exact[query] = (entry, reply, okey)
         keys = entry.exact
         if keys is None:
             entry.exact = [query]
@@ -432,13 +439,17 @@ class ReplyCache:
             self._exact_lazy.append(query)
 
     def _forget_exact(self) -> None:
-        for entry, _, _ in self.exact.values():
-            entry.exact = None
-        self.exact.clear()
+        for exact in (self.exact, self.exact_aging):
+            for entry, _, _ in exact.values():
+                entry.exact = None
+            exact.clear()
         self._exact_lazy.clear()
 
     def _unlink_exact(self, entry: Entry, keys: list[bytes]) -> None:
-        exact = self.exact
+        exact = cast(
+            dict[bytes, tuple[Entry, bytes, int]],
+            self.exact_aging if type(entry) is Aging else self.exact,
+        )
         for query in keys:
             found = exact.get(query)
             if found is not None and found[0] is entry:
@@ -566,6 +577,8 @@ class FastPath:
         self._edns = cache.edns
         self._lazy_plain, self._lazy_edns = cache.lazy
         self._exact = cache.exact
+        self._exact_aging = cache.exact_aging
+        self._clock = cache.clock
         self._batch_seconds = 0.0
         self._batch_queries = 0
 
@@ -586,7 +599,8 @@ class FastPath:
             self._check_generation()  # drop what the changes may alter, then carry on
         if tcp:
             return self._general(data, tcp, family, client, False)
-        found = self._exact.get(data[2:])
+        query = data[2:]
+        found = self._exact.get(query)
         if found is not None:  # this very query was answered from the cache before
             hit, reply, okey = found
             if okey:
@@ -601,6 +615,24 @@ class FastPath:
             else:
                 hit.hits_v6 += 1
             return data[:2] + reply
+        if self._exact_aging:
+            aged = self._exact_aging.get(query)
+            if aged is not None:  # the same, for a reply relayed from upstream
+                kept, head, okey = aged
+                tail = kept.tail_at(self._clock())
+                if tail is not None:  # (expired: the slow path asks upstream again)
+                    if okey:
+                        if family == "2":
+                            okey |= _ODD_V6
+                        odd = kept.odd
+                        if odd is None:
+                            odd = kept.odd = {}
+                        odd[okey] = odd.get(okey, 0) + 1
+                    elif family == "1":
+                        kept.hits_v4 += 1
+                    else:
+                        kept.hits_v6 += 1
+                    return b"".join((data[:2], head, tail))
         end = data.find(0, 12)
         counts = data[4:12]
         if counts == _PLAIN:
@@ -775,10 +807,14 @@ class FastPath:
             entry.hits_v4 += 1
         else:
             entry.hits_v6 += 1
-        reply = b"".join((entry.headers[data[2]], data[12:qend], tail))
-        if not tcp and type(entry) is Entry and entry.tails is None:  # (see `remember`)
-            self.cache.remember(data[2:], entry, reply, okey & ~_ODD_V6)
-        return data[:2] + reply
+        head = entry.headers[data[2]] + data[12:qend]
+        if not tcp and entry.tails is None:  # (see `remember`)
+            kind = type(entry)
+            if kind is Entry:
+                self.cache.remember(data[2:], entry, head + tail, okey & ~_ODD_V6)
+            elif kind is Aging:
+                self.cache.remember(data[2:], entry, head, okey & ~_ODD_V6)
+        return b"".join((data[:2], head, tail))
 
     def observe_batch(self, queries: int, seconds: float) -> None:
         """Called by the UDP transport after each drained batch (for hit durations)."""

@@ -870,6 +870,29 @@ def test_a_forward_cache_reply_is_served_with_its_ttls_counted_down() -> None:
     assert relay.calls == 2
 
 
+def test_a_repeated_forwarded_query_counts_down_and_expires_through_the_exact_map() -> None:
+    clock = Clock()
+    start = clock.now
+    relay = Relay(clock)
+    handler = relay_handler(relay, clock)
+    query = make_query("www.example.org", qid=1)
+    qlen = len(query) - 12
+    ask(handler, query)  # forwarded and kept
+    ask(handler, query)  # a hit: remembered with its own bytes
+    assert list(handler.cache.exact_aging) == [query[2:]]
+    for elapsed in (1.2, 7.9, 29.5):
+        clock.now = start + elapsed
+        out = ask(handler, query)
+        assert ttl_of_first_record(out, qlen) == 300 - int(elapsed)
+        assert relay.calls == 1
+    clock.now = start + 31  # past `expires`: asked upstream again, not served
+    ask(handler, query)
+    assert relay.calls == 2
+    assert ask(handler, query) != b""  # the new reply is a hit again, under the same key
+    assert relay.calls == 2
+    assert list(handler.cache.exact_aging) == [query[2:]]
+
+
 def test_a_forward_cache_reply_keeps_its_header_and_skips_do_clients() -> None:
     clock = Clock()
     relay = Relay(clock)
