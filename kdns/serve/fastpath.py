@@ -663,7 +663,10 @@ class FastPath:
                 (entry.epoch_structure < 0 or entry.epoch_structure == cache.structure)
                 and (entry.epoch_soa < 0 or entry.epoch_soa == cache.soa)
             ):  # (as `ReplyCache.current`, inline: negative replies are 5 % of the traffic)
-                return self._general(data, tcp, family, client, True)
+                templated = self._template_hit(data, end, table is self._edns, family)
+                if templated is None:
+                    return self._general(data, tcp, family, client, True)
+                return templated
         if entry.need and int.from_bytes(data[end + 8 : end + 10], "big") < entry.need:
             return self._slow(data, tcp, family, client)
         if family == "1":
@@ -678,6 +681,43 @@ class FastPath:
         reply = b"".join((entry.headers[data[2]], data[12 : end + 5], tail))
         self.cache.remember(data[2:], entry, reply, 0)
         return data[:2] + reply
+
+    def _template_hit(self, data: bytes, end: int, edns: bool, family: str) -> bytes | None:
+        """`handle`'s shapes (UDP, no OPT or a bare one without DO), for a name no entry
+        has: the reply of a template that holds for it (a random-subdomain flood is all
+        such names), or None to let `_general` look closer."""
+        cache = self.cache
+        templates = cache.templates[edns]
+        n = data[12]
+        if not templates or 13 + n > end:
+            return None
+        qtype = data[end + 1 : end + 3]
+        if qtype.lower() != qtype.upper():  # (keys with a letter octet: see `main_key`)
+            return None
+        aging = cache.aging[edns]
+        if aging and data[12 : end + 1].lower() + qtype in aging:
+            return None  # (an entry of its own comes first, as in `_general`)
+        template = templates.get(data[13 + n : end + 1].lower() + qtype + _LENGTHS[n])
+        if (
+            template is None
+            or template.epoch_soa != cache.soa  # (templates depend on the SOA only)
+            or not template.absent(data[13 : 13 + n].lower())
+        ):
+            return None
+        if template.need and (not edns or int.from_bytes(data[end + 8 : end + 10]) < template.need):
+            return None
+        size = len(data)
+        if size != template.meta.request_size:  # (a sibling's name may be longer or shorter)
+            odd = template.odd
+            if odd is None:
+                odd = template.odd = {}
+            okey = odd_key(size, tcp=False, do=False, family=family)
+            odd[okey] = odd.get(okey, 0) + 1
+        elif family == "1":
+            template.hits_v4 += 1
+        else:
+            template.hits_v6 += 1
+        return b"".join((data[:2], template.headers[data[2]], data[12 : end + 5], template.tail))
 
     def _do_hit(self, data: bytes, end: int, family: str, client: Client) -> HandleResult:
         """`handle` for a bare OPT with DO set (resolvers that validate send these): the
