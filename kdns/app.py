@@ -472,7 +472,9 @@ class App:
             generation=self.generation,
             server=server_label(HostPort(addr.host, udp_sock.getsockname()[1])),
         )
-        udp = UdpServer(udp_sock, server, observe_batch=server.observe_batch, rrl=self._rrl)
+        udp = UdpServer(
+            udp_sock, server, observe_batch=server.observe_batch, rrl=self._rrl, exact=server
+        )
         limits = TcpLimits(  # a started message must also complete within the idle timeout
             idle_seconds=self.settings.tcp_idle_seconds,
             message_seconds=self.settings.tcp_idle_seconds,

@@ -220,6 +220,39 @@ class Aging(Entry):
         return self.tail
 
 
+class Exact:
+    """A query remembered by its bytes (`ReplyCache.remember`): the reply after the ID (up
+    to the question's end, for an aging entry) and the hits since the last fold, counted
+    here so a hit touches nothing else; `settle()` moves them to the entry."""
+
+    __slots__ = ("entry", "okey", "reply", "v4", "v6")
+
+    def __init__(self, entry: Entry, reply: bytes, okey: int) -> None:
+        self.entry = entry
+        self.reply = reply
+        self.okey = okey  # the entry's `odd_key` for this shape, family bit clear; 0: plain
+        self.v4 = 0
+        self.v6 = 0
+
+    def settle(self) -> None:
+        v4, v6 = self.v4, self.v6
+        if not (v4 or v6):
+            return
+        self.v4 = self.v6 = 0
+        entry, okey = self.entry, self.okey
+        if not okey:
+            entry.hits_v4 += v4
+            entry.hits_v6 += v6
+            return
+        odd = entry.odd
+        if odd is None:
+            odd = entry.odd = {}
+        if v4:
+            odd[okey] = odd.get(okey, 0) + v4
+        if v6:
+            odd[okey | _ODD_V6] = odd.get(okey | _ODD_V6, 0) + v6
+
+
 class GenerationSource(Protocol):
     @property
     def generation(self) -> int: ...
@@ -303,10 +336,10 @@ class ReplyCache:
         # Whole UDP queries after the ID -> (entry, the reply after the ID, odd key or 0):
         # a repeated query costs one lookup (see `remember`). Keys of lazy entries are
         # listed apart, as an epoch move invalidates them without dropping the entries.
-        self.exact: dict[bytes, tuple[Entry, bytes, int]] = {}
+        self.exact: dict[bytes, Exact] = {}
         # The same for aging entries, with the reply up to the question's end: their tails
         # count down (`Aging.tail_at`).
-        self.exact_aging: dict[bytes, tuple[Aging, bytes, int]] = {}
+        self.exact_aging: dict[bytes, Exact] = {}
         self.max_exact = max_entries
         self._exact_lazy: list[bytes] = []
 
@@ -426,10 +459,7 @@ class ReplyCache:
         exact, aging = self.exact, self.exact_aging
         if len(exact) + len(aging) >= self.max_exact or len(self._exact_lazy) >= self.max_exact:
             self._forget_exact()  # many spellings (0x20) or sizes: start over
-        if type(entry) is Aging:
-            aging[query] = (entry, reply, okey)
-        else:
-            exact[query] = (entry, reply, okey)
+        (aging if type(entry) is Aging else exact)[query] = Exact(entry, reply, okey)
         keys = entry.exact
         if keys is None:
             entry.exact = [query]
@@ -440,19 +470,18 @@ class ReplyCache:
 
     def _forget_exact(self) -> None:
         for exact in (self.exact, self.exact_aging):
-            for entry, _, _ in exact.values():
-                entry.exact = None
+            for found in exact.values():
+                found.settle()
+                found.entry.exact = None
             exact.clear()
         self._exact_lazy.clear()
 
     def _unlink_exact(self, entry: Entry, keys: list[bytes]) -> None:
-        exact = cast(
-            dict[bytes, tuple[Entry, bytes, int]],
-            self.exact_aging if type(entry) is Aging else self.exact,
-        )
+        exact = self.exact_aging if type(entry) is Aging else self.exact
         for query in keys:
             found = exact.get(query)
-            if found is not None and found[0] is entry:
+            if found is not None and found.entry is entry:
+                found.settle()
                 del exact[query]
         entry.exact = None
 
@@ -490,9 +519,10 @@ class ReplyCache:
         exact = self.exact
         for query in self._exact_lazy:  # (lazy entries: their epoch is about to move)
             found = exact.get(query)
-            if found is not None and _lazy(found[0]):
+            if found is not None and _lazy(found.entry):
+                found.settle()
                 del exact[query]
-                found[0].exact = None  # (its other queries are in the list too)
+                found.entry.exact = None  # (its other queries are in the list too)
         self._exact_lazy.clear()
         self.structure += 1
         if negatives:
@@ -535,6 +565,9 @@ class ReplyCache:
     def fold(self, stats: Stats, *, seconds_per_hit: float) -> None:
         """Add hit counts to `stats` (CoreDNS's request/response/size/duration metrics, the
         DO requests, the forward cache's hits) and reset them."""
+        for exact in (self.exact, self.exact_aging):
+            for found in exact.values():
+                found.settle()
         for table in self._tables:
             for entry in table.values():
                 if entry.hits_v4 or entry.hits_v6 or entry.odd:
@@ -585,6 +618,19 @@ class FastPath:
     def _slow(self, data: bytes, tcp: bool, family: str, client: Client) -> HandleResult:
         raise NotImplementedError
 
+    @property
+    def exact(self) -> dict[bytes, Exact]:
+        """Replies by query bytes after the ID (`ReplyCache.remember`), for the transport."""
+        return self._exact
+
+    def begin_batch(self) -> None:
+        """Before the transport serves a batch from `exact`: catch up with data changes."""
+        if (
+            self._index.generation != self._generation
+            or self._static.generation != self._static_generation
+        ):
+            self._check_generation()
+
     def _check_generation(self) -> None:
         """Catch up with data changes (the handler also records programming latency)."""
         if self.generation_moved():
@@ -602,37 +648,21 @@ class FastPath:
         query = data[2:]
         found = self._exact.get(query)
         if found is not None:  # this very query was answered from the cache before
-            hit, reply, okey = found
-            if okey:
-                if family == "2":
-                    okey |= _ODD_V6
-                odd = hit.odd
-                if odd is None:
-                    odd = hit.odd = {}
-                odd[okey] = odd.get(okey, 0) + 1
-            elif family == "1":
-                hit.hits_v4 += 1
+            if family == "1":
+                found.v4 += 1
             else:
-                hit.hits_v6 += 1
-            return data[:2] + reply
+                found.v6 += 1
+            return data[:2] + found.reply
         if self._exact_aging:
-            aged = self._exact_aging.get(query)
-            if aged is not None:  # the same, for a reply relayed from upstream
-                kept, head, okey = aged
-                tail = kept.tail_at(self._clock())
+            found = self._exact_aging.get(query)
+            if found is not None:  # the same, for a reply relayed from upstream
+                tail = cast(Aging, found.entry).tail_at(self._clock())
                 if tail is not None:  # (expired: the slow path asks upstream again)
-                    if okey:
-                        if family == "2":
-                            okey |= _ODD_V6
-                        odd = kept.odd
-                        if odd is None:
-                            odd = kept.odd = {}
-                        odd[okey] = odd.get(okey, 0) + 1
-                    elif family == "1":
-                        kept.hits_v4 += 1
+                    if family == "1":
+                        found.v4 += 1
                     else:
-                        kept.hits_v6 += 1
-                    return b"".join((data[:2], head, tail))
+                        found.v6 += 1
+                    return b"".join((data[:2], found.reply, tail))
         end = data.find(0, 12)
         counts = data[4:12]
         if counts == _PLAIN:

@@ -20,7 +20,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -42,6 +42,26 @@ class QueryHandler(Protocol):
 
 
 BatchObserver = Callable[[int, float], None]
+
+
+class Remembered(Protocol):
+    """A reply kept for one exact query: the bytes after the ID, and hit counters."""
+
+    reply: bytes
+    v4: int
+    v6: int
+
+
+class ExactReplies(Protocol):
+    """What a handler may offer the batched UDP loop besides `handle`: replies by the
+    query's bytes after the ID, valid for a whole batch once `begin_batch()` has run (data
+    changes land between batches, in other callbacks of the event loop)."""
+
+    @property
+    def exact(self) -> Mapping[bytes, Remembered]: ...
+
+    def begin_batch(self) -> None: ...
+
 
 _MAX_BATCH = 64  # datagrams per readable callback, then yield to the loop
 _BUFFER_BYTES = 4 * 1024 * 1024  # SO_RCVBUF/SO_SNDBUF (docs/benchmarking.md: avoids drops)
@@ -116,9 +136,11 @@ class UdpServer:
         max_query_bytes: int = 4096,
         rrl: RateLimiter | None = None,
         batched: bool | None = None,
+        exact: ExactReplies | None = None,
     ) -> None:
         """`batched`: use recvmmsg/sendmmsg (default: where `mmsg.available()`; never with
-        rate limiting, which reads one datagram at a time)."""
+        rate limiting, which reads one datagram at a time). `exact`: replies the batched
+        loop may send itself, before asking the handler."""
         self.sock = sock
         self._handler = handler
         self._observe = observe_batch
@@ -127,6 +149,7 @@ class UdpServer:
         self._max = max_query_bytes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[bytes | None]] = set()
+        self._exact = exact
         if batched is None:
             batched = mmsg.available()
         self._batch = (
@@ -209,16 +232,40 @@ class UdpServer:
             return
         handle = self._handler.handle
         family = self._family
+        v6 = family == "2"
         view, lengths, peers = batch.recv_view, batch.recv_lengths, batch.peers
         out, out_lengths, out_names = batch.send_buf, batch.send_lengths, batch.send_names
         names_at, size = batch.names_at, batch.size
         per, length_at, name_stride = mmsg.LENGTH_STRIDE, mmsg.LENGTH_AT, mmsg.NAME_STRIDE
+        remembered = None
+        if self._exact is not None:
+            self._exact.begin_batch()
+            remembered = self._exact.exact.get
         k = 0
         for i in range(n):
             at = i * size
-            result = handle(
-                view[at : at + lengths[i * per + length_at]].tobytes(), False, family, peers[i]
-            )
+            end = at + lengths[i * per + length_at]
+            if remembered is not None:
+                found = remembered(view[at + 2 : end].tobytes())
+                if found is not None:  # the ID, then the reply as remembered
+                    if v6:
+                        found.v6 += 1
+                    else:
+                        found.v4 += 1
+                    reply = found.reply
+                    m = len(reply) + 2
+                    if m <= size:
+                        to = k * size
+                        out[to] = view[at]
+                        out[to + 1] = view[at + 1]
+                        out[to + 2 : to + m] = reply
+                        out_lengths[2 * k + 1] = m
+                        out_names[8 * k] = names_at + i * name_stride
+                        k += 1
+                        continue
+                    self._send_one(view[at : at + 2].tobytes() + reply, peers[i].address())
+                    continue
+            result = handle(view[at:end].tobytes(), False, family, peers[i])
             if result is None:
                 continue
             if type(result) is bytes:

@@ -215,6 +215,52 @@ async def test_udp_async_result_goes_to_the_sender_after_the_slot_is_reused(
             assert await nothing_arrives(late)
 
 
+class Kept:
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.v4 = 0
+        self.v6 = 0
+
+
+class Remembering(Stub):
+    """A Stub that also offers replies by the query's bytes after the ID."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: dict[bytes, Kept] = {}
+        self.batches = 0
+
+    @property
+    def exact(self) -> dict[bytes, Kept]:
+        return self.kept
+
+    def begin_batch(self) -> None:
+        self.batches += 1
+
+
+@pytest.mark.skipif(not mmsg.available(), reason="no recvmmsg here")
+async def test_udp_batches_send_remembered_replies_without_the_handler() -> None:
+    stub = Remembering()
+    stub.kept[b"-known"] = Kept(b"+remembered")
+    server = UdpServer(bind_udp("127.0.0.1", 0), stub, exact=stub)
+    server.start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setblocking(False)
+    client.connect(("127.0.0.1", server.port))
+    try:
+        for i in range(5):
+            client.send(b"%02d-known" % i)  # two octets of ID, then the remembered bytes
+        client.send(b"S-other")
+        got = {await recv(client) for _ in range(6)}
+    finally:
+        client.close()
+        server.close()
+    assert got == {b"%02d+remembered" % i for i in range(5)} | {b"RS-other"}
+    assert stub.calls == [(b"S-other", False)]  # only the query nobody remembered
+    assert stub.kept[b"-known"].v4 == 5
+    assert 1 <= stub.batches <= 6  # once per batch, not per datagram
+
+
 @pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
 async def test_udp_over_ipv6_decodes_the_sender(batched: bool) -> None:
     stub = Stub()
