@@ -225,12 +225,13 @@ class Exact:
     to the question's end, for an aging entry) and the hits since the last fold, counted
     here so a hit touches nothing else; `settle()` moves them to the entry."""
 
-    __slots__ = ("entry", "okey", "reply", "v4", "v6")
+    __slots__ = ("cut", "entry", "okey", "reply", "v4", "v6")
 
-    def __init__(self, entry: Entry, reply: bytes, okey: int) -> None:
+    def __init__(self, entry: Entry, reply: bytes, okey: int, cut: int = 0) -> None:
         self.entry = entry
         self.reply = reply
         self.okey = okey  # the entry's `odd_key` for this shape, family bit clear; 0: plain
+        self.cut = cut  # templates: the query's bytes after the question (its OPT)
         self.v4 = 0
         self.v6 = 0
 
@@ -340,6 +341,9 @@ class ReplyCache:
         # The same for aging entries, with the reply up to the question's end: their tails
         # count down (`Aging.tail_at`).
         self.exact_aging: dict[bytes, Exact] = {}
+        # And for templates, by the query after the ID without its first label's octets
+        # (the header and the reply's header only: the name's first label is the client's).
+        self.exact_templates: dict[bytes, Exact] = {}
         self.max_exact = max_entries
         self._exact_lazy: list[bytes] = []
 
@@ -447,19 +451,23 @@ class ReplyCache:
         while len(self._order) > self.max_entries or self.bytes > self.max_bytes:
             self._drop(next(iter(self._order)))
 
-    def remember(self, query: bytes, entry: Entry, reply: bytes, okey: int) -> None:
+    def remember(self, query: bytes, entry: Entry, reply: bytes, okey: int, cut: int = 0) -> None:
         """Serve `query` (a UDP query after its ID) with `reply` (the reply after its ID;
         for an aging entry, up to the end of the question) from `entry` while the entry is
         valid; `okey`: its `odd_key` without the family (the same bytes come over IPv4 and
         IPv6), 0 for the commonest shape. Everything `FastPath` checks before a hit is a
         function of these bytes, so the same bytes get the same reply: only the entry's
         validity can change, and dropping the entry (or moving the epochs, for a lazy one)
-        forgets its queries; an aging entry's hit still checks its expiry. Not for
-        templates (their names are unique) or rotating entries."""
-        exact, aging = self.exact, self.exact_aging
-        if len(exact) + len(aging) >= self.max_exact or len(self._exact_lazy) >= self.max_exact:
+        forgets its queries; an aging entry's hit still checks its expiry. A template is
+        remembered by `query` without its first label's octets, the reply is its header,
+        and `cut` the query's bytes after the question; its hits still check the label.
+        Not for rotating entries."""
+        if (
+            len(self.exact) + len(self.exact_aging) + len(self.exact_templates) >= self.max_exact
+            or len(self._exact_lazy) >= self.max_exact
+        ):
             self._forget_exact()  # many spellings (0x20) or sizes: start over
-        (aging if type(entry) is Aging else exact)[query] = Exact(entry, reply, okey)
+        self._exact_map(entry)[query] = Exact(entry, reply, okey, cut)
         keys = entry.exact
         if keys is None:
             entry.exact = [query]
@@ -468,8 +476,14 @@ class ReplyCache:
         if _lazy(entry):
             self._exact_lazy.append(query)
 
+    def _exact_map(self, entry: Entry) -> dict[bytes, Exact]:
+        kind = type(entry)
+        if kind is Aging:
+            return self.exact_aging
+        return self.exact_templates if kind is Template else self.exact
+
     def _forget_exact(self) -> None:
-        for exact in (self.exact, self.exact_aging):
+        for exact in (self.exact, self.exact_aging, self.exact_templates):
             for found in exact.values():
                 found.settle()
                 found.entry.exact = None
@@ -477,7 +491,7 @@ class ReplyCache:
         self._exact_lazy.clear()
 
     def _unlink_exact(self, entry: Entry, keys: list[bytes]) -> None:
-        exact = self.exact_aging if type(entry) is Aging else self.exact
+        exact = self._exact_map(entry)
         for query in keys:
             found = exact.get(query)
             if found is not None and found.entry is entry:
@@ -565,7 +579,7 @@ class ReplyCache:
     def fold(self, stats: Stats, *, seconds_per_hit: float) -> None:
         """Add hit counts to `stats` (CoreDNS's request/response/size/duration metrics, the
         DO requests, the forward cache's hits) and reset them."""
-        for exact in (self.exact, self.exact_aging):
+        for exact in (self.exact, self.exact_aging, self.exact_templates):
             for found in exact.values():
                 found.settle()
         for table in self._tables:
@@ -611,6 +625,7 @@ class FastPath:
         self._lazy_plain, self._lazy_edns = cache.lazy
         self._exact = cache.exact
         self._exact_aging = cache.exact_aging
+        self._exact_templates = cache.exact_templates
         self._clock = cache.clock
         self._batch_seconds = 0.0
         self._batch_queries = 0
@@ -663,6 +678,13 @@ class FastPath:
                     else:
                         found.v6 += 1
                     return b"".join((data[:2], found.reply, tail))
+        if self._exact_templates and len(data) > 13:
+            n = data[12]
+            found = self._exact_templates.get(data[2:13] + data[13 + n :])
+            if found is not None:  # a sibling of this name was answered by a template
+                templated = self._remembered_template(data, n, found, family)
+                if templated is not None:
+                    return templated
         end = data.find(0, 12)
         counts = data[4:12]
         if counts == _PLAIN:
@@ -737,6 +759,7 @@ class FastPath:
         if template.need and (not edns or int.from_bytes(data[end + 8 : end + 10]) < template.need):
             return None
         size = len(data)
+        okey = 0
         if size != template.meta.request_size:  # (a sibling's name may be longer or shorter)
             odd = template.odd
             if odd is None:
@@ -747,7 +770,28 @@ class FastPath:
             template.hits_v4 += 1
         else:
             template.hits_v6 += 1
-        return b"".join((data[:2], template.headers[data[2]], data[12 : end + 5], template.tail))
+        head = template.headers[data[2]]
+        self.cache.remember(
+            data[2:13] + data[13 + n :], template, head, okey & ~_ODD_V6, size - end - 5
+        )
+        return b"".join((data[:2], head, data[12 : end + 5], template.tail))
+
+    def _remembered_template(self, data: bytes, n: int, found: Exact, family: str) -> bytes | None:
+        """`_template_hit` for a query whose bytes but its first label's were seen before:
+        only what depends on the label is checked again (the template may still hold)."""
+        template = cast(Template, found.entry)
+        cache = self.cache
+        if template.epoch_soa != cache.soa or not template.absent(data[13 : 13 + n].lower()):
+            return None
+        qend = len(data) - found.cut
+        aging = cache.aging[found.cut > 0]
+        if aging and data[12 : qend - 4].lower() + data[qend - 4 : qend - 2] in aging:
+            return None  # (an entry of its own comes first, as in `_general`)
+        if family == "1":
+            found.v4 += 1
+        else:
+            found.v6 += 1
+        return b"".join((data[:2], found.reply, data[12:qend], template.tail))
 
     def _do_hit(self, data: bytes, end: int, family: str, client: Client) -> HandleResult:
         """`handle` for a bare OPT with DO set (resolvers that validate send these): the

@@ -578,6 +578,33 @@ def test_unique_missing_names_are_answered_from_one_template() -> None:
     assert slow_queries(stats) == before
 
 
+def test_siblings_of_a_remembered_query_check_their_own_label() -> None:
+    index = default_index()
+    handler, stats = make_handler(index)
+    ask(handler, make_query("nope.testns.svc.cluster.local"))  # the slow path: a template
+    ask(handler, make_query("nop1.testns.svc.cluster.local"))  # a template hit: remembered
+    (key,) = handler.cache.exact_templates
+    assert (
+        key
+        == make_query("zzzz.testns.svc.cluster.local")[2:13]
+        + wire_name("testns.svc.cluster.local")
+        + b"\x00\x01\x00\x01"
+    )
+    before = slow_queries(stats)
+    for label in ("abcd", "ABCD", "a-_9"):  # any sibling of the same length
+        query = make_query(f"{label}.testns.svc.cluster.local")
+        assert ask(handler, query) == fresh(query, index)
+    assert slow_queries(stats) == before
+    for label in ("svc1", "SVC1", "a\x00bc", "a*bc"):  # exists, or not a plain label
+        query = make_query(f"{label}.testns.svc.cluster.local")
+        assert ask(handler, query) == fresh(query, index)
+    index.apply(Upsert(svc("abcd", ips=["10.0.0.9"])))  # now it exists
+    query = make_query("abcd.testns.svc.cluster.local")
+    assert ask(handler, query).endswith(b"\x0a\x00\x00\x09")
+    stats.flush()
+    assert stats.responses[("cluster.local.", "NXDOMAIN")] == 7  # every miss counted, hit or not
+
+
 def test_a_namespace_without_services_has_its_template_too() -> None:
     index = default_index()
     handler, stats = make_handler(index)
