@@ -8,12 +8,19 @@ buffers, the handler sees each datagram as bytes, and one `sendmmsg` sends the r
 each to the raw address it came from. The peer's address is decoded only when something
 asks for it (`Peer.address`): the slow path, an answer that completes later, a log line.
 
+Replies are not copied: each outgoing message is two pieces, the query's own ID (read in
+place from the receive buffer) and the reply bytes, pointed at where CPython keeps a bytes
+object's data (`id(obj)` + a fixed offset, found and checked at import; no batching where
+it cannot be). The transport keeps every such object referenced until `sendmmsg` returns.
+
 The structures are laid out by hand for LP64 Linux (x86-64, arm64: 8-byte pointers):
 
     struct iovec   { void *iov_base; size_t iov_len; }                        16 bytes
     struct msghdr  { void *name; socklen_t namelen; (pad) struct iovec *iov;
                      size_t iovlen; void *control; size_t controllen; int flags; }  56
     struct mmsghdr { struct msghdr hdr; unsigned int len; }                     64 bytes
+
+A sent message has two iovecs: [ID from the receive slot (2 bytes, or 0), the reply].
 
 `available()` says whether this applies; elsewhere the transport reads one datagram per
 call as before. Buffers are bytearrays that live as long as the `Batch`, so the pointers
@@ -29,6 +36,7 @@ import sys
 from typing import Any, cast
 
 _IOVEC = 16
+_SEND_IOV = 2 * _IOVEC  # per sent message: the ID, then the reply
 _MMSGHDR = 64
 _NAME = 32  # a slot for sockaddr_in (16) or sockaddr_in6 (28)
 _MSG_DONTWAIT = 0x40
@@ -64,12 +72,32 @@ def _libc_calls() -> tuple[Any, Any] | None:
     return recvmmsg, sendmmsg
 
 
+def _bytes_data_offset() -> int | None:
+    """Where a bytes object's data starts, from its id(); None unless verified here."""
+    if sys.implementation.name != "cpython":  # pragma: no cover - id() is not an address
+        return None
+    samples = (b"kdns-probe", bytes(range(40)), b"\x00" * 300)
+    found = {
+        int(ctypes.cast(ctypes.c_char_p(sample), ctypes.c_void_p).value or 0) - id(sample)
+        for sample in samples
+    }
+    if len(found) != 1:  # pragma: no cover - not CPython's layout
+        return None
+    offset = found.pop()
+    if any(ctypes.string_at(id(sample) + offset, len(sample)) != sample for sample in samples):
+        return None  # pragma: no cover
+    return offset
+
+
 _CALLS = _libc_calls()
+BYTES_DATA = _bytes_data_offset() if _CALLS is not None else None
+"""`id(b) + BYTES_DATA`: the address of bytes object b's data (CPython)."""
 
 
 def available() -> bool:
-    """recvmmsg/sendmmsg can be called (Linux, LP64, a libc that has them)."""
-    return _CALLS is not None
+    """recvmmsg/sendmmsg can be called (Linux, LP64, a libc that has them), and replies
+    can be sent from where they are (CPython)."""
+    return _CALLS is not None and BYTES_DATA is not None
 
 
 def _address(buf: bytearray) -> int:
@@ -103,8 +131,14 @@ class Peer:
 
 
 class Batch:
-    """Receive and send buffers for one UDP socket: `slots` datagrams of up to `size` bytes
-    each way. The transport's loop reads the views directly (they are its hot path)."""
+    """Receive buffers for `slots` datagrams of up to `size` bytes on one UDP socket, and
+    the messages to send replies with. The transport's loop reads and writes the views
+    directly (they are its hot path).
+
+    Sending: reply k goes out as `send_iov[4k:4k+4]` = [ID address, ID length, reply
+    address, reply length] to `send_names[8k]`. Between batches, message k's ID piece is
+    receive slot k's first two octets and its name slot k's sender; a batch that changes
+    either for some k (a dropped query shifts the replies after it) calls `restore()`."""
 
     def __init__(self, sock: socket.socket, *, slots: int = 64, size: int = 4096) -> None:
         assert _CALLS is not None, "mmsg.available() is false here"
@@ -117,14 +151,13 @@ class Batch:
         self.recv_buf = bytearray(slots * size)
         self.recv_view = memoryview(self.recv_buf)
         self.names = bytearray(slots * _NAME)
-        self.send_buf = bytearray(slots * size)
         self.peers = [Peer(self.names, i * _NAME, v6) for i in range(slots)]
         self._recv_iov = bytearray(slots * _IOVEC)
         self._recv_msgs = bytearray(slots * _MMSGHDR)
-        self._send_iov = bytearray(slots * _IOVEC)
+        self._send_iov = bytearray(slots * _SEND_IOV)
         self._send_msgs = bytearray(slots * _MMSGHDR)
         base_recv, base_names = _address(self.recv_buf), _address(self.names)
-        base_send = _address(self.send_buf)
+        self.recv_at = base_recv
         self.names_at = base_names
         self._recv_msgs_at = _address(self._recv_msgs)
         self._send_msgs_at = _address(self._send_msgs)
@@ -137,16 +170,27 @@ class Batch:
         si = memoryview(self._send_msgs).cast("I")
         for i in range(slots):
             riov[2 * i], riov[2 * i + 1] = base_recv + i * size, size
-            siov[2 * i] = base_send + i * size
-            for q, i_view, iov_at in ((rq, ri, recv_iov_at), (sq, si, send_iov_at)):
+            for q, i_view, iov_at, per, count in (
+                (rq, ri, recv_iov_at, _IOVEC, 1),
+                (sq, si, send_iov_at, _SEND_IOV, 2),
+            ):
                 q[i * _Q_PER_MSG + _Q_NAME] = base_names + i * _NAME
                 i_view[i * _I_PER_MSG + _I_NAMELEN] = namelen
-                q[i * _Q_PER_MSG + _Q_IOV] = iov_at + i * _IOVEC
-                q[i * _Q_PER_MSG + _Q_IOVLEN] = 1
+                q[i * _Q_PER_MSG + _Q_IOV] = iov_at + i * per
+                q[i * _Q_PER_MSG + _Q_IOVLEN] = count
         riov.release()
         self.recv_lengths = ri  # [i * 16 + 14]: bytes in receive slot i
-        self.send_lengths = siov  # [2 * k + 1]: bytes of reply k
+        self.send_iov = siov
         self.send_names = sq  # [8 * k]: where reply k goes (a receive slot's name)
+        self.restore(0, slots)
+
+    def restore(self, first: int, last: int) -> None:
+        """Point messages first..last-1 back at their own receive slots (ID and sender)."""
+        iov, names = self.send_iov, self.send_names
+        for k in range(first, last):
+            iov[4 * k] = self.recv_at + k * self.size
+            iov[4 * k + 1] = 2
+            names[8 * k] = self.names_at + k * _NAME
 
     def receive(self) -> int:
         """Fill up to `slots` receive slots; 0 when nothing is queued. Raises OSError for a

@@ -219,7 +219,7 @@ class UdpServer:
 
     def _on_readable_batched(self) -> None:
         """`_on_readable` with one recvmmsg for up to `_MAX_BATCH` datagrams and one sendmmsg
-        for their replies (kdns.serve.mmsg)."""
+        for their replies, each sent from where it is (kdns.serve.mmsg)."""
         batch = self._batch
         assert batch is not None
         started = time.perf_counter() if self._observe is not None else 0.0
@@ -234,54 +234,61 @@ class UdpServer:
         family = self._family
         v6 = family == "2"
         view, lengths, peers = batch.recv_view, batch.recv_lengths, batch.peers
-        out, out_lengths, out_names = batch.send_buf, batch.send_lengths, batch.send_names
-        names_at, size = batch.names_at, batch.size
+        iov, names = batch.send_iov, batch.send_names
+        recv_at, names_at, size = batch.recv_at, batch.names_at, batch.size
         per, length_at, name_stride = mmsg.LENGTH_STRIDE, mmsg.LENGTH_AT, mmsg.NAME_STRIDE
+        data_at = mmsg.BYTES_DATA
+        assert data_at is not None
+        sending: list[bytes] = []  # what the messages point into, alive until sent
+        hold = sending.append
         remembered = None
         if self._exact is not None:
             self._exact.begin_batch()
             remembered = self._exact.exact.get
+        moved = n  # the first message pointed away from its own slot (see Batch.restore)
         k = 0
         for i in range(n):
             at = i * size
             end = at + lengths[i * per + length_at]
             if remembered is not None:
                 found = remembered(view[at + 2 : end].tobytes())
-                if found is not None:  # the ID, then the reply as remembered
+                if found is not None:  # the query's ID, then the reply as remembered
                     if v6:
                         found.v6 += 1
                     else:
                         found.v4 += 1
                     reply = found.reply
-                    m = len(reply) + 2
-                    if m <= size:
-                        to = k * size
-                        out[to] = view[at]
-                        out[to + 1] = view[at + 1]
-                        out[to + 2 : to + m] = reply
-                        out_lengths[2 * k + 1] = m
-                        out_names[8 * k] = names_at + i * name_stride
-                        k += 1
-                        continue
-                    self._send_one(view[at : at + 2].tobytes() + reply, peers[i].address())
+                    j = 4 * k
+                    if k != i:
+                        iov[j] = recv_at + at
+                        names[8 * k] = names_at + i * name_stride
+                        if k < moved:
+                            moved = k
+                    iov[j + 2] = id(reply) + data_at
+                    iov[j + 3] = len(reply)
+                    hold(reply)
+                    k += 1
                     continue
             result = handle(view[at:end].tobytes(), False, family, peers[i])
             if result is None:
                 continue
-            if type(result) is bytes:
-                m = len(result)
-                if m > size:  # (bigger than any query slot: rare, sent on its own)
-                    self._send_one(result, peers[i].address())
-                    continue
-                at = k * size
-                out[at : at + m] = result
-                out_lengths[2 * k + 1] = m
-                out_names[8 * k] = names_at + i * name_stride
+            if type(result) is bytes:  # a whole reply: no ID piece
+                j = 4 * k
+                iov[j + 1] = 0
+                if k != i:
+                    names[8 * k] = names_at + i * name_stride
+                if k < moved:
+                    moved = k
+                iov[j + 2] = id(result) + data_at
+                iov[j + 3] = len(result)
+                hold(result)
                 k += 1
                 continue
             self._spawn(result, peers[i].address())  # type: ignore[arg-type]
         if k:
             batch.send(k)
+            if moved < k:
+                batch.restore(moved, k)
         if self._observe is not None:
             self._observe(n, time.perf_counter() - started)
 

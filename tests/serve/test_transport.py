@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import socket
 import struct
 import time
@@ -259,6 +260,35 @@ async def test_udp_batches_send_remembered_replies_without_the_handler() -> None
     assert stub.calls == [(b"S-other", False)]  # only the query nobody remembered
     assert stub.kept[b"-known"].v4 == 5
     assert 1 <= stub.batches <= 6  # once per batch, not per datagram
+
+
+@pytest.mark.skipif(not mmsg.available(), reason="no recvmmsg here")
+async def test_udp_batches_keep_each_reply_with_its_own_id_when_some_are_dropped() -> None:
+    stub = Remembering()
+    stub.kept[b"-known"] = Kept(b"+remembered")
+    server = UdpServer(bind_udp("127.0.0.1", 0), stub, exact=stub)
+    server.start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setblocking(False)
+    client.connect(("127.0.0.1", server.port))
+    try:
+        for round_ in range(3):  # later batches: the messages were pointed back (restore)
+            sent = []
+            for i in range(30):
+                if i % 4 == round_:
+                    client.send(b"N-%02d" % i)  # dropped: the replies after it shift
+                elif i % 3:
+                    client.send(b"%02d-known" % i)
+                    sent.append(b"%02d+remembered" % i)
+                else:
+                    client.send(b"S%02d" % i)
+                    sent.append(b"RS%02d" % i)
+            got = [await recv(client) for _ in sent]
+            assert sorted(got) == sorted(sent)
+            assert await nothing_arrives(client, 0.1)
+    finally:
+        client.close()
+        server.close()
 
 
 @pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
@@ -694,3 +724,10 @@ def test_replies_to_a_pipelined_batch_go_out_in_few_writes() -> None:
         assert max(transport.writes[1:]) <= 16 * 1024 + len(frame(b"R" + big))
     finally:
         server.sock.close()
+
+
+@pytest.mark.skipif(not mmsg.available(), reason="no recvmmsg here")
+@given(st.binary(max_size=2000))
+def test_replies_are_sent_from_where_cpython_keeps_their_bytes(reply: bytes) -> None:
+    assert mmsg.BYTES_DATA is not None
+    assert ctypes.string_at(id(reply) + mmsg.BYTES_DATA, len(reply)) == reply
