@@ -220,18 +220,26 @@ class Aging(Entry):
         return self.tail
 
 
+_FOREVER = float("inf")
+
+
 class Exact:
     """A query remembered by its bytes (`ReplyCache.remember`): the reply after the ID (up
     to the question's end, for an aging entry) and the hits since the last fold, counted
     here so a hit touches nothing else; `settle()` moves them to the entry."""
 
-    __slots__ = ("cut", "entry", "okey", "reply", "v4", "v6")
+    __slots__ = ("cut", "entry", "head", "okey", "reply", "until", "v4", "v6")
 
     def __init__(self, entry: Entry, reply: bytes, okey: int, cut: int = 0) -> None:
         self.entry = entry
         self.reply = reply
         self.okey = okey  # the entry's `odd_key` for this shape, family bit clear; 0: plain
         self.cut = cut  # templates: the query's bytes after the question (its OPT)
+        # Aging entries: `reply` holds until `until` (the cache's clock: the next whole
+        # second of age, when the TTLs count down, or expiry); `head` is the reply up to
+        # the question's end, to rebuild it from (`FastPath._refresh`).
+        self.until = _FOREVER
+        self.head: bytes | None = None
         self.v4 = 0
         self.v6 = 0
 
@@ -338,9 +346,6 @@ class ReplyCache:
         # a repeated query costs one lookup (see `remember`). Keys of lazy entries are
         # listed apart, as an epoch move invalidates them without dropping the entries.
         self.exact: dict[bytes, Exact] = {}
-        # The same for aging entries, with the reply up to the question's end: their tails
-        # count down (`Aging.tail_at`).
-        self.exact_aging: dict[bytes, Exact] = {}
         # And for templates, by the query after the ID without its first label's octets
         # (the header and the reply's header only: the name's first label is the client's).
         self.exact_templates: dict[bytes, Exact] = {}
@@ -463,11 +468,15 @@ class ReplyCache:
         and `cut` the query's bytes after the question; its hits still check the label.
         Not for rotating entries."""
         if (
-            len(self.exact) + len(self.exact_aging) + len(self.exact_templates) >= self.max_exact
+            len(self.exact) + len(self.exact_templates) >= self.max_exact
             or len(self._exact_lazy) >= self.max_exact
         ):
             self._forget_exact()  # many spellings (0x20) or sizes: start over
-        self._exact_map(entry)[query] = Exact(entry, reply, okey, cut)
+        remembered = Exact(entry, reply, okey, cut)
+        if type(entry) is Aging:  # (`FastPath._refresh` puts the tail on)
+            remembered.head = reply
+            remembered.until = -1.0
+        self._exact_map(entry)[query] = remembered
         keys = entry.exact
         if keys is None:
             entry.exact = [query]
@@ -477,13 +486,10 @@ class ReplyCache:
             self._exact_lazy.append(query)
 
     def _exact_map(self, entry: Entry) -> dict[bytes, Exact]:
-        kind = type(entry)
-        if kind is Aging:
-            return self.exact_aging
-        return self.exact_templates if kind is Template else self.exact
+        return self.exact_templates if type(entry) is Template else self.exact
 
     def _forget_exact(self) -> None:
-        for exact in (self.exact, self.exact_aging, self.exact_templates):
+        for exact in (self.exact, self.exact_templates):
             for found in exact.values():
                 found.settle()
                 found.entry.exact = None
@@ -579,7 +585,7 @@ class ReplyCache:
     def fold(self, stats: Stats, *, seconds_per_hit: float) -> None:
         """Add hit counts to `stats` (CoreDNS's request/response/size/duration metrics, the
         DO requests, the forward cache's hits) and reset them."""
-        for exact in (self.exact, self.exact_aging, self.exact_templates):
+        for exact in (self.exact, self.exact_templates):
             for found in exact.values():
                 found.settle()
         for table in self._tables:
@@ -624,7 +630,6 @@ class FastPath:
         self._edns = cache.edns
         self._lazy_plain, self._lazy_edns = cache.lazy
         self._exact = cache.exact
-        self._exact_aging = cache.exact_aging
         self._exact_templates = cache.exact_templates
         self._clock = cache.clock
         self._batch_seconds = 0.0
@@ -635,16 +640,32 @@ class FastPath:
 
     @property
     def exact(self) -> dict[bytes, Exact]:
-        """Replies by query bytes after the ID (`ReplyCache.remember`), for the transport."""
+        """Replies by query bytes after the ID (`ReplyCache.remember`), for the transport:
+        one is good while its `until` is later than `begin_batch()`'s time."""
         return self._exact
 
-    def begin_batch(self) -> None:
-        """Before the transport serves a batch from `exact`: catch up with data changes."""
+    def begin_batch(self) -> float:
+        """Before the transport serves a batch from `exact`: catch up with data changes,
+        and tell the time (the cache's clock)."""
         if (
             self._index.generation != self._generation
             or self._static.generation != self._static_generation
         ):
             self._check_generation()
+        return self._clock()
+
+    def _refresh(self, found: Exact) -> bool:
+        """Bring a remembered relayed reply up to date: False once it has expired."""
+        now = self._clock()
+        if now < found.until:
+            return True
+        aging = cast(Aging, found.entry)
+        tail = aging.tail_at(now)
+        if tail is None or found.head is None:
+            return False
+        found.reply = found.head + tail
+        found.until = min(aging.born + aging.aged + 1, aging.expires)
+        return True
 
     def _check_generation(self) -> None:
         """Catch up with data changes (the handler also records programming latency)."""
@@ -662,22 +683,14 @@ class FastPath:
             return self._general(data, tcp, family, client, False)
         query = data[2:]
         found = self._exact.get(query)
-        if found is not None:  # this very query was answered from the cache before
+        # This very query was answered from the cache before (a relayed reply may have to
+        # count down first, or have expired: then the slow path asks upstream again).
+        if found is not None and (found.head is None or self._refresh(found)):
             if family == "1":
                 found.v4 += 1
             else:
                 found.v6 += 1
             return data[:2] + found.reply
-        if self._exact_aging:
-            found = self._exact_aging.get(query)
-            if found is not None:  # the same, for a reply relayed from upstream
-                tail = cast(Aging, found.entry).tail_at(self._clock())
-                if tail is not None:  # (expired: the slow path asks upstream again)
-                    if family == "1":
-                        found.v4 += 1
-                    else:
-                        found.v6 += 1
-                    return b"".join((data[:2], found.reply, tail))
         if self._exact_templates and len(data) > 13:
             n = data[12]
             found = self._exact_templates.get(data[2:13] + data[13 + n :])

@@ -45,9 +45,11 @@ BatchObserver = Callable[[int, float], None]
 
 
 class Remembered(Protocol):
-    """A reply kept for one exact query: the bytes after the ID, and hit counters."""
+    """A reply kept for one exact query: the bytes after the ID, good while `until` is
+    later than the batch's time, and hit counters."""
 
     reply: bytes
+    until: float
     v4: int
     v6: int
 
@@ -60,7 +62,8 @@ class ExactReplies(Protocol):
     @property
     def exact(self) -> Mapping[bytes, Remembered]: ...
 
-    def begin_batch(self) -> None: ...
+    def begin_batch(self) -> float:
+        """Called before each batch; returns the time to compare `until` with."""
 
 
 _MAX_BATCH = 64  # datagrams per readable callback, then yield to the loop
@@ -242,8 +245,9 @@ class UdpServer:
         sending: list[bytes] = []  # what the messages point into, alive until sent
         hold = sending.append
         remembered = None
+        now = 0.0
         if self._exact is not None:
-            self._exact.begin_batch()
+            now = self._exact.begin_batch()
             remembered = self._exact.exact.get
         moved = n  # the first message pointed away from its own slot (see Batch.restore)
         k = 0
@@ -252,7 +256,7 @@ class UdpServer:
             end = at + lengths[i * per + length_at]
             if remembered is not None:
                 found = remembered(view[at + 2 : end].tobytes())
-                if found is not None:  # the query's ID, then the reply as remembered
+                if found is not None and found.until > now:  # its ID, then the reply
                     if v6:
                         found.v6 += 1
                     else:

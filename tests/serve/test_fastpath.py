@@ -906,7 +906,7 @@ def test_a_repeated_forwarded_query_counts_down_and_expires_through_the_exact_ma
     qlen = len(query) - 12
     ask(handler, query)  # forwarded and kept
     ask(handler, query)  # a hit: remembered with its own bytes
-    assert list(handler.cache.exact_aging) == [query[2:]]
+    assert list(handler.cache.exact) == [query[2:]]
     for elapsed in (1.2, 7.9, 29.5):
         clock.now = start + elapsed
         out = ask(handler, query)
@@ -917,7 +917,7 @@ def test_a_repeated_forwarded_query_counts_down_and_expires_through_the_exact_ma
     assert relay.calls == 2
     assert ask(handler, query) != b""  # the new reply is a hit again, under the same key
     assert relay.calls == 2
-    assert list(handler.cache.exact_aging) == [query[2:]]
+    assert list(handler.cache.exact) == [query[2:]]
 
 
 def test_a_forward_cache_reply_keeps_its_header_and_skips_do_clients() -> None:

@@ -217,8 +217,9 @@ async def test_udp_async_result_goes_to_the_sender_after_the_slot_is_reused(
 
 
 class Kept:
-    def __init__(self, reply: bytes) -> None:
+    def __init__(self, reply: bytes, until: float = float("inf")) -> None:
         self.reply = reply
+        self.until = until
         self.v4 = 0
         self.v6 = 0
 
@@ -235,14 +236,16 @@ class Remembering(Stub):
     def exact(self) -> dict[bytes, Kept]:
         return self.kept
 
-    def begin_batch(self) -> None:
+    def begin_batch(self) -> float:
         self.batches += 1
+        return 100.0
 
 
 @pytest.mark.skipif(not mmsg.available(), reason="no recvmmsg here")
 async def test_udp_batches_send_remembered_replies_without_the_handler() -> None:
     stub = Remembering()
     stub.kept[b"-known"] = Kept(b"+remembered")
+    stub.kept[b"Sstale"] = Kept(b"+too old", until=100.0)  # no later than the batch's time
     server = UdpServer(bind_udp("127.0.0.1", 0), stub, exact=stub)
     server.start()
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -252,12 +255,13 @@ async def test_udp_batches_send_remembered_replies_without_the_handler() -> None
         for i in range(5):
             client.send(b"%02d-known" % i)  # two octets of ID, then the remembered bytes
         client.send(b"S-other")
-        got = {await recv(client) for _ in range(6)}
+        client.send(b"S-Sstale")
+        got = {await recv(client) for _ in range(7)}
     finally:
         client.close()
         server.close()
-    assert got == {b"%02d+remembered" % i for i in range(5)} | {b"RS-other"}
-    assert stub.calls == [(b"S-other", False)]  # only the query nobody remembered
+    assert got == {b"%02d+remembered" % i for i in range(5)} | {b"RS-other", b"RS-Sstale"}
+    assert stub.calls == [(b"S-other", False), (b"S-Sstale", False)]  # the handler decides
     assert stub.kept[b"-known"].v4 == 5
     assert 1 <= stub.batches <= 6  # once per batch, not per datagram
 
