@@ -273,7 +273,12 @@ class UdpServer:
                     hold(reply)
                     k += 1
                     continue
-            result = handle(view[at:end].tobytes(), False, family, peers[i])
+            try:
+                result = handle(view[at:end].tobytes(), False, family, peers[i])
+            except Exception as exc:  # (the handler answers SERVFAIL itself: a last guard
+                # that keeps the rest of the batch, and the messages' layout, intact)
+                log.error("udp: answering a query from %s failed: %r", peers[i].address(), exc)
+                continue
             if result is None:
                 continue
             if type(result) is bytes:  # a whole reply: no ID piece

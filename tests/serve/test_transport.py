@@ -730,6 +730,26 @@ def test_replies_to_a_pipelined_batch_go_out_in_few_writes() -> None:
         server.sock.close()
 
 
+async def test_udp_a_handler_that_raises_loses_only_that_query(batched: bool) -> None:
+    stub = Stub()
+    plain = stub.handle
+
+    def handle(data: bytes, tcp: bool, family: str, client: Client = None) -> HandleResult:
+        if data.startswith(b"X"):
+            raise RuntimeError("a bug")
+        return plain(data, tcp, family, client)
+
+    stub.handle = handle  # type: ignore[method-assign]
+    async with udp_server(stub, batched=batched) as (_, client):
+        for i in range(3):
+            client.send(b"N%d" % i)  # dropped: the replies after it are shifted
+            client.send(b"X%d" % i)
+            client.send(b"S%d" % i)
+        got = {await recv(client) for _ in range(3)}
+        assert await nothing_arrives(client)
+    assert got == {b"RS0", b"RS1", b"RS2"}
+
+
 @pytest.mark.skipif(not mmsg.available(), reason="no recvmmsg here")
 @given(st.binary(max_size=2000))
 def test_replies_are_sent_from_where_cpython_keeps_their_bytes(reply: bytes) -> None:
