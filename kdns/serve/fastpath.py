@@ -228,13 +228,16 @@ class Exact:
     to the question's end, for an aging entry) and the hits since the last fold, counted
     here so a hit touches nothing else; `settle()` moves them to the entry."""
 
-    __slots__ = ("cut", "entry", "head", "okey", "reply", "until", "v4", "v6")
+    __slots__ = ("cut", "entry", "head", "okey", "reply", "tail", "until", "v4", "v6")
 
-    def __init__(self, entry: Entry, reply: bytes, okey: int, cut: int = 0) -> None:
+    def __init__(
+        self, entry: Entry, reply: bytes, okey: int, cut: int = 0, tail: bytes = b""
+    ) -> None:
         self.entry = entry
         self.reply = reply
         self.okey = okey  # the entry's `odd_key` for this shape, family bit clear; 0: plain
         self.cut = cut  # templates: the query's bytes after the question (its OPT)
+        self.tail = tail  # templates: the reply after the question (DO echoed or not)
         # Aging entries: `reply` holds until `until` (the cache's clock: the next whole
         # second of age, when the TTLs count down, or expiry); `head` is the reply up to
         # the question's end, to rebuild it from (`FastPath._refresh`).
@@ -456,7 +459,9 @@ class ReplyCache:
         while len(self._order) > self.max_entries or self.bytes > self.max_bytes:
             self._drop(next(iter(self._order)))
 
-    def remember(self, query: bytes, entry: Entry, reply: bytes, okey: int, cut: int = 0) -> None:
+    def remember(
+        self, query: bytes, entry: Entry, reply: bytes, okey: int, cut: int = 0, tail: bytes = b""
+    ) -> None:
         """Serve `query` (a UDP query after its ID) with `reply` (the reply after its ID;
         for an aging entry, up to the end of the question) from `entry` while the entry is
         valid; `okey`: its `odd_key` without the family (the same bytes come over IPv4 and
@@ -465,14 +470,15 @@ class ReplyCache:
         validity can change, and dropping the entry (or moving the epochs, for a lazy one)
         forgets its queries; an aging entry's hit still checks its expiry. A template is
         remembered by `query` without its first label's octets, the reply is its header,
-        and `cut` the query's bytes after the question; its hits still check the label.
+        `tail` what follows the question, and `cut` the query's bytes after the question;
+        its hits still check the label.
         Not for rotating entries."""
         if (
             len(self.exact) + len(self.exact_templates) >= self.max_exact
             or len(self._exact_lazy) >= self.max_exact
         ):
             self._forget_exact()  # many spellings (0x20) or sizes: start over
-        remembered = Exact(entry, reply, okey, cut)
+        remembered = Exact(entry, reply, okey, cut, tail)
         if type(entry) is Aging:  # (`FastPath._refresh` puts the tail on)
             remembered.head = reply
             remembered.until = -1.0
@@ -785,7 +791,12 @@ class FastPath:
             template.hits_v6 += 1
         head = template.headers[data[2]]
         self.cache.remember(
-            data[2:13] + data[13 + n :], template, head, okey & ~_ODD_V6, size - end - 5
+            data[2:13] + data[13 + n :],
+            template,
+            head,
+            okey & ~_ODD_V6,
+            size - end - 5,
+            template.tail,
         )
         return b"".join((data[:2], head, data[12 : end + 5], template.tail))
 
@@ -804,7 +815,7 @@ class FastPath:
             found.v4 += 1
         else:
             found.v6 += 1
-        return b"".join((data[:2], found.reply, data[12:qend], template.tail))
+        return b"".join((data[:2], found.reply, data[12:qend], found.tail))
 
     def _do_hit(self, data: bytes, end: int, family: str, client: Client) -> HandleResult:
         """`handle` for a bare OPT with DO set (resolvers that validate send these): the
@@ -941,6 +952,16 @@ class FastPath:
                 self.cache.remember(data[2:], entry, head + tail, okey & ~_ODD_V6)
             elif kind is Aging:
                 self.cache.remember(data[2:], entry, head, okey & ~_ODD_V6)
+            elif kind is Template:  # (by the query without its first label's octets)
+                n = data[12]
+                self.cache.remember(
+                    data[2:13] + data[13 + n :],
+                    entry,
+                    entry.headers[data[2]],
+                    okey & ~_ODD_V6,
+                    size - qend,
+                    tail,
+                )
         return b"".join((data[:2], head, tail))
 
     def observe_batch(self, queries: int, seconds: float) -> None:

@@ -605,6 +605,24 @@ def test_siblings_of_a_remembered_query_check_their_own_label() -> None:
     assert stats.responses[("cluster.local.", "NXDOMAIN")] == 7  # every miss counted, hit or not
 
 
+def test_siblings_with_do_or_options_are_remembered_too() -> None:
+    index = default_index()
+    handler, stats = make_handler(index)
+    for opt in (opt_rr(4096, do=True), opt_rr(1232, rdata=COOKIE)):
+        ask(handler, make_query("nope.testns.svc.cluster.local", opt=opt))  # slow: template
+        ask(handler, make_query("nop1.testns.svc.cluster.local", opt=opt))  # remembered
+    assert len(handler.cache.exact_templates) == 2
+    before = slow_queries(stats)
+    for label in ("abcd", "a-_9"):
+        for opt in (opt_rr(4096, do=True), opt_rr(1232, rdata=COOKIE)):
+            query = make_query(f"{label}.testns.svc.cluster.local", opt=opt)
+            out = ask(handler, query)
+            assert out == fresh(query, index)
+    assert slow_queries(stats) == before
+    do = make_query("svc1.testns.svc.cluster.local", opt=opt_rr(4096, do=True))
+    assert ask(handler, do) == fresh(do, index)  # exists: not the template's
+
+
 def test_a_namespace_without_services_has_its_template_too() -> None:
     index = default_index()
     handler, stats = make_handler(index)
