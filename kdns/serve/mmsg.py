@@ -2,11 +2,12 @@
 
 Python's socket module reads and writes one datagram per call, and each call also turns
 the peer's address into a `(host, port)` tuple and back (inet_ntop, a tuple, argument
-parsing, inet_pton). On a drained socket that is most of what a cached answer costs
-(docs/benchmarking.md, "Batched UDP"). Here one `recvmmsg` fills up to `slots` fixed
-buffers, the handler sees each datagram as bytes, and one `sendmmsg` sends the replies,
-each to the raw address it came from. The peer's address is decoded only when something
-asks for it (`Peer.address`): the slow path, an answer that completes later, a log line.
+parsing, inet_pton). On a drained socket that was about a fifth of what a cached answer
+cost (docs/benchmarking.md, "What made the difference", Batched UDP). Here one
+`recvmmsg` fills up to `slots` fixed buffers, the handler sees each datagram as bytes, and
+one `sendmmsg` sends the replies, each to the raw address it came from. The peer's address
+is decoded only when something asks for it (`Peer.address`): the slow path, an answer
+that completes later, a log line.
 
 Replies are not copied: each outgoing message is two pieces, the query's own ID (read in
 place from the receive buffer) and the reply bytes, pointed at where CPython keeps a bytes
