@@ -107,6 +107,23 @@ def odd_key(size: int, *, tcp: bool, do: bool, family: str) -> int:
     return size << 3 | (_ODD_TCP if tcp else 0) | (_ODD_DO if do else 0) | (family == "2")
 
 
+def _count(entry: Entry, size: int, *, tcp: bool, do: bool, family: str) -> int:
+    """Count one hit of `entry` by a `size`-byte query; returns its `odd_key`, or 0 for the
+    commonest shape (plain UDP of the stored size, counted per family)."""
+    if tcp or do or size != entry.meta.request_size:
+        okey = odd_key(size, tcp=tcp, do=do, family=family)
+        odd = entry.odd
+        if odd is None:
+            odd = entry.odd = {}
+        odd[okey] = odd.get(okey, 0) + 1
+        return okey
+    if family == "1":
+        entry.hits_v4 += 1
+    else:
+        entry.hits_v6 += 1
+    return 0
+
+
 # What a cached reply depends on: the (namespace, service) whose data it shows, or None
 # for replies that depend on the zone's structure (apex, `<ns>.svc`, pods, reverse names,
 # CNAME chases). A change to a Service drops its own entries and every structural one.
@@ -777,18 +794,8 @@ class FastPath:
             return None
         if template.need and (not edns or int.from_bytes(data[end + 8 : end + 10]) < template.need):
             return None
-        size = len(data)
-        okey = 0
-        if size != template.meta.request_size:  # (a sibling's name may be longer or shorter)
-            odd = template.odd
-            if odd is None:
-                odd = template.odd = {}
-            okey = odd_key(size, tcp=False, do=False, family=family)
-            odd[okey] = odd.get(okey, 0) + 1
-        elif family == "1":
-            template.hits_v4 += 1
-        else:
-            template.hits_v6 += 1
+        size = len(data)  # (a sibling's name may be longer or shorter: then an odd size)
+        okey = _count(template, size, tcp=False, do=False, family=family)
         head = template.headers[data[2]]
         self.cache.remember(
             data[2:13] + data[13 + n :],
@@ -827,11 +834,7 @@ class FastPath:
             return self._general(data, False, family, client, False)
         if entry.need and int.from_bytes(data[end + 8 : end + 10], "big") < entry.need:
             return self._slow(data, False, family, client)
-        odd = entry.odd
-        if odd is None:
-            odd = entry.odd = {}
-        okey = len(data) << 3 | (_ODD_DO | 1 if family == "2" else _ODD_DO)
-        odd[okey] = odd.get(okey, 0) + 1
+        okey = _count(entry, len(data), tcp=False, do=True, family=family)
         tail = entry.tail
         if entry.tails is not None:
             entry.turn = turn = (entry.turn + 1) % len(entry.tails)
@@ -934,17 +937,7 @@ class FastPath:
                 entry.tail = entry.tails[turn]
         if do:  # kdns's own bare OPT ends the reply: echo DO (RFC 3225 §3)
             tail = b"".join((tail[:-4], _DO, tail[-3:]))
-        okey = 0
-        if tcp or do or size != entry.meta.request_size:
-            odd = entry.odd
-            if odd is None:
-                odd = entry.odd = {}
-            okey = odd_key(size, tcp=tcp, do=do, family=family)
-            odd[okey] = odd.get(okey, 0) + 1
-        elif family == "1":
-            entry.hits_v4 += 1
-        else:
-            entry.hits_v6 += 1
+        okey = _count(entry, size, tcp=tcp, do=do, family=family)
         head = entry.headers[data[2]] + data[12:qend]
         if not tcp and entry.tails is None:  # (see `remember`)
             kind = type(entry)

@@ -254,46 +254,39 @@ class UdpServer:
         for i in range(n):
             at = i * size
             end = at + lengths[i * per + length_at]
-            if remembered is not None:
-                found = remembered(view[at + 2 : end].tobytes())
-                if found is not None and found.until > now:  # its ID, then the reply
-                    if v6:
-                        found.v6 += 1
-                    else:
-                        found.v4 += 1
-                    reply = found.reply
-                    j = 4 * k
-                    if k != i:
-                        iov[j] = recv_at + at
-                        names[8 * k] = names_at + i * name_stride
-                        if k < moved:
-                            moved = k
-                    iov[j + 2] = id(reply) + data_at
-                    iov[j + 3] = len(reply)
-                    hold(reply)
-                    k += 1
-                    continue
-            try:
-                result = handle(view[at:end].tobytes(), False, family, peers[i])
-            except Exception as exc:  # (the handler answers SERVFAIL itself: a last guard
-                # that keeps the rest of the batch, and the messages' layout, intact)
-                log.error("udp: answering a query from %s failed: %r", peers[i].address(), exc)
-                continue
-            if result is None:
-                continue
-            if type(result) is bytes:  # a whole reply: no ID piece
-                j = 4 * k
-                iov[j + 1] = 0
+            found = None if remembered is None else remembered(view[at + 2 : end].tobytes())
+            if found is not None and found.until > now:  # its ID, then the reply
+                if v6:
+                    found.v6 += 1
+                else:
+                    found.v4 += 1
+                reply = found.reply
                 if k != i:
-                    names[8 * k] = names_at + i * name_stride
+                    iov[4 * k] = recv_at + at  # (the ID piece: this query's)
+            else:
+                try:
+                    result = handle(view[at:end].tobytes(), False, family, peers[i])
+                except Exception as exc:  # (the handler answers SERVFAIL itself: a last
+                    # guard that keeps the rest of the batch, and the messages' layout)
+                    log.error("udp: answering a query from %s failed: %r", peers[i].address(), exc)
+                    continue
+                if result is None:
+                    continue
+                if type(result) is not bytes:
+                    self._spawn(result, peers[i].address())  # type: ignore[arg-type]
+                    continue
+                reply = result
+                iov[4 * k + 1] = 0  # a whole reply: no ID piece
                 if k < moved:
                     moved = k
-                iov[j + 2] = id(result) + data_at
-                iov[j + 3] = len(result)
-                hold(result)
-                k += 1
-                continue
-            self._spawn(result, peers[i].address())  # type: ignore[arg-type]
+            if k != i:
+                names[8 * k] = names_at + i * name_stride
+                if k < moved:
+                    moved = k
+            iov[4 * k + 2] = id(reply) + data_at
+            iov[4 * k + 3] = len(reply)
+            hold(reply)
+            k += 1
         if k:
             batch.send(k)
             if moved < k:
