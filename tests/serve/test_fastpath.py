@@ -264,15 +264,7 @@ def test_tcp_and_rotating_replies_are_not_remembered() -> None:
     for _ in range(3):
         ask(handler, make_query(SVC1), tcp=True)
     assert not handler.cache.exact
-    balance = LoadbalancePlugin(LoadbalanceConfig())
-    plugins = [balance, kube_plugin(index)]
-    block = Block(
-        zones=("cluster.local.", *REVERSE),
-        chain=link(plugins),
-        plugins=plugins,
-        rotations=rotations,
-    )
-    rotating = DnsServer([block], index=index, stats=Stats())
+    rotating = rotating_handler(index)
     query = make_query("hdls.testns.svc.cluster.local")
     replies = {ask(rotating, query) for _ in range(6)}
     assert len(replies) == 3  # every order in turn, none frozen by the exact map
@@ -527,18 +519,22 @@ def test_hits_of_other_shapes_are_counted_with_their_labels() -> None:
     assert sizes.total == 4 * (len(cookie) - len(COOKIE)) + len(cookie)
 
 
-def test_rotations_are_served_in_turn_to_every_shape() -> None:
-    index = clocked_index(Clock())
-    index.apply(Upsert(eps("hdls-1", "hdls", endpoints=[ep(f"10.1.0.{i}") for i in (1, 2, 3)])))
-    balance = LoadbalancePlugin(LoadbalanceConfig())
-    plugins = [balance, kube_plugin(index)]
+def rotating_handler(index: Index) -> DnsServer:
+    """A handler whose chain rotates A records (loadbalance before kubernetes)."""
+    plugins = [LoadbalancePlugin(LoadbalanceConfig()), kube_plugin(index)]
     block = Block(
         zones=("cluster.local.", *REVERSE),
         chain=link(plugins),
         plugins=plugins,
         rotations=rotations,
     )
-    handler = DnsServer([block], index=index, stats=Stats())
+    return DnsServer([block], index=index, stats=Stats())
+
+
+def test_rotations_are_served_in_turn_to_every_shape() -> None:
+    index = clocked_index(Clock())
+    index.apply(Upsert(eps("hdls-1", "hdls", endpoints=[ep(f"10.1.0.{i}") for i in (1, 2, 3)])))
+    handler = rotating_handler(index)
     name = "hdls.testns.svc.cluster.local"
     firsts = []
     for opt, tcp in [(opt_rr(), False), (opt_rr(do=True), False), (opt_rr(), True)] * 2:

@@ -24,6 +24,7 @@ from kdns.serve.mmsg import Peer
 from kdns.serve.rrl import RateLimiter, slip_reply, subnet_key
 from kdns.serve.transport import (
     Client,
+    ExactReplies,
     HandleResult,
     TcpLimits,
     TcpServer,
@@ -101,9 +102,12 @@ async def udp_server(
     batches: list[int] | None = None,
     batched: bool = False,
     host: str = "127.0.0.1",
+    exact: ExactReplies | None = None,
 ) -> AsyncIterator[tuple[UdpServer, socket.socket]]:
     observe = (lambda n, _s: batches.append(n)) if batches is not None else None
-    server = UdpServer(bind_udp(host, 0), handler, observe_batch=observe, rrl=rrl, batched=batched)
+    server = UdpServer(
+        bind_udp(host, 0), handler, observe_batch=observe, rrl=rrl, batched=batched, exact=exact
+    )
     assert server.batched == (batched and rrl is None)
     server.start()
     client = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
@@ -246,20 +250,12 @@ async def test_udp_batches_send_remembered_replies_without_the_handler() -> None
     stub = Remembering()
     stub.kept[b"-known"] = Kept(b"+remembered")
     stub.kept[b"Sstale"] = Kept(b"+too old", until=100.0)  # no later than the batch's time
-    server = UdpServer(bind_udp("127.0.0.1", 0), stub, exact=stub)
-    server.start()
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.setblocking(False)
-    client.connect(("127.0.0.1", server.port))
-    try:
+    async with udp_server(stub, batched=True, exact=stub) as (_, client):
         for i in range(5):
             client.send(b"%02d-known" % i)  # two octets of ID, then the remembered bytes
         client.send(b"S-other")
         client.send(b"S-Sstale")
         got = {await recv(client) for _ in range(7)}
-    finally:
-        client.close()
-        server.close()
     assert got == {b"%02d+remembered" % i for i in range(5)} | {b"RS-other", b"RS-Sstale"}
     assert stub.calls == [(b"S-other", False), (b"S-Sstale", False)]  # the handler decides
     assert stub.kept[b"-known"].v4 == 5
@@ -270,12 +266,7 @@ async def test_udp_batches_send_remembered_replies_without_the_handler() -> None
 async def test_udp_batches_keep_each_reply_with_its_own_id_when_some_are_dropped() -> None:
     stub = Remembering()
     stub.kept[b"-known"] = Kept(b"+remembered")
-    server = UdpServer(bind_udp("127.0.0.1", 0), stub, exact=stub)
-    server.start()
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.setblocking(False)
-    client.connect(("127.0.0.1", server.port))
-    try:
+    async with udp_server(stub, batched=True, exact=stub) as (_, client):
         for round_ in range(3):  # later batches: the messages were pointed back (restore)
             sent = []
             for i in range(30):
@@ -290,9 +281,6 @@ async def test_udp_batches_keep_each_reply_with_its_own_id_when_some_are_dropped
             got = [await recv(client) for _ in sent]
             assert sorted(got) == sorted(sent)
             assert await nothing_arrives(client, 0.1)
-    finally:
-        client.close()
-        server.close()
 
 
 @pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
