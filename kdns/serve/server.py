@@ -41,6 +41,7 @@ from kdns.dns.wire import (
     rcode_name,
     ttl_offsets,
 )
+from kdns.net.mmsg import Peer
 from kdns.observe.stats import Stats
 from kdns.serve.chain import Generation, Plugin, Request, Response
 from kdns.serve.fastpath import (
@@ -51,7 +52,6 @@ from kdns.serve.fastpath import (
     HandleResult,
     ReplyCache,
 )
-from kdns.serve.mmsg import Peer
 from kdns.serve.transport import Client
 
 log = logging.getLogger(__name__)

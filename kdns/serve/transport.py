@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
+import os
 import socket
 import struct
 import time
@@ -24,8 +26,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from kdns.serve import mmsg
-from kdns.serve.mmsg import Peer
+from kdns.net import mmsg
+from kdns.net.mmsg import Peer
 from kdns.serve.rrl import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -160,6 +162,15 @@ class UdpServer:
             if batched and rrl is None
             else None
         )
+        # Replies that complete later (forwarded queries), sent together once per loop
+        # turn by `_flush_later` (batched mode only).
+        self._outbox = (
+            mmsg.Outbox(sock.fileno(), slots=_MAX_BATCH, named=True)
+            if self._batch is not None
+            else None
+        )
+        self._later: list[bytes] = []
+        self._later_to: list[bytes] = []
 
     @property
     def batched(self) -> bool:
@@ -222,7 +233,7 @@ class UdpServer:
 
     def _on_readable_batched(self) -> None:
         """`_on_readable` with one recvmmsg for up to `_MAX_BATCH` datagrams and one sendmmsg
-        for their replies, each sent from where it is (kdns.serve.mmsg)."""
+        for their replies, each sent from where it is (kdns.net.mmsg)."""
         batch = self._batch
         assert batch is not None
         started = time.perf_counter() if self._observe is not None else 0.0
@@ -273,7 +284,7 @@ class UdpServer:
                 if result is None:
                     continue
                 if type(result) is not bytes:
-                    self._spawn(result, peers[i].address())  # type: ignore[arg-type]
+                    self._spawn(result, peers[i])  # type: ignore[arg-type]
                     continue
                 reply = result
                 iov[4 * k + 1] = 0  # a whole reply: no ID piece
@@ -338,26 +349,57 @@ class UdpServer:
         if self._observe is not None and n > 0:
             self._observe(n, time.perf_counter() - started)
 
-    def _spawn(self, pending: Awaitable[bytes | None], addr: tuple[str, int]) -> None:
+    def _spawn(self, pending: Awaitable[bytes | None], client: tuple[str, int] | Peer) -> None:
+        """Send the reply when `pending` completes, to `client` (a `Peer` is kept as its raw
+        address: its slot is reused by the next batch)."""
         # The awaitable itself becomes the task (no wrapper coroutine), so a task cancelled
         # before it ran still closes it: nothing is left un-awaited at shutdown.
         task = asyncio.ensure_future(pending)
         self._tasks.add(task)
-        task.add_done_callback(lambda done: self._finish(done, addr))
+        to: tuple[str, int] | bytes = client.raw() if isinstance(client, Peer) else client
+        task.add_done_callback(functools.partial(self._finish, to))
 
-    def _finish(self, task: asyncio.Future[bytes | None], addr: tuple[str, int]) -> None:
+    def _finish(self, to: tuple[str, int] | bytes, task: asyncio.Future[bytes | None]) -> None:
         self._tasks.discard(task)
         if task.cancelled():
             return
         exc = task.exception()
         if exc is not None:  # the handler answers SERVFAIL itself; this is a last guard
-            log.error("udp: answering a query from %s failed: %r", addr, exc)
+            who = mmsg.decode_address(to) if isinstance(to, bytes) else to
+            log.error("udp: answering a query from %s failed: %r", who, exc)
             return
         reply = task.result()
-        if reply is not None and self._rrl is not None:
-            reply = self._rrl.limit(addr[0], reply)
-        if reply is not None and self._loop is not None:
-            self._send_one(reply, addr)
+        if reply is None or self._loop is None:
+            return
+        if isinstance(to, bytes):  # (batched mode: a raw address, sent with the turn's rest)
+            if not self._later:
+                self._loop.call_soon(self._flush_later)
+            self._later.append(reply)
+            self._later_to.append(to)
+            return
+        if self._rrl is not None:
+            limited = self._rrl.limit(to[0], reply)
+            if limited is None:
+                return
+            reply = limited
+        self._send_one(reply, to)
+
+    def _flush_later(self) -> None:
+        """Send the replies that completed during this loop turn with one sendmmsg; one
+        the kernel refuses is dropped (as UDP may), the rest still go."""
+        replies, names = self._later, self._later_to
+        self._later, self._later_to = [], []
+        outbox = self._outbox
+        if outbox is None or self._loop is None:
+            return
+        pos, count = 0, len(replies)
+        while pos < count:
+            n = outbox.send(replies, names, pos)
+            if n > 0:
+                pos += n
+                continue
+            log.debug("udp send to %s failed: %s", mmsg.decode_address(names[pos]), os.strerror(-n))
+            pos += 1
 
 
 @dataclass(frozen=True, slots=True)

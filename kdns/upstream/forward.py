@@ -63,6 +63,7 @@ from kdns.config.model import ForwardConfig, ForwardPolicy, TlsFiles, Upstream
 from kdns.config.settings import HostPort
 from kdns.dns import wire
 from kdns.dns.records import Rcode, Reply, RType
+from kdns.net import mmsg
 from kdns.observe.stats import Stats
 
 logger = logging.getLogger(__name__)
@@ -251,7 +252,19 @@ def _into(future: asyncio.Future[bytes | UpstreamError]) -> Callable[[bytes | Up
 class _UdpSocket:
     """One connected UDP socket (one source port) and the queries in flight on it."""
 
-    __slots__ = ("_loop", "born", "closed", "fd", "label", "pending", "retired", "sock")
+    __slots__ = (
+        "_loop",
+        "_outbox",
+        "born",
+        "closed",
+        "fd",
+        "label",
+        "pending",
+        "queued",
+        "retired",
+        "sock",
+        "waiting",
+    )
 
     def __init__(self, up: _Upstream, loop: asyncio.AbstractEventLoop, *, one_off: bool) -> None:
         sock = socket.socket(up.family, socket.SOCK_DGRAM)
@@ -271,16 +284,47 @@ class _UdpSocket:
         self.born = loop.time()
         self.retired = one_off  # takes no new queries; closes once nothing is in flight
         self.closed = False
+        # Queries of this loop turn, sent together by `_flush` (one sendmmsg, see
+        # kdns.net.mmsg.Outbox); without batching each is sent at once.
+        self._outbox = mmsg.Outbox(self.fd) if mmsg.available() else None
+        self.queued: list[bytes] = []
+        self.waiting: list[_Pending] = []
         loop.add_reader(self.fd, self._readable)
 
     def send(self, data: bytes, pending: _Pending) -> None:
-        try:
-            self.sock.send(data)
-        except OSError as exc:
-            _settle(pending, UpstreamError(f"UDP send: {exc.strerror or exc}"))
-            self._maybe_close()
+        if self._outbox is None:
+            try:
+                self.sock.send(data)
+            except OSError as exc:
+                _settle(pending, UpstreamError(f"UDP send: {exc.strerror or exc}"))
+                self._maybe_close()
+                return
+            self.pending[pending.qid] = pending
             return
+        if not self.queued:
+            self._loop.call_soon(self._flush)
+        self.queued.append(data)
+        self.waiting.append(pending)
         self.pending[pending.qid] = pending
+
+    def _flush(self) -> None:
+        queued, waiting = self.queued, self.waiting
+        self.queued, self.waiting = [], []
+        outbox = self._outbox
+        if outbox is None or self.closed:
+            return
+        pos, count = 0, len(queued)
+        while pos < count:
+            n = outbox.send(queued, None, pos)
+            if n > 0:
+                pos += n
+                continue
+            failed = waiting[pos]  # the kernel refused this one (ENOBUFS, EPERM, ...)
+            pos += 1
+            if self.pending.get(failed.qid) is failed:
+                del self.pending[failed.qid]
+            _settle(failed, UpstreamError(f"UDP send: {os.strerror(-n)}"))
+        self._maybe_close()
 
     def _readable(self) -> None:
         recv = self.sock.recv
@@ -354,9 +398,13 @@ class _UdpPool:
         self._turn = 0
 
     def pick(self) -> _UdpSocket:
-        """A socket to send on (raises OSError when none can be opened)."""
+        """A socket to send on (raises OSError when none can be opened): the one this loop
+        turn's queries wait on, so they leave together, else the next in turn."""
         if self.expire <= 0:
             return _UdpSocket(self.up, self._loop, one_off=True)
+        sock = self.sockets[self._turn]
+        if sock is not None and sock.queued and not sock.retired:
+            return sock
         turn = self._turn = (self._turn + 1) % _UDP_SOCKETS
         sock = self.sockets[turn]
         if sock is None or sock.retired or self._loop.time() - sock.born > self.expire:

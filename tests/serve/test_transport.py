@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdns.serve import mmsg
-from kdns.serve.mmsg import Peer
+from kdns.net import mmsg
+from kdns.net.mmsg import Peer
 from kdns.serve.rrl import RateLimiter, slip_reply, subnet_key
 from kdns.serve.transport import (
     Client,
@@ -218,6 +218,33 @@ async def test_udp_async_result_goes_to_the_sender_after_the_slot_is_reused(
             await stub.resolve(b"k", b"for early")
             assert await recv(early) == b"for early"
             assert await nothing_arrives(late)
+
+
+async def test_udp_async_results_completing_together_each_go_to_their_sender(
+    batched: bool,
+) -> None:
+    # Batched: replies that complete in one loop turn leave in one sendmmsg, each to the
+    # raw address it came from (not the receive slot, which later batches reuse).
+    stub = Stub()
+    async with udp_server(stub, batched=batched) as (server, first):
+        others = []
+        for _ in range(3):
+            other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            other.setblocking(False)
+            other.connect(("127.0.0.1", server.port))
+            others.append(other)
+        try:
+            clients = [first, *others]
+            for n, client in enumerate(clients):
+                client.send(b"A%d" % n)
+            await stub.wait_calls(4)
+            for n in range(4):
+                stub.futures[b"%d" % n].set_result(b"reply %d" % n)
+            for n, client in enumerate(clients):
+                assert await recv(client) == b"reply %d" % n
+        finally:
+            for other in others:
+                other.close()
 
 
 class Kept:

@@ -24,11 +24,19 @@ from kdns.config.resolvconf import parse_resolv_conf, upstreams_from_resolv_conf
 from kdns.config.settings import HostPort
 from kdns.dns import wire
 from kdns.dns.records import Question, Rcode, Reply
+from kdns.net import mmsg
 from kdns.observe.stats import Stats
 from kdns.plugins.cache import CachePlugin
 from kdns.plugins.forward import ForwardPlugin
 from kdns.serve.chain import Request, Response, link
-from kdns.upstream.forward import Forwarder, LoopError, check_self_forwarding
+from kdns.upstream.forward import (
+    Forwarder,
+    LoopError,
+    UpstreamError,
+    _Pending,
+    _UdpSocket,
+    check_self_forwarding,
+)
 from tests.fakes.upstream import Answer, FakeUpstream, with_id
 from tests.plugins.canned import Canned
 
@@ -127,6 +135,13 @@ async def ask(fwd: Forwarding, name: str, qtype: str = "A", **kw: object) -> DNS
         tcp=tcp,
     )
     return None if data is None else DNSRecord.parse(data)
+
+
+async def until(condition: Callable[[], bool], seconds: float = 2.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.005)
 
 
 def lines(reply: DNSRecord) -> list[str]:
@@ -442,6 +457,44 @@ async def test_udp_queries_reuse_a_few_sockets_each_on_its_own_port(up: FakeUpst
     ports = {q.port for q in up.queries}
     assert 1 < len(ports) < 20
     assert len({q.qid for q in up.queries}) > 1  # and still a fresh ID each (RFC 5452 §4.3)
+
+
+async def test_queries_of_one_loop_turn_leave_together_on_one_socket(up: FakeUpstream) -> None:
+    # Sent in one sendmmsg (kdns.net.mmsg.Outbox): one source port for the turn, and
+    # still a fresh random ID per query (RFC 5452 §4.3).
+    fwd = make([up.addr])
+    names = [f"t{n}.example.com." for n in range(12)]
+    replies = await asyncio.gather(*(ask(fwd, name) for name in names))
+    assert all(r is not None for r in replies)
+    asked = [q for q in up.queries if q.qname in names]
+    assert len(asked) == 12
+    assert len({q.port for q in asked}) == 1
+    assert len({q.qid for q in asked}) == 12
+    for name in names:  # the next turn moves on to another socket
+        await ask(fwd, "next-" + name)
+    assert len({q.port for q in up.queries}) > 1
+
+
+@pytest.mark.skipif(not mmsg.available(), reason="batched sends need Linux and CPython")
+async def test_a_query_the_kernel_refuses_to_send_fails_alone(up: FakeUpstream) -> None:
+    fwd = make([up.addr])
+    fwd.forwarder._started()
+    pool_up = fwd.forwarder._ups[0]
+    results: list[bytes | UpstreamError] = []
+    sock = _UdpSocket(pool_up, asyncio.get_running_loop(), one_off=False)
+    try:
+        good = query("ok.example.com.", qid=7)
+        too_big = good + b"\x00" * 70000  # over the UDP limit: EMSGSIZE
+        for qid, data in ((7, good), (8, too_big), (9, query("ok2.example.com.", qid=9))):
+            key = wire.question_key(wire.decode_query(data[: len(good)] if qid == 8 else data))
+            sock.send(data, _Pending(results.append, qid, 0, key, sock))
+        await until(lambda: len(results) == 3)
+    finally:
+        sock.close()
+    errors = [r for r in results if isinstance(r, UpstreamError)]
+    assert len(errors) == 1
+    assert "UDP send" in str(errors[0])
+    assert sum(isinstance(r, bytes) for r in results) == 2
 
 
 async def test_expire_0_opens_a_socket_per_query(up: FakeUpstream) -> None:

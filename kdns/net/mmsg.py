@@ -119,16 +119,25 @@ class Peer:
         self._offset = offset
         self._v6 = v6
 
+    def raw(self) -> bytes:
+        """The sender's address as the kernel gave it (sockaddr_in or sockaddr_in6), for
+        sending to it later with `Outbox`."""
+        return bytes(self._names[self._offset : self._offset + (28 if self._v6 else 16)])
+
     def address(self) -> tuple[str, int]:
         """As `socket.recvfrom` gives it: (host, port), plus flow info and scope for IPv6."""
-        raw = bytes(self._names[self._offset : self._offset + _NAME])
-        port = raw[2] << 8 | raw[3]
-        if not self._v6:
-            return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
-        host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
-        flow = int.from_bytes(raw[4:8], "big")
-        scope = int.from_bytes(raw[24:28], sys.byteorder)
-        return cast(tuple[str, int], (host, port, flow, scope))
+        return decode_address(self.raw())
+
+
+def decode_address(raw: bytes) -> tuple[str, int]:
+    """A raw sockaddr_in or sockaddr_in6 (by its length) as `socket.recvfrom` gives it."""
+    port = raw[2] << 8 | raw[3]
+    if len(raw) < 28:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+    host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+    flow = int.from_bytes(raw[4:8], "big")
+    scope = int.from_bytes(raw[24:28], sys.byteorder)
+    return cast(tuple[str, int], (host, port, flow, scope))
 
 
 class Batch:
@@ -220,3 +229,58 @@ class Batch:
                 break  # the send buffer is full: the rest would fail the same way
             pos += 1  # this reply failed (e.g. EPERM from a firewall): skip it
         return sent
+
+
+class Outbox:
+    """Datagrams sent together on one UDP socket with one sendmmsg(2): to its connected
+    peer, or (`named`) each to a raw socket address as `Peer.raw` gives it.
+
+    For datagrams that do not leave within a receive batch: queries to an upstream, and
+    the replies that come back from it. On a virtual machine a datagram that wakes a
+    reader sleeping on another CPU costs more than everything else in its send; one call
+    per loop turn pays that once for the turn (docs/benchmarking.md, "What made the
+    difference"). Each message is one iovec pointing at the bytes object itself (no
+    copy), and so is its name; the caller keeps them referenced until `send` returns."""
+
+    def __init__(self, fd: int, *, slots: int = 64, named: bool = False) -> None:
+        assert _CALLS is not None, "mmsg.available() is false here"
+        assert BYTES_DATA is not None, "mmsg.available() is false here"
+        self._sendmmsg = _CALLS[1]
+        self._data_at = BYTES_DATA
+        self.fd = fd
+        self.slots = slots
+        self.named = named
+        self._iov = bytearray(slots * _IOVEC)
+        self._msgs = bytearray(slots * _MMSGHDR)
+        self._msgs_at = _address(self._msgs)
+        iov_at = _address(self._iov)
+        q = memoryview(self._msgs).cast("Q")
+        for i in range(slots):
+            q[i * _Q_PER_MSG + _Q_IOV] = iov_at + i * _IOVEC
+            q[i * _Q_PER_MSG + _Q_IOVLEN] = 1
+        q.release()
+        self._iov_q = memoryview(self._iov).cast("Q")
+        self._msg_q = memoryview(self._msgs).cast("Q")
+        self._msg_i = memoryview(self._msgs).cast("I")
+
+    def send(self, messages: list[bytes], names: list[bytes] | None = None, start: int = 0) -> int:
+        """Send messages[start:] (at most `slots` of them), message j to names[j] (required
+        when `named`, ignored otherwise). Returns how many the kernel took from the front
+        (> 0), or -errno when it took none: the first one failed, and the caller skips it."""
+        iov, data_at = self._iov_q, self._data_at
+        count = min(len(messages) - start, self.slots)
+        if self.named:
+            assert names is not None
+            q, i_view = self._msg_q, self._msg_i
+            for k in range(count):
+                name = names[start + k]
+                q[k * _Q_PER_MSG + _Q_NAME] = id(name) + data_at
+                i_view[k * _I_PER_MSG + _I_NAMELEN] = len(name)
+        for k in range(count):
+            data = messages[start + k]
+            iov[2 * k] = id(data) + data_at
+            iov[2 * k + 1] = len(data)
+        n = int(self._sendmmsg(self.fd, self._msgs_at, count, _MSG_DONTWAIT))
+        if n > 0:
+            return n
+        return -(ctypes.get_errno() or errno.EIO)
