@@ -43,11 +43,11 @@ class Question:
 
     qname: str
     qtype: int
+    # The name lower-cased, for comparison (RFC 4343); every plugin on the way reads it.
+    lname: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def lname(self) -> str:
-        """The name lower-cased, for comparison (RFC 4343)."""
-        return self.qname.lower()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lname", self.qname.lower())
 
 
 @dataclass(frozen=True, slots=True)

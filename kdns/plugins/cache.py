@@ -232,6 +232,7 @@ class CachePlugin(Plugin):
                 plugin=self.name,
                 cacheable=self._fast,
                 expires=entry[_STORED] + entry[_TTL],
+                ttl_offsets=entry[_OFFSETS],
             )
         # Expired, but within serve_stale's DURATION (else _find would have dropped it).
         if self._verify and self._may_refresh(key, entry, now, stale=True):
@@ -308,6 +309,7 @@ class CachePlugin(Plugin):
             if self._fast:
                 response.cacheable = True
                 response.expires = kept[_STORED] + kept[_TTL]
+                response.ttl_offsets = kept[_OFFSETS]
         return response
 
     def _keep(
@@ -431,6 +433,7 @@ class CachePlugin(Plugin):
             plugin=self.name,
             cacheable=self._fast,
             expires=fresh[_STORED] + fresh[_TTL],
+            ttl_offsets=fresh[_OFFSETS],
         )
 
 

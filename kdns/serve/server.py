@@ -395,7 +395,8 @@ class DnsServer(FastPath):
             # Not a reply to a DO query (an upstream may add RRSIGs for it), nor one that
             # `loadbalance` reorders per query (one order would stick).
             if response.expires is not None and not response.rotate and not (edns and edns.do):
-                self._cache_aging(request, response.expires, out, key, need, request_size)
+                offsets = response.ttl_offsets if out is response.wire else None
+                self._cache_aging(request, response.expires, out, key, need, request_size, offsets)
             return
         reply = response.reply
         assert reply is not None
@@ -481,8 +482,10 @@ class DnsServer(FastPath):
         key: bytes,
         need: int,
         request_size: int,
+        offsets: tuple[int, ...] | None = None,
     ) -> None:
-        """Keep a relayed reply (a forward cache entry) until `expires`."""
+        """Keep a relayed reply (a forward cache entry) until `expires`; `offsets`: where
+        its TTLs are, when the plugin that answered knows (else found here)."""
         qwire = request.query.question_wire
         end = 12 + len(qwire)
         if out[12 : end - 4].lower() != qwire[:-4].lower() or out[end - 4 : end] != qwire[-4:]:
@@ -492,10 +495,12 @@ class DnsServer(FastPath):
         now = self.cache.clock()
         if expires <= now:
             return
-        try:
-            offsets = tuple(offset - end for offset in ttl_offsets(out))
-        except FormatError:
-            return
+        if offsets is None:
+            try:
+                offsets = ttl_offsets(out)
+            except FormatError:
+                return
+        offsets = tuple(offset - end for offset in offsets)
         rcode = out[3] & 0x0F
         negative = rcode != Rcode.NOERROR or out[6:8] == b"\x00\x00"
         meta = EntryMeta(

@@ -560,15 +560,15 @@ class _Upstream:
     udp: _UdpPool | None = None
     stream: _Stream | None = None
     connecting: asyncio.Future[_Stream | UpstreamError] | None = None
+    # The `to` label of the metrics: the address, as CoreDNS (no scheme).
+    label: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.label = str(self.upstream.addr)
 
     @property
     def addr(self) -> HostPort:
         return self.upstream.addr
-
-    @property
-    def label(self) -> str:
-        """The `to` label of the metrics: the address, as CoreDNS (no scheme)."""
-        return str(self.upstream.addr)
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from kdns.cluster.model import Delete, Kind, Upsert
 from kdns.config.model import KubernetesConfig, LoadbalanceConfig
 from kdns.config.settings import PodMode
 from kdns.dns.records import SOA, A, Rcode, Record, Reply
+from kdns.dns.wire import ttl_offsets
 from kdns.observe.stats import Stats
 from kdns.plugins.kubernetes import KubernetesPlugin
 from kdns.plugins.loadbalance import LoadbalancePlugin, rotations
@@ -853,11 +854,14 @@ class Relay(Plugin):
 
     name = "cache"
 
-    def __init__(self, clock: Clock, *, life: float = 30.0, nxdomain: bool = False) -> None:
+    def __init__(
+        self, clock: Clock, *, life: float = 30.0, nxdomain: bool = False, offsets: bool = False
+    ) -> None:
         super().__init__()
         self.clock = clock
         self.life = life
         self.nxdomain = nxdomain
+        self.offsets = offsets  # say where the TTLs are, as the cache plugin does
         self.calls = 0
         self.question: bytes | None = None  # the question to relay, if not the client's
 
@@ -874,7 +878,11 @@ class Relay(Plugin):
             records = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 300, 4) + bytes((192, 0, 2, 7))
         wire = struct.pack("!HH4H", query.id, flags, *counts) + question + records
         return Response(
-            wire=wire, plugin=self.name, cacheable=True, expires=self.clock() + self.life
+            wire=wire,
+            plugin=self.name,
+            cacheable=True,
+            expires=self.clock() + self.life,
+            ttl_offsets=ttl_offsets(wire) if self.offsets else None,
         )
 
 
@@ -888,9 +896,10 @@ def ttl_of_first_record(reply: bytes, question_len: int) -> int:
     return int(struct.unpack_from("!I", reply, 12 + question_len + 6)[0])
 
 
-def test_a_forward_cache_reply_is_served_with_its_ttls_counted_down() -> None:
+@pytest.mark.parametrize("offsets", [False, True], ids=["found-here", "from-the-plugin"])
+def test_a_forward_cache_reply_is_served_with_its_ttls_counted_down(offsets: bool) -> None:
     clock = Clock()
-    relay = Relay(clock)
+    relay = Relay(clock, offsets=offsets)
     handler = relay_handler(relay, clock)
     query = make_query("www.example.org", qid=1)
     qlen = len(query) - 12
