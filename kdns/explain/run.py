@@ -102,9 +102,11 @@ class _NotAsked(Forwarder):
         *,
         tcp: bool,
         done: Callable[[bytes | UpstreamError, str | None], R],
+        future: asyncio.Future[R] | None = None,
     ) -> asyncio.Future[R]:
         self.names.append(parsed.question.qname)
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
         future.set_result(done(UpstreamError("offline: nothing is sent"), None))
         return future
 

@@ -177,6 +177,7 @@ class CachePlugin(Plugin):
         self.success = _Store(config.success_capacity, kind=SUCCESS, stats=stats, keep=keep)
         self.denial = _Store(config.denial_capacity, kind=DENIAL, stats=stats, keep=keep)
         self._zones = config.zones
+        self._everywhere = "." in config.zones  # (every name: no zone to check)
         self._stale = config.stale > 0
         self._verify = config.stale_refresh == StaleRefresh.VERIFY
         # Whether the fast path may keep what this plugin answers (see the docstring).
@@ -206,7 +207,7 @@ class CachePlugin(Plugin):
 
     def serve(self, request: Request) -> Result:
         lname = request.question.lname
-        if not any(in_zone(lname, z) for z in self._zones):
+        if not self._everywhere and not any(in_zone(lname, z) for z in self._zones):
             return self.next.serve(request)
         query = request.query
         edns = query.edns

@@ -9,11 +9,13 @@ When no upstream answers, the reply is SERVFAIL and says why for the `errors` pl
 
 from __future__ import annotations
 
+import asyncio
+
 from kdns.config.model import ForwardConfig
 from kdns.dns.records import Rcode, Reply
 from kdns.observe.stats import Stats
 from kdns.plugins.kubernetes import in_zone
-from kdns.serve.chain import Plugin, Request, Response, Result
+from kdns.serve.chain import Plugin, Request, Response, Result, Staged
 from kdns.upstream.forward import Forwarder, UpstreamError
 
 
@@ -34,9 +36,14 @@ class ForwardPlugin(Plugin):
             self._except and lname != self._from and any(in_zone(lname, z) for z in self._except)
         ):
             return self.next.serve(request)
-        # A future, no coroutine: the forwarder resolves it from its socket callbacks.
+        # A future, no coroutine: the forwarder resolves it from its socket callbacks, and
+        # the plugins around this one (and the server) add their stages to it.
         return self.forwarder.forward(
-            request.data, request.query, tcp=request.tcp, done=self._response
+            request.data,
+            request.query,
+            tcp=request.tcp,
+            done=self._response,
+            future=Staged(loop=asyncio.get_running_loop()),
         )
 
     def _response(self, got: bytes | UpstreamError, upstream: str | None) -> Response:

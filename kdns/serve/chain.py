@@ -145,12 +145,57 @@ class Response:
 Result = Response | Awaitable[Response]
 
 
+class Staged(asyncio.Future[Any]):
+    """A Future whose result passes through `stages` (functions, in the order added) when
+    it is set: the plugins that wrap a forwarded query (`then`) and the server's encoding
+    add theirs, and the reply is complete when the upstream's answer arrives, with no
+    Future and no loop turn per plugin. A stage that raises ends it with that exception,
+    or with what `fallback` makes of it (the server's SERVFAIL); no stage runs after it.
+    An exception set on it directly goes to `fallback` too.
+    Set `fallback` last: `then` adds no stage after it."""
+
+    __slots__ = ("fallback", "stages")
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self.stages: list[Callable[[Any], Any]] = []
+        self.fallback: Callable[[Exception], Any] | None = None
+
+    def set_result(self, result: Any) -> None:
+        if self.done():
+            super().set_result(result)  # (raises InvalidStateError, as any Future)
+        try:
+            for stage in self.stages:
+                result = stage(result)
+        except Exception as exc:
+            if self.fallback is None:
+                super().set_exception(exc)
+                return
+            result = self.fallback(exc)
+        super().set_result(result)
+
+    def set_exception(self, exception: type | BaseException) -> None:
+        if self.fallback is not None and isinstance(exception, Exception) and not self.done():
+            super().set_result(self.fallback(exception))
+            return
+        super().set_exception(exception)
+
+    @property
+    def open(self) -> bool:
+        """Stages may still be added."""
+        return self.fallback is None and not self.done()
+
+
 def then(result: Result, fn: Callable[[Response], Response]) -> Result:
-    """Apply `fn` to a response now, or when it arrives. A pending asyncio.Future is
-    chained with a callback into a new Future, so a chain of plugins around a forwarded
-    query costs no coroutine and no task (a task per query is the dearest part of it)."""
+    """Apply `fn` to a response now, or when it arrives. A pending `Staged` future takes
+    `fn` as its next stage; any other pending asyncio.Future is chained with a callback into
+    a new Future. Either way a chain of plugins around a forwarded query costs no coroutine
+    and no task (a task per query is the dearest part of it)."""
     if isinstance(result, Response):
         return fn(result)
+    if type(result) is Staged and result.open:
+        result.stages.append(fn)
+        return result
     if isinstance(result, asyncio.Future):
         out: asyncio.Future[Response] = result.get_loop().create_future()
         result.add_done_callback(functools.partial(_settle, out, fn))
@@ -251,6 +296,7 @@ __all__ = [
     "Request",
     "Response",
     "Result",
+    "Staged",
     "link",
     "then",
 ]

@@ -43,7 +43,7 @@ from kdns.dns.wire import (
 )
 from kdns.net.mmsg import Peer
 from kdns.observe.stats import Stats
-from kdns.serve.chain import Generation, Plugin, Request, Response
+from kdns.serve.chain import Generation, Plugin, Request, Response, Staged
 from kdns.serve.fastpath import (
     UDP_NEVER,
     ChangeSource,
@@ -250,6 +250,14 @@ class DnsServer(FastPath):
         result = block.chain.serve(request)
         if isinstance(result, Response):
             return self._finish(request, block, result, started, seen)
+        if type(result) is Staged and result.open:
+            # A forwarded query: encoded as the last stage of its future, when the upstream
+            # answers (no other Future, no coroutine, no task); a failure is a panic.
+            result.stages.append(
+                functools.partial(self._finish_staged, request, block, started, seen)
+            )
+            result.fallback = functools.partial(self._panic, data)
+            return result
         if isinstance(result, asyncio.Future):
             # A forwarded query: finish from a callback, no coroutine and no task.
             later: asyncio.Future[bytes | None] = result.get_loop().create_future()
@@ -278,6 +286,16 @@ class DnsServer(FastPath):
             out.set_result(self._finish(request, block, done.result(), started, seen))
         except Exception as exc:
             out.set_result(self._panic(request.data, exc))
+
+    def _finish_staged(
+        self,
+        request: Request,
+        block: Block,
+        started: float,
+        seen: list[Response] | None,
+        response: Response,
+    ) -> bytes:
+        return self._finish(request, block, response, started, seen)
 
     async def _finish_later(
         self,

@@ -656,19 +656,21 @@ class Forwarder:
         *,
         tcp: bool,
         done: Callable[[bytes | UpstreamError, str | None], R],
+        future: asyncio.Future[R] | None = None,
     ) -> asyncio.Future[R]:
-        """Ask the upstreams for `query` (decoded as `parsed`); the future resolves to
-        `done(reply, upstream)`: the upstream's reply with the client's ID and the label of
-        the upstream that sent it, or why no upstream answered (the caller answers
-        SERVFAIL). REFUSED when `max_concurrent` upstream queries are already in flight.
-        The reply is whole: the server fits it to the client's size limit (an upstream may
-        have answered over TCP).
+        """Ask the upstreams for `query` (decoded as `parsed`); the future (`future`, or a
+        new one) resolves to `done(reply, upstream)`: the upstream's reply with the client's
+        ID and the label of the upstream that sent it, or why no upstream answered (the
+        caller answers SERVFAIL). REFUSED when `max_concurrent` upstream queries are
+        already in flight. The reply is whole: the server fits it to the client's size
+        limit (an upstream may have answered over TCP).
 
         No task or coroutine per query: the exchange is driven by socket callbacks."""
         loop = self._loop
         if loop is None:
             loop = self._started()
-        future: asyncio.Future[R] = loop.create_future()
+        if future is None:
+            future = loop.create_future()
         if self.max_concurrent and self._inflight >= self.max_concurrent:
             self.stats.count_max_concurrent_reject()
             future.set_result(done(_error_reply(parsed, Rcode.REFUSED), None))

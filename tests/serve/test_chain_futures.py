@@ -5,13 +5,14 @@ same results, errors and cancellation as awaiting it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
 from kdns.dns.records import Rcode, Reply
 from kdns.dns.wire import build_query
 from kdns.observe.stats import Stats
-from kdns.serve.chain import Plugin, Request, Response, Result, link, then
+from kdns.serve.chain import Plugin, Request, Response, Result, Staged, link, then
 from kdns.serve.server import Block, DnsServer
 from tests.serve.test_server import default_index
 
@@ -58,18 +59,80 @@ async def test_cancelling_the_chained_future_cancels_the_source() -> None:
     assert source.cancelled()
 
 
+async def test_stages_of_a_staged_future_apply_in_order_when_it_is_set() -> None:
+    staged = Staged(loop=asyncio.get_running_loop())
+    seen: list[str] = []
+
+    def stage(tag: str) -> Callable[[Response], Response]:
+        def apply(r: Response) -> Response:
+            seen.append(tag)
+            return answered(Rcode(r.rcode + 1))
+
+        return apply
+
+    assert then(staged, stage("inner")) is staged  # a stage, not a new future
+    assert then(staged, stage("outer")) is staged
+    staged.set_result(answered(Rcode.NOERROR))
+    assert seen == ["inner", "outer"]
+    assert (await staged).rcode == Rcode.SERVFAIL  # 0 + 1 + 1
+
+
+async def test_a_failing_stage_skips_the_rest_and_goes_to_the_fallback() -> None:
+    loop = asyncio.get_running_loop()
+
+    def explode(_: Response) -> Response:
+        raise ValueError("plugin")
+
+    later: list[str] = []
+    plain = Staged(loop=loop)
+    then(then(plain, explode), lambda r: later.append("ran") or r)  # type: ignore[func-returns-value]
+    plain.set_result(answered(Rcode.NOERROR))
+    with pytest.raises(ValueError, match="plugin"):
+        await plain
+    assert later == []
+
+    rescued = Staged(loop=loop)
+    then(rescued, explode)
+    rescued.fallback = lambda exc: f"rescued from {exc}"
+    rescued.set_result(answered(Rcode.NOERROR))
+    assert await rescued == "rescued from plugin"
+
+    failed = Staged(loop=loop)
+    failed.fallback = lambda exc: f"rescued from {exc}"
+    failed.set_exception(RuntimeError("upstream"))
+    assert await failed == "rescued from upstream"
+
+
+async def test_then_after_the_fallback_or_the_result_chains_a_new_future() -> None:
+    loop = asyncio.get_running_loop()
+    closed = Staged(loop=loop)
+    closed.fallback = lambda exc: None
+    out = then(closed, lambda r: r)
+    assert out is not closed
+    done = Staged(loop=loop)
+    done.set_result(answered(Rcode.NOERROR))
+    out = then(done, lambda r: answered(Rcode.NXDOMAIN))
+    assert out is not done
+    assert isinstance(out, asyncio.Future)
+    assert (await out).rcode == Rcode.NXDOMAIN
+
+
 class Later(Plugin):
-    """Answers with a Future it resolves (or fails) on the next loop turn."""
+    """Answers with a Future (a `Staged` one if `staged`, as `forward` does) it resolves
+    (or fails) on the next loop turn."""
 
     name = "later"
 
-    def __init__(self, *, fail: bool = False) -> None:
+    def __init__(self, *, fail: bool = False, staged: bool = False) -> None:
         super().__init__()
         self.fail = fail
+        self.staged = staged
 
     def serve(self, request: Request) -> Result:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Response] = loop.create_future()
+        future: asyncio.Future[Response] = (
+            Staged(loop=loop) if self.staged else loop.create_future()
+        )
         if self.fail:
             loop.call_soon(future.set_exception, RuntimeError("boom"))
         else:
@@ -93,18 +156,21 @@ def server(last: Plugin) -> tuple[DnsServer, Stats]:
     return DnsServer([block], index=default_index(), stats=stats), stats
 
 
-async def test_the_server_finishes_a_future_from_a_callback() -> None:
-    dns, stats = server(Later())
+@pytest.mark.parametrize("staged", [False, True], ids=["future", "staged"])
+async def test_the_server_finishes_a_future_from_a_callback(staged: bool) -> None:
+    dns, stats = server(Later(staged=staged))
     result = dns.handle(build_query("www.example.com.", 1, qid=7), False, "1")
     assert isinstance(result, asyncio.Future)  # the transport adopts it: no task
+    assert (type(result) is Staged) == staged  # (staged: the plugin's own future, no other)
     reply = await result
     assert reply is not None
     assert (reply[:2], reply[3] & 0xF) == (b"\x00\x07", Rcode.NXDOMAIN)
     assert stats.responses == {(".", "NXDOMAIN"): 1}
 
 
-async def test_a_failing_future_is_a_counted_servfail() -> None:
-    dns, stats = server(Later(fail=True))
+@pytest.mark.parametrize("staged", [False, True], ids=["future", "staged"])
+async def test_a_failing_future_is_a_counted_servfail(staged: bool) -> None:
+    dns, stats = server(Later(fail=True, staged=staged))
     result = dns.handle(build_query("www.example.com.", 1, qid=7), False, "1")
     assert isinstance(result, asyncio.Future)
     reply = await result

@@ -51,14 +51,13 @@ class FormatError(QueryError):
         super().__init__(why, Rcode.FORMERR)
 
 
+_RCODE_NAMES: dict[int, str] = {int(code): code.name for code in Rcode} | {BADVERS: "BADVERS"}
+
+
 def rcode_name(rcode: int) -> str:
     """The mnemonic of an rcode (CoreDNS label values), RCODEnn for unknown ones."""
-    if rcode == BADVERS:
-        return "BADVERS"
-    try:
-        return Rcode(rcode).name
-    except ValueError:
-        return f"RCODE{rcode}"
+    name = _RCODE_NAMES.get(rcode)
+    return name if name is not None else f"RCODE{rcode}"
 
 
 # ---- names as text -------------------------------------------------------------------------
