@@ -411,8 +411,16 @@ class DnsServer(FastPath):
         key = qname.lower() + qwire[-4:-2]
         if response.wire is not None:
             # Not a reply to a DO query (an upstream may add RRSIGs for it), nor one that
-            # `loadbalance` reorders per query (one order would stick).
-            if response.expires is not None and not response.rotate and not (edns and edns.do):
+            # `loadbalance` reorders per query (one order would stick). Nor one fresh from
+            # an upstream (`upstream` set): a relayed reply enters the fast path at its
+            # first cache hit, the second query of the name, so names asked once (unique
+            # or random names) cost no entry here and push none of the hot ones out.
+            if (
+                response.expires is not None
+                and response.upstream is None
+                and not response.rotate
+                and not (edns and edns.do)
+            ):
                 offsets = response.ttl_offsets if out is response.wire else None
                 self._cache_aging(request, response.expires, out, key, need, request_size, offsets)
             return

@@ -28,7 +28,9 @@ from kdns.net import mmsg
 from kdns.observe.stats import Stats
 from kdns.plugins.cache import CachePlugin
 from kdns.plugins.forward import ForwardPlugin
-from kdns.serve.chain import Request, Response, link
+from kdns.serve.chain import Plugin, Request, Response, link
+from kdns.serve.fastpath import ReplyCache
+from kdns.serve.server import Block, DnsServer
 from kdns.upstream.forward import (
     Forwarder,
     LoopError,
@@ -39,6 +41,7 @@ from kdns.upstream.forward import (
 )
 from tests.fakes.upstream import Answer, FakeUpstream, with_id
 from tests.plugins.canned import Canned
+from tests.serve.test_server import default_index
 
 TIMEOUT = 0.3  # per-try upstream timeout in these tests
 
@@ -851,3 +854,35 @@ async def test_forwarding_to_a_real_dnsmasq(dnsmasq: HostPort) -> None:
     assert again.header.id == 556
     assert fwd.stats.cache_hits == {"success": 1}
     await fwd.close()
+
+
+# --- the fast path: forward cache replies enter it at their first cache hit --------------
+
+
+async def test_a_relayed_reply_enters_the_fast_path_at_its_first_cache_hit(
+    up: FakeUpstream,
+) -> None:
+    # A name asked once (unique, random) costs no fast-path entry; the second query is a
+    # cache hit, which the fast path keeps; the third never reaches the chain.
+    clock = Clock()
+    fwd = make([up.addr], clock=clock)
+    plugins: list[Plugin] = [fwd.cache, fwd.plugin]
+    block = Block(zones=(".",), chain=link(plugins), plugins=plugins, recursion=True)
+    cache = ReplyCache(clock=clock)
+    server = DnsServer([block], index=default_index(), stats=fwd.stats, cache=cache)
+    data = query("www.example.com.")
+    first = server.handle(data, False, "1")
+    assert isinstance(first, asyncio.Future)
+    relayed = await first
+    assert relayed is not None
+    assert len(server.cache) == 0
+    second = server.handle(data, False, "1")
+    assert isinstance(second, bytes)  # the cache plugin's hit
+    assert len(server.cache) == 1
+    assert fwd.stats.cache_hits == {"success": 1}
+    third = server.handle(data, False, "1")
+    assert third == second  # (the same second: the same TTLs)
+    assert fwd.stats.cache_hits == {"success": 1}  # not the plugin: the fast path
+    server.flush()
+    assert fwd.stats.cache_hits == {"success": 2}
+    assert up.count("www.example.com.") == 1
