@@ -7,6 +7,8 @@ import struct
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdns.dns.records import (
     AAAA,
@@ -42,6 +44,7 @@ from kdns.dns.wire import (
     with_qname,
     with_question,
 )
+from kdns.dns.wire.common import read_name, skip_name
 
 QID = 0x1234
 
@@ -555,3 +558,30 @@ def test_truncate_for_replaces_an_oversized_reply_by_an_empty_tc_one() -> None:
     assert flags & 0x0200  # TC (RFC 1035 §4.2.1)
     assert (qd, an, ns, ar) == (1, 0, 0, 1)  # the question and our OPT only
     assert small[12 : 12 + len(query.question_wire)] == query.question_wire
+
+
+# ---- skip_name walks names exactly as read_name reads them ----------------------------------
+
+_NAME_PIECES = st.one_of(
+    st.binary(min_size=1, max_size=70).map(lambda b: bytes((min(len(b), 63),)) + b[:63]),
+    st.integers(0, 0x3FFF).map(lambda t: (0xC000 | t).to_bytes(2, "big")),  # a pointer
+    st.sampled_from([b"\x00", b"\x40", b"\x80", b"\x3f"]),  # end, reserved types, long label
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    head=st.lists(_NAME_PIECES, max_size=6).map(b"".join),
+    name=st.lists(_NAME_PIECES, max_size=8).map(b"".join),
+)
+def test_skip_name_ends_where_read_name_ends_or_fails_as_it_fails(head: bytes, name: bytes) -> None:
+    data = head + name
+    try:
+        expected: int | None = read_name(data, len(head), pointers=True)[1]
+    except FormatError:
+        expected = None
+    try:
+        got: int | None = skip_name(data, len(head))
+    except FormatError:
+        got = None
+    assert got == expected

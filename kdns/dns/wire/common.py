@@ -179,9 +179,43 @@ def read_name(data: bytes, offset: int, *, pointers: bool) -> tuple[list[bytes],
     return labels, (end if end >= 0 else pos + 1)
 
 
+def skip_name(data: bytes, offset: int) -> int:
+    """The offset just after the name at `offset` (pointers allowed), checked as
+    `read_name` checks it, without collecting its labels: for walking past names."""
+    total = 1
+    end = -1
+    pos = offset
+    limit = offset
+    n = len(data)
+    while True:
+        if pos >= n:
+            raise FormatError("name runs past the end of the message")
+        length = data[pos]
+        if length >= 0xC0:
+            if pos + 1 >= n:
+                raise FormatError("truncated compression pointer")
+            target = ((length & 0x3F) << 8) | data[pos + 1]
+            if end < 0:
+                end = pos + 2
+            if target >= limit:
+                raise FormatError("compression pointer loops or points forward")
+            limit = pos = target
+            continue
+        if length > 0x3F:
+            raise FormatError(f"reserved label type 0x{length & 0xC0:02x}")
+        if length == 0:
+            return end if end >= 0 else pos + 1
+        total += length + 1
+        if total > MAX_NAME:
+            raise FormatError("name longer than 255 octets")
+        pos += 1 + length
+        if pos > n:
+            raise FormatError("label runs past the end of the message")
+
+
 def skip_rr(data: bytes, offset: int) -> tuple[int, int, int, int, int, int]:
     """Parse one RR header: (type, class, ttl, rdata offset, rdlength, next offset)."""
-    _, pos = read_name(data, offset, pointers=True)
+    pos = skip_name(data, offset)
     if pos + 10 > len(data):
         raise FormatError("resource record header runs past the end")
     rtype, rclass, ttl, rdlen = RR_FIXED.unpack_from(data, pos)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kdns.dns.records import Rcode, RType
-from kdns.dns.wire.common import CLASS_IN, HEADER, FormatError, read_name, skip_rr
+from kdns.dns.wire.common import CLASS_IN, HEADER, FormatError, read_name, skip_name, skip_rr
 from kdns.dns.wire.encode import encode_truncated
 from kdns.dns.wire.query import Query
 
@@ -112,8 +112,7 @@ def scan_reply(reply: bytes) -> ReplyScan:
     _, flags, qd, an, ns, ar = HEADER.unpack_from(reply, 0)
     pos = 12
     for _ in range(qd):
-        _, pos = read_name(reply, pos, pointers=True)
-        pos += 4
+        pos = skip_name(reply, pos) + 4
         if pos > len(reply):
             raise FormatError("question runs past the end")
     rcode = flags & 0xF
@@ -159,16 +158,14 @@ def ttl_offsets(reply: bytes) -> tuple[int, ...]:
     _, _, qd, an, ns, ar = HEADER.unpack_from(reply, 0)
     pos = 12
     for _ in range(qd):
-        _, pos = read_name(reply, pos, pointers=True)
-        pos += 4
+        pos = skip_name(reply, pos) + 4
         if pos > len(reply):
             raise FormatError("question runs past the end")
     offsets = []
     for _ in range(an + ns + ar):
-        _, after_name = read_name(reply, pos, pointers=True)
-        rtype, _, _, _, _, pos = skip_rr(reply, pos)
+        rtype, _, _, rdata, _, pos = skip_rr(reply, pos)
         if rtype != RType.OPT:  # the OPT's "TTL" is its extended rcode and flags
-            offsets.append(after_name + 4)
+            offsets.append(rdata - 6)
     return tuple(offsets)
 
 
