@@ -44,7 +44,7 @@ from kdns.dns.wire import (
     with_qname,
     with_question,
 )
-from kdns.dns.wire.common import read_name, skip_name
+from kdns.dns.wire.common import _label_text, read_name, skip_name
 
 QID = 0x1234
 
@@ -585,3 +585,19 @@ def test_skip_name_ends_where_read_name_ends_or_fails_as_it_fails(head: bytes, n
     except FormatError:
         got = None
     assert got == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(min_size=1, max_size=63), st.text("abcXYZ019-_", min_size=1).map(str.encode)
+        ),
+        max_size=5,
+    )
+)
+def test_names_as_text_are_escaped_label_by_label(labels: list[bytes]) -> None:
+    # RFC 1035 §5.1: "." and "\\" escaped, other non-printable octets as \\DDD; plain
+    # names (the common case) take a shortcut that must give the same text.
+    expected = "".join(_label_text(label) + "." for label in labels) if labels else "."
+    assert labels_to_text(labels) == expected

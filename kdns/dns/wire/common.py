@@ -83,6 +83,8 @@ def labels_to_text(labels: list[bytes]) -> str:
     """Presentation form, absolute: `a.b.` ("." for the root), with RFC 1035 §5.1 escapes."""
     if not labels:
         return "."
+    if _PLAIN_LABEL.issuperset(b"".join(labels)):  # (the common case: nothing to escape)
+        return b".".join(labels).decode("ascii") + "."
     return "".join(_label_text(label) + "." for label in labels)
 
 
