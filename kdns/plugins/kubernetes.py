@@ -81,6 +81,10 @@ class KubernetesPlugin(Plugin):
             )
         self.view = view
         self.zones = config.zones
+        # One C-level test for "in none of the zones" (most forwarded names): the zones
+        # themselves, and the suffixes of names below them.
+        self._zone_set = frozenset(config.zones)
+        self._below = tuple("." + z for z in config.zones) if "." not in config.zones else ("",)
         forward = [z for z in config.zones if not z.endswith(_REVERSE)] or ["cluster.local."]
         primary = forward[0]
         self.cluster_zones = tuple(forward)
@@ -99,6 +103,8 @@ class KubernetesPlugin(Plugin):
 
     def serve(self, request: Request) -> Result:
         lname = request.question.lname
+        if lname not in self._zone_set and not lname.endswith(self._below):
+            return self.next.serve(request)  # (as longest_zone's None, without the loop)
         zone = longest_zone(lname, self.zones)
         if zone is None:
             return self.next.serve(request)
