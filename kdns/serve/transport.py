@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import functools
 import logging
 import os
@@ -70,6 +71,7 @@ class ExactReplies(Protocol):
 
 _MAX_BATCH = 64  # datagrams per readable callback, then yield to the loop
 _BUFFER_BYTES = 4 * 1024 * 1024  # SO_RCVBUF/SO_SNDBUF (docs/benchmarking.md: avoids drops)
+_FULL = (errno.EAGAIN, errno.EWOULDBLOCK)  # a full send buffer
 _FLUSH_BYTES = 16 * 1024  # TCP: replies of one pipelined batch written together up to this
 
 
@@ -398,6 +400,9 @@ class UdpServer:
             if n > 0:
                 pos += n
                 continue
+            if -n in _FULL:
+                log.debug("udp send buffer full: %d replies dropped", count - pos)
+                return  # (the rest would fail the same way)
             log.debug("udp send to %s failed: %s", mmsg.decode_address(names[pos]), os.strerror(-n))
             pos += 1
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -319,11 +320,14 @@ class _UdpSocket:
             if n > 0:
                 pos += n
                 continue
-            failed = waiting[pos]  # the kernel refused this one (ENOBUFS, EPERM, ...)
-            pos += 1
-            if self.pending.get(failed.qid) is failed:
-                del self.pending[failed.qid]
-            _settle(failed, UpstreamError(f"UDP send: {os.strerror(-n)}"))
+            # The kernel refused this one (ENOBUFS, EPERM, ...), or, with a full send
+            # buffer, this one and the rest: they fail now (and fail over).
+            last = count if -n in (errno.EAGAIN, errno.EWOULDBLOCK) else pos + 1
+            for failed in waiting[pos:last]:
+                if self.pending.get(failed.qid) is failed:
+                    del self.pending[failed.qid]
+                _settle(failed, UpstreamError(f"UDP send: {os.strerror(-n)}"))
+            pos = last
         self._maybe_close()
 
     def _readable(self) -> None:
