@@ -412,14 +412,16 @@ class DnsServer(FastPath):
         if response.wire is not None:
             # Not a reply to a DO query (an upstream may add RRSIGs for it), nor one that
             # `loadbalance` reorders per query (one order would stick). Nor one fresh from
-            # an upstream (`upstream` set): a relayed reply enters the fast path at its
-            # first cache hit, the second query of the name, so names asked once (unique
-            # or random names) cost no entry here and push none of the hot ones out.
+            # an upstream (`upstream` set), unless it renews an entry kept here before: a
+            # relayed reply enters the fast path at its first cache hit, the second query
+            # of the name, so names asked once (unique or random names) cost no entry
+            # here and push none of the hot ones out, while a hot name whose entry
+            # expired is back at once.
             if (
                 response.expires is not None
-                and response.upstream is None
                 and not response.rotate
                 and not (edns and edns.do)
+                and (response.upstream is None or self.cache.has_aging(edns is not None, key))
             ):
                 offsets = response.ttl_offsets if out is response.wire else None
                 self._cache_aging(request, response.expires, out, key, need, request_size, offsets)

@@ -886,3 +886,15 @@ async def test_a_relayed_reply_enters_the_fast_path_at_its_first_cache_hit(
     server.flush()
     assert fwd.stats.cache_hits == {"success": 2}
     assert up.count("www.example.com.") == 1
+    # Expired (TTL 20): asked upstream again, and the fresh reply renews the entry the
+    # fast path kept for this name at once (no second trip through the chain).
+    clock.now += 21
+    renewed = server.handle(data, False, "1")
+    assert isinstance(renewed, asyncio.Future)
+    assert await renewed is not None
+    assert up.count("www.example.com.") == 2
+    hits = dict(fwd.stats.cache_hits)
+    assert isinstance(server.handle(data, False, "1"), bytes)
+    assert fwd.stats.cache_hits == hits  # the fast path answered, not the cache plugin
+    server.flush()
+    assert fwd.stats.cache_hits == {"success": 3}
