@@ -43,6 +43,8 @@ class Upstream:
         self.sock.setblocking(False)
         self.port = int(self.sock.getsockname()[1])
         self.answered = 0
+        self.target = 0  # `done` is set once `answered` reaches it
+        self.done = asyncio.Event()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_reader(self.sock.fileno(), self._readable)
@@ -57,15 +59,15 @@ class Upstream:
             reply = data[:2] + b"\x85\x80\x00\x01\x00\x01\x00\x00\x00\x00" + data[12:end] + ANSWER
             self.sock.sendto(reply, addr)
             self.answered += 1
+            if self.answered >= self.target:
+                self.done.set()
 
 
 async def run(number: int, profile: bool, upstream_only: bool) -> None:
     loop = asyncio.get_running_loop()
     up = Upstream()
     up.start(loop)
-    settings = Settings(
-        pods=PodMode.INSECURE, upstreams=(HostPort("127.0.0.1", up.port),)
-    )
+    settings = Settings(pods=PodMode.INSECURE, upstreams=(HostPort("127.0.0.1", up.port),))
     index = build_index(100)
     server = standalone(config_from_settings(settings), index=index, view=index, stats=Stats())
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -74,16 +76,20 @@ async def run(number: int, profile: bool, upstream_only: bool) -> None:
 
     async def batch(start: int) -> None:
         if upstream_only:
+            up.target = start + BATCH
+            up.done.clear()
             for data in names[start : start + BATCH]:
                 client.send(data)
-            while up.answered < start + BATCH:
-                await asyncio.sleep(0)
+            await up.done.wait()
             while True:
                 try:
                     client.recv(4096)
                 except BlockingIOError:
                     return
-        pending = [server.handle(data, False, "1", ("127.0.0.1", 5300)) for data in names[start : start + BATCH]]
+        pending = [
+            server.handle(data, False, "1", ("127.0.0.1", 5300))
+            for data in names[start : start + BATCH]
+        ]
         for result in pending:
             assert not isinstance(result, bytes | None)
             assert isinstance(await result, bytes)

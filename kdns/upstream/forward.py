@@ -29,10 +29,12 @@ How it is fast, and still safe (RFC 5452):
 - Connections are reused for `expire` (default 10 s). Each UDP upstream has a few
   connected sockets, each on its own random source port from the kernel, read by an
   `add_reader` callback; a socket that has been in use for `expire` is replaced, so source
-  ports keep changing. Every query gets a fresh random ID (from `os.urandom`, drawn in
-  batches), and a reply counts only if its ID, opcode and question match a query in
-  flight on that socket: anything else is ignored and the wait goes on (§9.1). An ICMP
-  error on a socket fails its queries at once (the upstream's port is closed).
+  ports keep changing. The queries of one loop turn go out on one of them together, with
+  one sendmmsg (`kdns.net.mmsg.Outbox`); the next turn takes the next socket. Every
+  query gets a fresh random ID (from `os.urandom`, drawn in batches), and a reply counts
+  only if its ID, opcode and question match a query in flight on that socket: anything
+  else is ignored and the wait goes on (§9.1). An ICMP error on a socket fails its
+  queries at once (the upstream's port is closed).
 - TCP and TLS connections carry several queries at once (RFC 7766 §6.2.1.1 pipelining),
   replies matched by ID and question; a reply that matches nothing in flight means the
   connection is broken: it is closed and its queries fail over. Idle connections close
