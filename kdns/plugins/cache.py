@@ -228,12 +228,13 @@ class CachePlugin(Plugin):
         if age < entry[_TTL]:
             if self.config.prefetch and self._popular(key, entry, now):
                 self._refresh(key, entry, request, stale=False)
+            answered = self._answer(entry, query, int(age))
             return Response(
-                wire=self._answer(entry, query, int(age)),
+                wire=answered,
                 plugin=self.name,
                 cacheable=self._fast,
                 expires=entry[_STORED] + entry[_TTL],
-                ttl_offsets=entry[_OFFSETS],
+                ttl_offsets=(answered, entry[_OFFSETS]),
             )
         # Expired, but within serve_stale's DURATION (else _find would have dropped it).
         if self._verify and self._may_refresh(key, entry, now, stale=True):
@@ -310,7 +311,7 @@ class CachePlugin(Plugin):
             if self._fast:
                 response.cacheable = True
                 response.expires = kept[_STORED] + kept[_TTL]
-                response.ttl_offsets = kept[_OFFSETS]
+                response.ttl_offsets = (kept[_REPLY], kept[_OFFSETS])
         return response
 
     def _keep(
@@ -429,12 +430,13 @@ class CachePlugin(Plugin):
             fresh = await asyncio.shield(task)
         if fresh is None:
             return self._stale_answer(entry, request.query)
+        answered = self._answer(fresh, request.query, 0)
         return Response(
-            wire=self._answer(fresh, request.query, 0),
+            wire=answered,
             plugin=self.name,
             cacheable=self._fast,
             expires=fresh[_STORED] + fresh[_TTL],
-            ttl_offsets=fresh[_OFFSETS],
+            ttl_offsets=(answered, fresh[_OFFSETS]),
         )
 
 

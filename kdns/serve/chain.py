@@ -109,10 +109,11 @@ class Response:
     # entry's end). With `cacheable`, the fast path keeps it until then, counting its TTLs
     # down; data changes in the cluster do not drop it.
     expires: float | None = None
-    # Where the record TTLs of `wire` sit (as `wire.ttl_offsets` finds them), when the
-    # plugin that made it knows (the cache plugin scanned it): the fast path's aging entry
-    # then needs no second scan. Only for a `wire` whose records are laid out as received.
-    ttl_offsets: tuple[int, ...] | None = None
+    # Where the record TTLs sit (as `wire.ttl_offsets` finds them) in the bytes given with
+    # them, when the plugin that made the reply knows (the cache plugin scanned it): the
+    # fast path's aging entry then needs no second scan. They count only while `wire` is
+    # still those very bytes (a later plugin that replaces `wire` leaves them behind).
+    ttl_offsets: tuple[bytes, tuple[int, ...]] | None = None
     # For a cacheable negative `reply`: the same records (none of them naming a sibling)
     # answer every sibling of the question (the same parent, type and class, another
     # first label) for which this returns True, given that label as lower-case wire bytes.

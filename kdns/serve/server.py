@@ -423,7 +423,8 @@ class DnsServer(FastPath):
                 and not (edns and edns.do)
                 and (response.upstream is None or self.cache.has_aging(edns is not None, key))
             ):
-                offsets = response.ttl_offsets if out is response.wire else None
+                known = response.ttl_offsets
+                offsets = known[1] if known is not None and known[0] is out else None
                 self._cache_aging(request, response.expires, out, key, need, request_size, offsets)
             return
         reply = response.reply

@@ -19,7 +19,7 @@ from kdns.dns.wire import ttl_offsets
 from kdns.observe.stats import Stats
 from kdns.plugins.kubernetes import KubernetesPlugin
 from kdns.plugins.loadbalance import LoadbalancePlugin, rotations
-from kdns.serve.chain import Plugin, Request, Response, Result, link
+from kdns.serve.chain import Plugin, Request, Response, Result, link, then
 from kdns.serve.fastpath import ReplyCache
 from kdns.serve.server import Block, DnsServer
 from tests.builders import ep, eps, replace_events, svc
@@ -882,7 +882,7 @@ class Relay(Plugin):
             plugin=self.name,
             cacheable=True,
             expires=self.clock() + self.life,
-            ttl_offsets=ttl_offsets(wire) if self.offsets else None,
+            ttl_offsets=(wire, ttl_offsets(wire)) if self.offsets else None,
         )
 
 
@@ -918,6 +918,44 @@ def test_a_forward_cache_reply_is_served_with_its_ttls_counted_down(offsets: boo
     clock.now += 30  # past `expires`
     ask(handler, query)
     assert relay.calls == 2
+
+
+class Spell(Plugin):
+    """On the way back, replaces the reply's answer owner (a pointer to the question) by
+    the name spelled out: the records move, so TTL offsets found before no longer hold."""
+
+    name = "spell"
+
+    def serve(self, request: Request) -> Result:
+        qname = request.query.qname_wire
+
+        def spell(response: Response) -> Response:
+            assert response.wire is not None
+            response.wire = response.wire.replace(b"\xc0\x0c", qname, 1)
+            return response
+
+        return then(self.next.serve(request), spell)
+
+
+def test_ttl_offsets_given_for_bytes_a_later_plugin_replaced_are_not_used() -> None:
+    clock = Clock()
+    relay = Relay(clock, offsets=True)
+    spell = Spell()
+    plugins: list[Plugin] = [spell, relay]
+    block = Block(zones=(".",), chain=link(plugins), plugins=plugins, recursion=True)
+    handler = DnsServer(
+        [block], index=default_index(), stats=Stats(), cache=ReplyCache(clock=clock)
+    )
+    query = make_query("www.example.org", qid=1)
+    qlen = len(query) - 12
+    first = ask(handler, query)
+    ttl_at = 12 + qlen + (qlen - 4) + 4  # after the question and the spelled-out owner
+    assert struct.unpack_from("!I", first, ttl_at)[0] == 300
+    clock.now += 3.5
+    aged = ask(handler, make_query("www.example.org", qid=2))
+    assert relay.calls == 1  # from the fast path, its TTL counted down where it now is
+    assert struct.unpack_from("!I", aged, ttl_at)[0] == 297
+    assert aged[2:ttl_at] == first[2:ttl_at]
 
 
 def test_a_repeated_forwarded_query_counts_down_and_expires_through_the_exact_map() -> None:
