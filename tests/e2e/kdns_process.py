@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import re
 import shutil
@@ -110,7 +111,9 @@ def run_kdns(
         while wait_ready:
             if proc.poll() is not None:
                 raise AssertionError(f"kdns exited with {proc.returncode}:\n{k.log()}")
-            with contextlib.suppress(OSError):
+            # Not listening yet: refused, or (rarely) a connection to our own source port
+            # that reads back our own request as a status line (a TCP self-connect).
+            with contextlib.suppress(OSError, http.client.HTTPException):
                 if k.ready()[0] == 200:
                     break
             if time.monotonic() > deadline:

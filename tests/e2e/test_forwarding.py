@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import re
 import socket
 import subprocess
@@ -92,7 +93,7 @@ def kdns(tmp_path: Path, plugins: str, own: list[int]) -> Iterator[Kdns]:
         while True:
             if proc.poll() is not None:
                 raise AssertionError(f"kdns exited with {proc.returncode}:\n{log.read_text()}")
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, http.client.HTTPException):  # (see kdns_process)
                 url = f"http://127.0.0.1:{ready}/ready"
                 with urllib.request.urlopen(url, timeout=1) as reply:
                     if reply.status == 200:
