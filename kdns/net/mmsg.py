@@ -6,8 +6,9 @@ parsing, inet_pton). On a drained socket that was about a fifth of what a cached
 cost (docs/benchmarking.md, "What made the difference", Batched UDP). Here one
 `recvmmsg` fills up to `slots` fixed buffers, the handler sees each datagram as bytes, and
 one `sendmmsg` sends the replies, each to the raw address it came from. The peer's address
-is decoded only when something asks for it (`Peer.address`): the slow path, an answer
-that completes later, a log line.
+is decoded only when something asks for it (`Peer.address`: the slow path, a log line);
+a reply that completes later keeps it raw (`Peer.raw`) and leaves through an `Outbox`,
+which also carries the forwarder's queries to its upstreams (one `sendmmsg` per loop turn).
 
 Replies are not copied: each outgoing message is two pieces, the query's own ID (read in
 place from the receive buffer) and the reply bytes, pointed at where CPython keeps a bytes
