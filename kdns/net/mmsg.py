@@ -285,3 +285,23 @@ class Outbox:
         if n > 0:
             return n
         return -(ctypes.get_errno() or errno.EIO)
+
+    def send_all(self, messages: list[bytes], names: list[bytes] | None = None) -> list[int]:
+        """Send every message (with as many `send` calls as it takes). Returns [] when all
+        left, else one errno per message, 0 for those sent. A message the kernel refuses
+        (EMSGSIZE, EPERM...) fails alone; a full send buffer fails it and the rest (they
+        would fail the same way)."""
+        count = len(messages)
+        failed: list[int] = []
+        pos = 0
+        while pos < count:
+            n = self.send(messages, names, pos)
+            if n > 0:
+                pos += n
+                continue
+            if not failed:
+                failed = [0] * count
+            last = count if -n in (errno.EAGAIN, errno.EWOULDBLOCK) else pos + 1
+            failed[pos:last] = [-n] * (last - pos)
+            pos = last
+        return failed

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import errno
 import functools
 import logging
 import os
@@ -71,7 +70,6 @@ class ExactReplies(Protocol):
 
 _MAX_BATCH = 64  # datagrams per readable callback, then yield to the loop
 _BUFFER_BYTES = 4 * 1024 * 1024  # SO_RCVBUF/SO_SNDBUF (docs/benchmarking.md: avoids drops)
-_FULL = (errno.EAGAIN, errno.EWOULDBLOCK)  # a full send buffer
 _FLUSH_BYTES = 16 * 1024  # TCP: replies of one pipelined batch written together up to this
 
 
@@ -394,17 +392,11 @@ class UdpServer:
         outbox = self._outbox
         if outbox is None or self._loop is None:
             return
-        pos, count = 0, len(replies)
-        while pos < count:
-            n = outbox.send(replies, names, pos)
-            if n > 0:
-                pos += n
-                continue
-            if -n in _FULL:
-                log.debug("udp send buffer full: %d replies dropped", count - pos)
-                return  # (the rest would fail the same way)
-            log.debug("udp send to %s failed: %s", mmsg.decode_address(names[pos]), os.strerror(-n))
-            pos += 1
+        for j, err in enumerate(outbox.send_all(replies, names)):
+            if err:
+                log.debug(
+                    "udp send to %s failed: %s", mmsg.decode_address(names[j]), os.strerror(err)
+                )
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import logging
 import os
@@ -316,20 +315,13 @@ class _UdpSocket:
         outbox = self._outbox
         if outbox is None or self.closed:
             return
-        pos, count = 0, len(queued)
-        while pos < count:
-            n = outbox.send(queued, None, pos)
-            if n > 0:
-                pos += n
-                continue
-            # The kernel refused this one (ENOBUFS, EPERM, ...), or, with a full send
-            # buffer, this one and the rest: they fail now (and fail over).
-            last = count if -n in (errno.EAGAIN, errno.EWOULDBLOCK) else pos + 1
-            for failed in waiting[pos:last]:
+        # A query that did not leave fails now (and fails over).
+        for j, err in enumerate(outbox.send_all(queued)):
+            if err:
+                failed = waiting[j]
                 if self.pending.get(failed.qid) is failed:
                     del self.pending[failed.qid]
-                _settle(failed, UpstreamError(f"UDP send: {os.strerror(-n)}"))
-            pos = last
+                _settle(failed, UpstreamError(f"UDP send: {os.strerror(err)}"))
         self._maybe_close()
 
     def _readable(self) -> None:

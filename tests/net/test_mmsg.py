@@ -101,3 +101,15 @@ def test_at_most_slots_messages_leave_per_call(socks: list[socket.socket]) -> No
 
 def test_decode_address_reads_ipv4_as_recvfrom_does() -> None:
     assert mmsg.decode_address(sockaddr_in("127.0.0.9", 5353)) == ("127.0.0.9", 5353)
+
+
+def test_send_all_reports_the_messages_that_did_not_leave(socks: list[socket.socket]) -> None:
+    receiver, sender = udp(), udp()
+    socks += [receiver, sender]
+    sender.connect(receiver.getsockname())
+    outbox = mmsg.Outbox(sender.fileno(), slots=2)
+    messages = [b"one", b"x" * 70000, b"three", b"four", b"five"]  # over the slots, too
+    assert outbox.send_all(messages) == [0, errno.EMSGSIZE, 0, 0, 0]
+    assert [receiver.recv(100) for _ in range(4)] == [b"one", b"three", b"four", b"five"]
+    assert outbox.send_all([b"six"]) == []
+    assert receiver.recv(100) == b"six"
