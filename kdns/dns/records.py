@@ -37,17 +37,33 @@ class Rcode(enum.IntEnum):
     REFUSED = 5
 
 
-@dataclass(frozen=True, slots=True)
 class Question:
-    """A question, its name absolute (trailing dot) and as the client spelled it."""
+    """A question, its name absolute (trailing dot) and as the client spelled it.
 
-    qname: str
-    qtype: int
-    # The name lower-cased, for comparison (RFC 4343); every plugin on the way reads it.
-    lname: str = field(init=False, repr=False, compare=False)
+    A value: equal and hashed by (qname, qtype); never changed once made (a plugin that
+    asks another name makes another Question). A plain slotted class rather than a frozen
+    dataclass, because every query that leaves the fast path makes one and a frozen
+    dataclass's constructor costs three times as much."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "lname", self.qname.lower())
+    __slots__ = ("lname", "qname", "qtype")
+
+    def __init__(self, qname: str, qtype: int) -> None:
+        self.qname = qname
+        self.qtype = qtype
+        # The name lower-cased, for comparison (RFC 4343); every plugin on the way reads it.
+        self.lname = qname.lower()
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Question:
+            return NotImplemented
+        assert isinstance(other, Question)
+        return self.qname == other.qname and self.qtype == other.qtype
+
+    def __hash__(self) -> int:
+        return hash((self.qname, self.qtype))
+
+    def __repr__(self) -> str:
+        return f"Question(qname={self.qname!r}, qtype={self.qtype!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,8 +43,13 @@ from kdns.dns.wire.common import (
     skip_rr,
 )
 
+# Query and Edns are values, never changed once decoded (`dataclasses.replace` makes a
+# changed copy), but not frozen dataclasses: every query off the fast path makes them,
+# and a frozen dataclass's constructor costs several times a plain one's (1.4 us for a
+# Query, against 0.2 positionally).
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Edns:
     """The query's OPT pseudo-record (RFC 6891 §6.1.2)."""
 
@@ -54,7 +59,7 @@ class Edns:
     has_options: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Query:
     id: int
     opcode: int
@@ -92,12 +97,8 @@ def _parse_opt(data: bytes, name_offset: int, rclass: int, ttl: int, rd: int, rd
         pos += 4 + olen
         if pos > end:
             raise FormatError("EDNS option runs past the OPT rdata")
-    return Edns(
-        payload=rclass,
-        do=bool(ttl & DO),
-        version=(ttl >> 16) & 0xFF,
-        has_options=rdlen > 0,
-    )
+    # (payload, do, version, has_options), positionally: see the note above Edns.
+    return Edns(rclass, bool(ttl & DO), (ttl >> 16) & 0xFF, rdlen > 0)
 
 
 def decode_query(data: bytes) -> Query:
@@ -131,19 +132,10 @@ def decode_query(data: bytes) -> Query:
             offset = nxt
     if offset != len(data):
         raise FormatError(f"{len(data) - offset} bytes after the last record")
-    return Query(
-        id=qid,
-        opcode=opcode,
-        flags=flags,
-        question=Question(labels_to_text(labels), qtype),
-        qclass=qclass,
-        question_wire=data[12:qend],
-        edns=edns,
-        qdcount=qd,
-        ancount=an,
-        nscount=ns,
-        arcount=ar,
-    )
+    # (id, opcode, flags, question, qclass, question_wire, edns, qdcount, ancount,
+    # nscount, arcount), positionally: see the note above Edns.
+    question = Question(labels_to_text(labels), qtype)
+    return Query(qid, opcode, flags, question, qclass, data[12:qend], edns, qd, an, ns, ar)
 
 
 def with_qname(data: bytes, query: Query, name: str) -> bytes:
