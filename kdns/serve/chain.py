@@ -194,7 +194,7 @@ def then(result: Result, fn: Callable[[Response], Response]) -> Result:
     and no task (a task per query is the dearest part of it)."""
     if isinstance(result, Response):
         return fn(result)
-    if type(result) is Staged and result.open:
+    if type(result) is Staged and result.fallback is None and not result.done():  # (open)
         result.stages.append(fn)
         return result
     if isinstance(result, asyncio.Future):

@@ -250,7 +250,7 @@ class DnsServer(FastPath):
         result = block.chain.serve(request)
         if isinstance(result, Response):
             return self._finish(request, block, result, started, seen)
-        if type(result) is Staged and result.open:
+        if type(result) is Staged and result.fallback is None and not result.done():  # (open)
             # A forwarded query: encoded as the last stage of its future, when the upstream
             # answers (no other Future, no coroutine, no task); a failure is a panic.
             result.stages.append(
