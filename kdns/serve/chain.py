@@ -23,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from kdns.dns.records import Question, Rcode, Reply
 from kdns.dns.wire import EDNS_PAYLOAD, Query
+
+log = logging.getLogger(__name__)
 
 # What a cached reply depends on: the (namespace, service) whose data it shows, or None
 # for everything else (structure, other plugins' data). See `kdns.serve.fastpath`.
@@ -153,14 +156,20 @@ class Staged(asyncio.Future[Any]):
     Future and no loop turn per plugin. A stage that raises ends it with that exception,
     or with what `fallback` makes of it (the server's SERVFAIL); no stage runs after it.
     An exception set on it directly goes to `fallback` too.
-    Set `fallback` last: `then` adds no stage after it."""
+    Set `fallback` last: `then` adds no stage after it.
 
-    __slots__ = ("fallback", "stages")
+    `sink`, when set, is called with the future and its final result as soon as it has
+    one (after the done callbacks are scheduled): the UDP transport queues the reply for
+    its sender that way, with no done callback and no loop turn per query. A sink must not
+    raise; one that does is logged and the reply is lost, nothing else."""
+
+    __slots__ = ("fallback", "sink", "stages")
 
     def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop=loop)
         self.stages: list[Callable[[Any], Any]] = []
         self.fallback: Callable[[Exception], Any] | None = None
+        self.sink: Callable[[Staged, Any], None] | None = None
 
     def set_result(self, result: Any) -> None:
         if self.done():
@@ -174,12 +183,25 @@ class Staged(asyncio.Future[Any]):
                 return
             result = self.fallback(exc)
         super().set_result(result)
+        if self.sink is not None:
+            self._sink(result)
 
     def set_exception(self, exception: type | BaseException) -> None:
         if self.fallback is not None and isinstance(exception, Exception) and not self.done():
-            super().set_result(self.fallback(exception))
+            result = self.fallback(exception)
+            super().set_result(result)
+            if self.sink is not None:
+                self._sink(result)
             return
         super().set_exception(exception)
+
+    def _sink(self, result: Any) -> None:
+        sink = self.sink
+        assert sink is not None
+        try:
+            sink(self, result)
+        except Exception as exc:  # (a bug in the sink: this query's reply is lost)
+            log.error("delivering a reply to its client failed: %r", exc)
 
     @property
     def open(self) -> bool:

@@ -28,6 +28,7 @@ from typing import Protocol, cast
 
 from kdns.net import mmsg
 from kdns.net.mmsg import Peer
+from kdns.serve.chain import Staged
 from kdns.serve.rrl import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,13 @@ class UdpServer:
                 if result is None:
                     continue
                 if type(result) is not bytes:
-                    self._spawn(result, peers[i])  # type: ignore[arg-type]
+                    if type(result) is Staged and result.sink is None and not result.done():
+                        # (the server's forwarded query: queued for this turn's sendmmsg
+                        # when it completes, no done callback; see Staged.sink)
+                        self._tasks.add(result)
+                        result.sink = functools.partial(self._deliver, peers[i].raw())
+                    else:
+                        self._spawn(result, peers[i])  # type: ignore[arg-type]
                     continue
                 reply = result
                 iov[4 * k + 1] = 0  # a whole reply: no ID piece
@@ -383,6 +390,16 @@ class UdpServer:
                 return
             reply = limited
         self._send_one(reply, to)
+
+    def _deliver(self, to: bytes, future: Staged, reply: bytes | None) -> None:
+        """A forwarded query's reply, to be sent with the rest of this loop turn's."""
+        self._tasks.discard(future)
+        if reply is None or self._loop is None:
+            return
+        if not self._later:
+            self._loop.call_soon(self._flush_later)
+        self._later.append(reply)
+        self._later_to.append(to)
 
     def _flush_later(self) -> None:
         """Send the replies that completed during this loop turn with one sendmmsg; one

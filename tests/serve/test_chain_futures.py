@@ -103,6 +103,37 @@ async def test_a_failing_stage_skips_the_rest_and_goes_to_the_fallback() -> None
     assert await failed == "rescued from upstream"
 
 
+async def test_the_sink_gets_the_final_result_once_and_cannot_break_the_caller(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.get_running_loop()
+    got: list[tuple[Staged, object]] = []
+
+    staged = Staged(loop=loop)
+    then(staged, lambda r: answered(Rcode(r.rcode + 1)))
+    staged.fallback = lambda exc: "fallback"
+    staged.sink = lambda future, result: got.append((future, result))
+    staged.set_result(answered(Rcode.NOERROR))
+    assert got == [(staged, staged.result())]  # after the stages, and done by then
+    assert staged.result().rcode == Rcode.FORMERR
+
+    failed = Staged(loop=loop)
+    failed.fallback = lambda exc: f"rescued from {exc}"
+    failed.sink = lambda future, result: got.append((future, result))
+    failed.set_exception(RuntimeError("upstream"))
+    assert got[-1] == (failed, "rescued from upstream")
+
+    def broken(future: Staged, result: object) -> None:
+        raise KeyError("sink bug")
+
+    guarded = Staged(loop=loop)
+    guarded.fallback = lambda exc: "fallback"
+    guarded.sink = broken
+    guarded.set_result(answered(Rcode.NOERROR))  # does not raise into the upstream's callback
+    assert guarded.result().rcode == Rcode.NOERROR
+    assert "delivering a reply to its client failed: KeyError('sink bug')" in caplog.text
+
+
 async def test_then_after_the_fallback_or_the_result_chains_a_new_future() -> None:
     loop = asyncio.get_running_loop()
     closed = Staged(loop=loop)

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from kdns.net import mmsg
 from kdns.net.mmsg import Peer
+from kdns.serve.chain import Staged
 from kdns.serve.rrl import RateLimiter, slip_reply, subnet_key
 from kdns.serve.transport import (
     Client,
@@ -54,6 +55,11 @@ class Stub:
             future = asyncio.get_running_loop().create_future()
             self.futures[data[1:]] = future
             return future
+        if kind == b"F":  # as the server returns a forwarded query: fallback set, closed
+            staged = Staged(loop=asyncio.get_running_loop())
+            staged.fallback = lambda exc: b"fallback: " + str(exc).encode()
+            self.futures[data[1:]] = staged
+            return staged
         if kind == b"B":
             return b"R" * BIG
         return b"R" + data
@@ -245,6 +251,46 @@ async def test_udp_async_results_completing_together_each_go_to_their_sender(
         finally:
             for other in others:
                 other.close()
+
+
+async def test_udp_forwarded_results_each_go_to_their_sender_when_they_complete(
+    batched: bool,
+) -> None:
+    # A Staged future (the server's forwarded query) is delivered from its own completion
+    # (Staged.sink, batched mode) or a done callback: either way to its sender, after
+    # later queries have reused the receive slot, and in whatever order they complete;
+    # one that fails sends what its fallback made.
+    stub = Stub()
+    async with udp_server(stub, batched=batched) as (server, first):
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        other.setblocking(False)
+        other.connect(("127.0.0.1", server.port))
+        with other:
+            first.send(b"F1")
+            other.send(b"F2")
+            first.send(b"F3")
+            await stub.wait_calls(3)
+            staged = stub.futures[b"1"]
+            assert isinstance(staged, Staged)
+            assert (staged.sink is not None) == server.batched  # (no done callback there)
+            other.send(b"S-between")
+            assert await recv(other) == b"RS-between"
+            stub.futures[b"3"].set_result(b"three")
+            stub.futures[b"2"].set_exception(RuntimeError("no upstream"))
+            assert await recv(first) == b"three"
+            assert await recv(other) == b"fallback: no upstream"
+            stub.futures[b"1"].set_result(b"one")
+            assert await recv(first) == b"one"
+            assert await nothing_arrives(other)
+            assert not server._tasks  # (nothing kept once delivered)
+
+
+async def test_udp_close_cancels_pending_forwarded_results(batched: bool) -> None:
+    stub = Stub()
+    async with udp_server(stub, batched=batched) as (_, client):
+        client.send(b"Fk")
+        await stub.wait_calls(1)
+    assert stub.futures[b"k"].cancelled()
 
 
 class Kept:
