@@ -8,7 +8,8 @@ cost (docs/benchmarking.md, "What made the difference", Batched UDP). Here one
 one `sendmmsg` sends the replies, each to the raw address it came from. The peer's address
 is decoded only when something asks for it (`Peer.address`: the slow path, a log line);
 a reply that completes later keeps it raw (`Peer.raw`) and leaves through an `Outbox`,
-which also carries the forwarder's queries to its upstreams (one `sendmmsg` per loop turn).
+which also carries the forwarder's queries to its upstreams (one `sendmmsg` per loop turn);
+their replies come back through an `Inbox` (one `recvmmsg` per socket and wake-up).
 
 Replies are not copied: each outgoing message is two pieces, the query's own ID (read in
 place from the receive buffer) and the reply bytes, pointed at where CPython keeps a bytes
@@ -33,6 +34,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
+import os
 import socket
 import sys
 from typing import Any, cast
@@ -102,7 +105,7 @@ def available() -> bool:
     return _CALLS is not None and BYTES_DATA is not None
 
 
-def _address(buf: bytearray) -> int:
+def _address(buf: bytearray | mmap.mmap) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buf))
 
 
@@ -305,3 +308,45 @@ class Outbox:
             failed[pos:last] = [-n] * (last - pos)
             pos = last
         return failed
+
+
+class Inbox:
+    """Datagrams read together from a connected UDP socket with one recvmmsg(2): the
+    forwarder's upstream replies, instead of one recv(2) per reply and one more that finds
+    the socket drained.
+
+    One Inbox serves any number of sockets, one `receive` at a time (it returns copies).
+    A slot holds the largest UDP payload, so nothing is ever cut short; the slots are an
+    anonymous mapping, whose pages the process only pays for once a datagram fills them."""
+
+    def __init__(self, *, slots: int = 32, size: int = 65536) -> None:
+        assert _CALLS is not None, "mmsg.available() is false here"
+        self._recvmmsg = _CALLS[0]
+        self.slots = slots
+        self.size = size
+        self._buf = mmap.mmap(-1, slots * size)
+        self._iov = bytearray(slots * _IOVEC)
+        self._msgs = bytearray(slots * _MMSGHDR)
+        self._msgs_at = _address(self._msgs)
+        base, iov_at = _address(self._buf), _address(self._iov)
+        iov = memoryview(self._iov).cast("Q")
+        q = memoryview(self._msgs).cast("Q")
+        for i in range(slots):
+            iov[2 * i], iov[2 * i + 1] = base + i * size, size
+            q[i * _Q_PER_MSG + _Q_IOV] = iov_at + i * _IOVEC  # (no name: connected)
+            q[i * _Q_PER_MSG + _Q_IOVLEN] = 1
+        iov.release()
+        q.release()
+        self._lengths = memoryview(self._msgs).cast("I")
+
+    def receive(self, fd: int) -> list[bytes]:
+        """Up to `slots` datagrams queued on `fd`, oldest first; [] when none is. Raises
+        OSError for a socket error (an ICMP error queued on it: ECONNREFUSED...)."""
+        n = int(self._recvmmsg(fd, self._msgs_at, self.slots, _MSG_DONTWAIT, None))
+        if n < 0:
+            err = ctypes.get_errno()
+            if err in _AGAIN:
+                return []
+            raise OSError(err, os.strerror(err))
+        buf, lengths, size = self._buf, self._lengths, self.size
+        return [buf[i * size : i * size + lengths[i * _I_PER_MSG + _I_LEN]] for i in range(n)]

@@ -9,8 +9,6 @@ When no upstream answers, the reply is SERVFAIL and says why for the `errors` pl
 
 from __future__ import annotations
 
-import asyncio
-
 from kdns.config.model import ForwardConfig
 from kdns.dns.records import Rcode, Reply
 from kdns.observe.stats import Stats
@@ -37,13 +35,15 @@ class ForwardPlugin(Plugin):
         ):
             return self.next.serve(request)
         # A future, no coroutine: the forwarder resolves it from its socket callbacks, and
-        # the plugins around this one (and the server) add their stages to it.
-        return self.forwarder.forward(
+        # the plugins around this one (and the server) add their stages to it. (The
+        # forwarder's loop: asyncio.get_running_loop() costs a getpid(2) per call.)
+        forwarder = self.forwarder
+        return forwarder.forward(
             request.data,
             request.query,
             tcp=request.tcp,
             done=self._response,
-            future=Staged(loop=asyncio.get_running_loop()),
+            future=Staged(loop=forwarder.event_loop()),
         )
 
     def _response(self, got: bytes | UpstreamError, upstream: str | None) -> Response:

@@ -255,6 +255,7 @@ class _UdpSocket:
     """One connected UDP socket (one source port) and the queries in flight on it."""
 
     __slots__ = (
+        "_inbox",
         "_loop",
         "_outbox",
         "born",
@@ -268,7 +269,14 @@ class _UdpSocket:
         "waiting",
     )
 
-    def __init__(self, up: _Upstream, loop: asyncio.AbstractEventLoop, *, one_off: bool) -> None:
+    def __init__(
+        self,
+        up: _Upstream,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        one_off: bool,
+        inbox: mmsg.Inbox | None = None,
+    ) -> None:
         sock = socket.socket(up.family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
@@ -291,7 +299,10 @@ class _UdpSocket:
         self._outbox = mmsg.Outbox(self.fd) if mmsg.available() else None
         self.queued: list[bytes] = []
         self.waiting: list[_Pending] = []
-        loop.add_reader(self.fd, self._readable)
+        # Replies read with one recvmmsg per wake-up (shared by the forwarder's sockets);
+        # without it, one recv per reply.
+        self._inbox = inbox
+        loop.add_reader(self.fd, self._readable if inbox is None else self._readable_batched)
 
     def send(self, data: bytes, pending: _Pending) -> None:
         if self._outbox is None:
@@ -326,30 +337,50 @@ class _UdpSocket:
 
     def _readable(self) -> None:
         recv = self.sock.recv
-        pending = self.pending
         while True:
             try:
                 data = recv(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
-                # An ICMP error (port unreachable...): the upstream does not listen; every
-                # query on this socket fails now instead of at its timeout.
-                self.fail_all(f"UDP: {exc.strerror or exc}")
-                self.retired = True
+                self._failed(exc)
                 break
-            if len(data) < 12:
-                continue
-            qid = data[0] << 8 | data[1]
-            waiting = pending.get(qid)
-            if waiting is None or not wire.answers(data, qid, waiting.opcode, waiting.key):
-                # RFC 5452 §9.1: a late reply, a reply to another question, a spoof or
-                # garbage: ignored, the wait goes on.
-                logger.debug("ignored a UDP reply from %s that matches no query", self.label)
-                continue
-            del pending[qid]
-            _settle(waiting, data)
+            self._reply(data)
         self._maybe_close()
+
+    def _readable_batched(self) -> None:
+        inbox = self._inbox
+        assert inbox is not None
+        while not self.closed:
+            try:
+                got = inbox.receive(self.fd)
+            except OSError as exc:
+                self._failed(exc)
+                break
+            for data in got:
+                self._reply(data)
+            if len(got) < inbox.slots:
+                break  # drained (a full batch may have left more)
+        self._maybe_close()
+
+    def _failed(self, exc: OSError) -> None:
+        # An ICMP error (port unreachable...): the upstream does not listen; every query on
+        # this socket fails now instead of at its timeout.
+        self.fail_all(f"UDP: {exc.strerror or exc}")
+        self.retired = True
+
+    def _reply(self, data: bytes) -> None:
+        if len(data) < 12:
+            return
+        qid = data[0] << 8 | data[1]
+        waiting = self.pending.get(qid)
+        if waiting is None or not wire.answers(data, qid, waiting.opcode, waiting.key):
+            # RFC 5452 §9.1: a late reply, a reply to another question, a spoof or garbage:
+            # ignored, the wait goes on.
+            logger.debug("ignored a UDP reply from %s that matches no query", self.label)
+            return
+        del self.pending[qid]
+        _settle(waiting, data)
 
     def expire(self, pending: _Pending, why: str) -> None:
         if self.pending.get(pending.qid) is pending:
@@ -386,11 +417,18 @@ class _UdpSocket:
 class _UdpPool:
     """The UDP sockets of one upstream, used in turn; each is replaced after `expire`."""
 
-    __slots__ = ("_loop", "_turn", "expire", "sockets", "up")
+    __slots__ = ("_inbox", "_loop", "_turn", "expire", "sockets", "up")
 
-    def __init__(self, up: _Upstream, loop: asyncio.AbstractEventLoop, expire: float) -> None:
+    def __init__(
+        self,
+        up: _Upstream,
+        loop: asyncio.AbstractEventLoop,
+        expire: float,
+        inbox: mmsg.Inbox | None = None,
+    ) -> None:
         self.up = up
         self._loop = loop
+        self._inbox = inbox
         self.expire = expire
         self.sockets: list[_UdpSocket | None] = [None] * _UDP_SOCKETS
         self._turn = 0
@@ -399,7 +437,7 @@ class _UdpPool:
         """A socket to send on (raises OSError when none can be opened): the one this loop
         turn's queries wait on, so they leave together, else the next in turn."""
         if self.expire <= 0:
-            return _UdpSocket(self.up, self._loop, one_off=True)
+            return _UdpSocket(self.up, self._loop, one_off=True, inbox=self._inbox)
         sock = self.sockets[self._turn]
         if sock is not None and sock.queued and not sock.retired:
             return sock
@@ -409,7 +447,9 @@ class _UdpPool:
             if sock is not None and not sock.retired:
                 sock.retired = True  # finishes what is in flight, then closes
                 sock._maybe_close()
-            sock = self.sockets[turn] = _UdpSocket(self.up, self._loop, one_off=False)
+            sock = self.sockets[turn] = _UdpSocket(
+                self.up, self._loop, one_off=False, inbox=self._inbox
+            )
         return sock
 
     def close(self) -> None:
@@ -597,6 +637,8 @@ class Forwarder:
     _closed: bool = field(default=False, init=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
     _timeouts: _Timeouts | None = field(default=None, init=False)
+    # Upstream replies read with recvmmsg (one buffer for every UDP socket here).
+    _inbox: mmsg.Inbox | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if len(self.upstreams) > _MAX_UPSTREAMS:
@@ -683,9 +725,17 @@ class Forwarder:
         _Exchange(self, loop, query, parsed, stream, done, future).next()
         return future
 
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this forwarder runs on (the running one, at the first call): for the
+        futures its callers hand to `forward`, without asking asyncio (a system call)."""
+        loop = self._loop
+        return loop if loop is not None else self._started()
+
     def _started(self) -> asyncio.AbstractEventLoop:
         loop = self._loop = asyncio.get_running_loop()
         self._timeouts = _Timeouts(loop, self.timeout_seconds)
+        if mmsg.available():
+            self._inbox = mmsg.Inbox()
         return loop
 
     def _list(self) -> list[_Upstream]:
@@ -707,7 +757,7 @@ class Forwarder:
         assert self._timeouts is not None
         pool = up.udp
         if pool is None:
-            pool = up.udp = _UdpPool(up, self._loop, self.expire_seconds)
+            pool = up.udp = _UdpPool(up, self._loop, self.expire_seconds, self._inbox)
         try:
             sock = pool.pick()
         except OSError as exc:

@@ -1,11 +1,14 @@
-"""kdns.net.mmsg's Outbox: datagrams sent together with one sendmmsg(2), on loopback."""
+"""kdns.net.mmsg on loopback: the Outbox (datagrams sent together with one sendmmsg(2)) and
+the Inbox (read together with one recvmmsg(2))."""
 
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -113,3 +116,42 @@ def test_send_all_reports_the_messages_that_did_not_leave(socks: list[socket.soc
     assert [receiver.recv(100) for _ in range(4)] == [b"one", b"three", b"four", b"five"]
     assert outbox.send_all([b"six"]) == []
     assert receiver.recv(100) == b"six"
+
+
+def connected_pair(socks: list[socket.socket]) -> tuple[socket.socket, socket.socket]:
+    a, b = udp(), udp()
+    socks.extend((a, b))
+    a.connect(b.getsockname())
+    b.connect(a.getsockname())
+    return a, b
+
+
+def test_an_inbox_reads_queued_datagrams_in_order_whatever_their_size(
+    socks: list[socket.socket],
+) -> None:
+    sender, receiver = connected_pair(socks)
+    inbox = mmsg.Inbox(slots=4)
+    assert inbox.receive(receiver.fileno()) == []  # nothing queued: no wait, no error
+    sent = [b"", b"\x01", b"x" * 512, b"y" * 65_000, b"z" * 3]  # (the largest UDP payloads)
+    for message in sent:
+        sender.send(message)
+    first = inbox.receive(receiver.fileno())
+    assert first == sent[:4]  # at most `slots` per call
+    assert inbox.receive(receiver.fileno()) == sent[4:]
+    assert inbox.receive(receiver.fileno()) == []
+    sender.send(b"again")  # the slots are reused; what was returned is a copy
+    assert inbox.receive(receiver.fileno()) == [b"again"]
+    assert first[:2] == [b"", b"\x01"]
+
+
+def test_an_inbox_raises_a_socket_error_queued_by_icmp(socks: list[socket.socket]) -> None:
+    sender, receiver = connected_pair(socks)
+    sender.close()  # its port now answers with ICMP port unreachable
+    receiver.send(b"anyone?")
+    inbox = mmsg.Inbox(slots=2)
+    time.sleep(0.05)  # (loopback reports it at once; a little slack)
+    with pytest.raises(ConnectionRefusedError) as raised:  # (OSError picks the subclass)
+        inbox.receive(receiver.fileno())
+    assert raised.value.errno == errno.ECONNREFUSED
+    assert raised.value.strerror == os.strerror(errno.ECONNREFUSED)
+    assert inbox.receive(receiver.fileno()) == []  # reported once, as recv(2) does

@@ -478,6 +478,20 @@ async def test_queries_of_one_loop_turn_leave_together_on_one_socket(up: FakeUps
     assert len({q.port for q in up.queries}) > 1
 
 
+async def test_more_replies_at_once_than_one_read_takes_all_reach_their_queries(
+    up: FakeUpstream,
+) -> None:
+    # Replies are read with recvmmsg, up to 32 a call (kdns.net.mmsg.Inbox): 100 queries
+    # of one turn come back in several reads of one wake-up, each to its own query.
+    names = [f"many{n}.example.com." for n in range(100)]
+    up.add(*(f"{name} 60 IN A 192.0.2.{n}" for n, name in enumerate(names)))
+    fwd = make([up.addr])
+    replies = await asyncio.gather(*(ask(fwd, name) for name in names))
+    for n, (name, reply) in enumerate(zip(names, replies, strict=True)):
+        assert reply is not None
+        assert lines(reply) == [f"{name} 30 a 192.0.2.{n}"]  # (TTL capped by `cache 30`)
+
+
 @pytest.mark.skipif(not mmsg.available(), reason="batched sends need Linux and CPython")
 async def test_a_query_the_kernel_refuses_to_send_fails_alone(up: FakeUpstream) -> None:
     fwd = make([up.addr])
