@@ -755,10 +755,17 @@ class FastPath:
                 (entry.epoch_structure < 0 or entry.epoch_structure == cache.structure)
                 and (entry.epoch_soa < 0 or entry.epoch_soa == cache.soa)
             ):  # (as `ReplyCache.current`, inline: negative replies are 5 % of the traffic)
-                templated = self._template_hit(data, end, table is self._edns, family)
-                if templated is None:
-                    return self._general(data, tcp, family, client, True)
-                return templated
+                edns = table is self._edns
+                templated = self._template_hit(data, end, edns, family)
+                if templated is not None:
+                    return templated
+                qtype = data[end + 1 : end + 3]
+                if qtype.lower() == qtype.upper() and key not in cache.aging[edns]:
+                    # Nothing `_general` looks at could answer it (no entry by either key,
+                    # no aging entry, no template): straight to the slow path. (A forwarded
+                    # name asked for the first time: most of forwarding's traffic.)
+                    return self._slow(data, tcp, family, client)
+                return self._general(data, tcp, family, client, True)
         if entry.need and int.from_bytes(data[end + 8 : end + 10], "big") < entry.need:
             return self._slow(data, tcp, family, client)
         if family == "1":

@@ -382,6 +382,12 @@ class DnsServer(FastPath):
         of class IN, no flags but RD (and AD), at most one OPT, of version 0."""
         query = request.query
         data = request.data
+        if response.upstream is not None:
+            # Fresh from an upstream: kept only to renew an entry (see below), so most of
+            # them (every unique name) stop at this one lookup.
+            qwire = query.question_wire
+            if not self.cache.has_aging(query.edns is not None, qwire[:-4].lower() + qwire[-4:-2]):
+                return
         if query.qclass != CLASS_IN or request.question is not query.question:
             return  # the key has no class; a rewritten question is not the client's
         if data[2] > 1 or data[3] & 0xDF or query.ancount or query.nscount:
