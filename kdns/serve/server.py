@@ -163,8 +163,9 @@ class DnsServer(FastPath):
 
     def _slow(self, data: bytes, tcp: bool, family: str, client: Client) -> HandleResult:
         try:
-            if isinstance(client, Peer):  # (batched UDP: decoded now, the slot is reused)
-                client = client.address()
+            if isinstance(client, Peer):
+                # (batched UDP: copied now, as the slot is reused; decoded if a plugin asks)
+                return self._answer(data, tcp, family, None, raw_client=client.raw())
             return self._answer(data, tcp, family, client)
         except Exception as exc:
             return self._panic(data, exc)
@@ -204,6 +205,8 @@ class DnsServer(FastPath):
         family: str,
         client: tuple[str, int] | None,
         seen: list[Response] | None = None,
+        *,
+        raw_client: bytes | None = None,
     ) -> HandleResult:
         started = time.perf_counter()
         self._check_generation()
@@ -237,16 +240,8 @@ class DnsServer(FastPath):
         if query.qclass != CLASS_IN or question.qtype in (RType.AXFR, RType.IXFR):
             # Only class IN data here; zone transfers are not offered (docs/rules.md D8).
             return self._send(query, _refused(), zone, proto, max_size, started, block.recursion)
-        request = Request(
-            data=data,
-            query=query,
-            tcp=tcp,
-            family=family,
-            max_size=max_size,
-            zone=zone,
-            server=self.server,
-            client=client,
-        )
+        # (data, query, tcp, family, max_size, zone, server, client, raw_client)
+        request = Request(data, query, tcp, family, max_size, zone, self.server, client, raw_client)
         result = block.chain.serve(request)
         if isinstance(result, Response):
             return self._finish(request, block, result, started, seen)

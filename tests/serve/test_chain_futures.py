@@ -5,12 +5,14 @@ same results, errors and cancellation as awaiting it."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import Callable
 
 import pytest
 
 from kdns.dns.records import Rcode, Reply
-from kdns.dns.wire import build_query
+from kdns.dns.wire import build_query, decode_query
 from kdns.observe.stats import Stats
 from kdns.serve.chain import Plugin, Request, Response, Result, Staged, link, then
 from kdns.serve.server import Block, DnsServer
@@ -208,3 +210,31 @@ async def test_a_failing_future_is_a_counted_servfail(staged: bool) -> None:
     assert reply is not None
     assert reply[3] & 0xF == Rcode.SERVFAIL
     assert stats.panics == 1
+
+
+def test_a_request_gives_the_client_from_its_raw_address_as_recvfrom_would() -> None:
+    # Batched UDP hands the server the sender's sockaddr as the kernel wrote it; plugins
+    # that ask (log, acl-like rewrites, autopath) see (host, port) as from recvfrom.
+    data = build_query("web.default.svc.cluster.local.", 1, qid=7)
+    query = decode_query(data)
+    v4 = (
+        struct.pack("=H", socket.AF_INET)
+        + struct.pack("!H", 5353)
+        + socket.inet_pton(socket.AF_INET, "127.0.0.9")
+        + bytes(8)
+    )
+    request = Request(data, query, False, "1", 512, ".", raw_client=v4)
+    assert request.client == ("127.0.0.9", 5353)
+    v6 = (
+        struct.pack("=H", socket.AF_INET6)
+        + struct.pack("!H", 40000)
+        + bytes(4)
+        + socket.inet_pton(socket.AF_INET6, "::1")
+        + bytes(4)
+    )
+    six = Request(data, query, False, "2", 512, ".", raw_client=v6).client
+    assert six is not None
+    assert tuple(six) == ("::1", 40000, 0, 0)  # (with flow info and scope, as recvfrom)
+    assert Request(data, query, False, "1", 512, ".").client is None
+    given = Request(data, query, False, "1", 512, ".", client=("10.0.0.1", 53))
+    assert given.client == ("10.0.0.1", 53)
