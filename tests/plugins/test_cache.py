@@ -9,6 +9,7 @@ with a usable NOERROR or NXDOMAIN answer, at most one refresh per entry is in fl
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, RR, DNSRecord
@@ -16,6 +17,7 @@ from dnslib import EDNS0, QTYPE, RCODE, RR, DNSRecord
 from kdns.config.model import CacheConfig, StaleRefresh
 from kdns.dns.records import Rcode, Reply
 from kdns.observe.stats import Stats
+from kdns.plugins import cache as cache_module
 from kdns.plugins.cache import CachePlugin
 from kdns.serve.chain import Plugin, Request, Response, Result
 from tests.plugins.canned import make_request, resolve
@@ -357,3 +359,33 @@ async def test_prefetch_bookkeeping_stays_bounded_by_the_capacity() -> None:
     # Entries come and go with the capacity; what is counted about them goes with them.
     assert len(setup.cache.success) == 2
     assert len(setup.cache._states) <= 2 * (2 + 2) + 1
+
+
+async def test_entries_are_invisible_to_the_garbage_collector_after_one_young_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Keys and entries hold only atomic values (the TTL offsets packed in bytes), so the
+    # collector's first pass stops tracking them; and the plugin runs that pass itself
+    # every _COLLECT_EVERY stores (new tuples come from a free list that CPython does not
+    # count towards its own next collection).
+    passes: list[int] = []
+    real_collect = gc.collect
+
+    def collect(generation: int = 2) -> int:
+        passes.append(generation)
+        return real_collect(generation)
+
+    monkeypatch.setattr(gc, "collect", collect)  # (the module the plugin calls)
+    setup = Setup(success_capacity=1000)
+    stores = 2 * cache_module._COLLECT_EVERY + 10
+    for n in range(stores):
+        await resolve(setup.cache.serve(make_request(f"n{n}.example.com.", QTYPE.A)))
+    assert passes == [0, 0]  # one young pass per _COLLECT_EVERY stores, nothing older
+    real_collect(0)
+    entries = setup.cache.success.entries
+    assert len(entries) == stores
+    assert not any(gc.is_tracked(key) or gc.is_tracked(entry) for key, entry in entries.items())
+    hit = await resolve(setup.cache.serve(make_request("n7.example.com.", QTYPE.A)))
+    assert hit.plugin == "cache"  # (and the packed TTL offsets still count down a hit)
+    assert hit.ttl_offsets is not None
+    assert hit.ttl_offsets[0] == hit.wire
