@@ -7,7 +7,7 @@ same process that answers at once from a readable callback. Queries go in batche
 as the UDP transport hands them over; a batch is timed until its last reply. The figure
 includes the upstream's own Python (about 3 us a query, `--upstream-only` shows it) and the
 loopback syscalls, and none of the CPU contention of a real run (bench/run_bench.py).
-The collector runs with kdns's own young-generation threshold (kdns.app.GC_YOUNG_THRESHOLD).
+The collector runs with kdns's own thresholds (kdns.app.GC_YOUNG_THRESHOLD and _MIDDLE_).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import uvloop
 
 from bench.micro_handler import build_index, query
-from kdns.app import GC_YOUNG_THRESHOLD
+from kdns.app import GC_MIDDLE_THRESHOLD, GC_YOUNG_THRESHOLD
 from kdns.build import standalone
 from kdns.config.flags import config_from_settings
 from kdns.config.settings import HostPort, PodMode, Settings
@@ -127,8 +127,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--upstream-only", action="store_true")
     args = parser.parse_args()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+    gc.set_threshold(GC_YOUNG_THRESHOLD, GC_MIDDLE_THRESHOLD, gc.get_threshold()[2])
     uvloop.run(run(args.number, args.profile, args.upstream_only))
 
 
