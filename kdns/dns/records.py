@@ -54,9 +54,8 @@ class Question:
         self.lname = qname.lower()
 
     def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Question:
+        if not isinstance(other, Question):
             return NotImplemented
-        assert isinstance(other, Question)
         return self.qname == other.qname and self.qtype == other.qtype
 
     def __hash__(self) -> int:

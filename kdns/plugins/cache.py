@@ -73,9 +73,9 @@ _DEFAULT_NEGATIVE_TTL = 5  # a denial without an SOA (CoreDNS's minimal default 
 # the cache fills (unique names at 20k a second) ~30,000 key and entry tuples piled up in
 # the young generation between collections, and each collection paused answering for
 # 5-15 ms: the forwarded p99 at a fixed rate. Collecting every 256 stores keeps a pause
-# to a few tenths of a millisecond for the same total work; the entries hold nothing
-# the collector tracks (TTL offsets in an array), so that first pass untracks them and
-# they never reach the older generations.
+# to a few tenths of a millisecond for the same total work; keys and entries hold nothing
+# the collector tracks (the TTL offsets packed in bytes), so that first pass untracks
+# them and they never reach the older generations.
 _COLLECT_EVERY: Final = 256
 SUCCESS = "success"
 DENIAL = "denial"
