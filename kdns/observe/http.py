@@ -145,6 +145,9 @@ class HttpServers:
         self._listeners: list[_Listener] = []
         self._bound: dict[str, HostPort] = {}
         self._self_check: asyncio.Task[None] | None = None
+        # /ready says 503 until every address is bound: the servers start one after the
+        # other, and a probe that saw 200 may go straight to /metrics.
+        self._started = False
 
     @property
     def addresses(self) -> Mapping[str, HostPort]:
@@ -163,6 +166,7 @@ class HttpServers:
         except BaseException:
             await self.stop()
             raise
+        self._started = True
         if self._health is not None and HEALTH_PATH in self._bound:
             self._self_check = asyncio.create_task(
                 self._run_self_check(self._health), name="kdns-health-self-check"
@@ -170,6 +174,7 @@ class HttpServers:
 
     async def stop(self) -> None:
         """Close every server and its open connections (idempotent)."""
+        self._started = False
         task, self._self_check = self._self_check, None
         if task is not None:
             task.cancel()
@@ -236,6 +241,8 @@ class HttpServers:
         return 200, TEXT_PLAIN, b"OK"
 
     def _handle_ready(self, headers: Mapping[str, str]) -> tuple[int, str, bytes]:
+        if not self._started:
+            return 503, TEXT_PLAIN, b"starting: HTTP listeners not all bound yet\n"
         try:
             reasons = not_ready_reasons(self._ready())
         except Exception as exc:  # a broken check must read as not ready, not as a 500

@@ -115,6 +115,51 @@ async def test_ready_is_503_naming_the_cause_then_200_when_the_check_flips(
         await servers.stop()
 
 
+async def test_ready_is_503_until_every_listener_is_bound(
+    session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The servers bind one after the other (health, ready, metrics): a probe that got 200
+    # from /ready may go straight to /metrics, so /ready waits for the last one.
+    metrics_port = free_port()
+    release = asyncio.Event()
+    real_start = kdns_http._Listener.start
+
+    async def slow_metrics(listener: kdns_http._Listener, host: str | None, port: int) -> None:
+        if port == metrics_port:
+            await release.wait()
+        await real_start(listener, host, port)
+
+    monkeypatch.setattr(kdns_http._Listener, "start", slow_metrics)
+    ready_port = free_port()
+    servers = make_servers(
+        lambda: True,
+        ready=HostPort("127.0.0.1", ready_port),
+        metrics=HostPort("127.0.0.1", metrics_port),
+    )
+    starting = asyncio.create_task(servers.start())
+    try:
+        for _ in range(500):  # (until the ready server listens)
+            try:
+                status, body, _ = await get(session, f"http://127.0.0.1:{ready_port}/ready")
+                break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.01)
+        assert (status, body.strip()) == (503, "starting: HTTP listeners not all bound yet")
+        release.set()
+        await starting
+        assert await get(session, url(servers, "/ready")) == (
+            200,
+            "OK",
+            "text/plain; charset=utf-8",
+        )
+        status, _, _ = await get(session, url(servers, "/metrics"))
+        assert status == 200
+    finally:
+        release.set()
+        await starting
+        await servers.stop()
+
+
 async def test_ready_check_that_raises_reads_as_503(session: aiohttp.ClientSession) -> None:
     def broken() -> ReadyResult:
         raise RuntimeError("boom")
