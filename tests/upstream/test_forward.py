@@ -481,8 +481,9 @@ async def test_queries_of_one_loop_turn_leave_together_on_one_socket(up: FakeUps
 async def test_more_replies_at_once_than_one_read_takes_all_reach_their_queries(
     up: FakeUpstream,
 ) -> None:
-    # Replies are read with recvmmsg, up to 32 a call (kdns.net.mmsg.Inbox): 100 queries
-    # of one turn come back in several reads of one wake-up, each to its own query.
+    # Replies are read with recvmmsg, up to 32 a call (kdns.net.mmsg.Inbox): the replies
+    # to 100 queries of one turn, queued together, take several reads of one wake-up;
+    # each still reaches its own query.
     names = [f"many{n}.example.com." for n in range(100)]
     up.add(*(f"{name} 60 IN A 192.0.2.{n}" for n, name in enumerate(names)))
     fwd = make([up.addr])
