@@ -378,8 +378,11 @@ class DnsServer(FastPath):
         query = request.query
         data = request.data
         if response.upstream is not None:
-            # Fresh from an upstream: kept only to renew an entry (see below), so most of
-            # them (every unique name) stop at this one lookup.
+            # Fresh from an upstream: kept only when it renews an entry held here before (a
+            # hot name whose entry expired is back at once). Otherwise a relayed reply
+            # enters at its first cache hit, the second query of the name (answered by the
+            # cache plugin), so names asked once (unique or random names) cost no entry
+            # and push none of the hot ones out; they stop at this one lookup.
             qwire = query.question_wire
             if not self.cache.has_aging(query.edns is not None, qwire[:-4].lower() + qwire[-4:-2]):
                 return
@@ -412,18 +415,9 @@ class DnsServer(FastPath):
         key = qname.lower() + qwire[-4:-2]
         if response.wire is not None:
             # Not a reply to a DO query (an upstream may add RRSIGs for it), nor one that
-            # `loadbalance` reorders per query (one order would stick). Nor one fresh from
-            # an upstream (`upstream` set), unless it renews an entry kept here before: a
-            # relayed reply enters the fast path at its first cache hit, the second query
-            # of the name, so names asked once (unique or random names) cost no entry
-            # here and push none of the hot ones out, while a hot name whose entry
-            # expired is back at once.
-            if (
-                response.expires is not None
-                and not response.rotate
-                and not (edns and edns.do)
-                and (response.upstream is None or self.cache.has_aging(edns is not None, key))
-            ):
+            # `loadbalance` reorders per query (one order would stick). (A reply fresh
+            # from an upstream got here only to renew an entry: see the top.)
+            if response.expires is not None and not response.rotate and not (edns and edns.do):
                 known = response.ttl_offsets
                 offsets = known[1] if known is not None and known[0] is out else None
                 self._cache_aging(request, response.expires, out, key, need, request_size, offsets)

@@ -379,10 +379,7 @@ class UdpServer:
         if reply is None or self._loop is None:
             return
         if isinstance(to, bytes):  # (batched mode: a raw address, sent with the turn's rest)
-            if not self._later:
-                self._loop.call_soon(self._flush_later)
-            self._later.append(reply)
-            self._later_to.append(to)
+            self._send_later(reply, to)
             return
         if self._rrl is not None:
             limited = self._rrl.limit(to[0], reply)
@@ -392,10 +389,14 @@ class UdpServer:
         self._send_one(reply, to)
 
     def _deliver(self, to: bytes, future: Staged, reply: bytes | None) -> None:
-        """A forwarded query's reply, to be sent with the rest of this loop turn's."""
+        """A forwarded query's reply (its Staged future's sink)."""
         self._tasks.discard(future)
-        if reply is None or self._loop is None:
-            return
+        if reply is not None and self._loop is not None:
+            self._send_later(reply, to)
+
+    def _send_later(self, reply: bytes, to: bytes) -> None:
+        """Queue a reply for the rest of this loop turn's, sent by `_flush_later`."""
+        assert self._loop is not None
         if not self._later:
             self._loop.call_soon(self._flush_later)
         self._later.append(reply)
