@@ -116,14 +116,20 @@ async def udp_server(
     )
     assert server.batched == (batched and rrl is None)
     server.start()
-    client = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-    client.setblocking(False)
-    client.connect((host, server.port))
+    client = another_client(server, host)
     try:
         yield server, client
     finally:
         client.close()
         server.close()
+
+
+def another_client(server: UdpServer, host: str = "127.0.0.1") -> socket.socket:
+    """A non-blocking UDP socket connected to `server` (the caller closes it)."""
+    client = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    client.setblocking(False)
+    client.connect((host, server.port))
+    return client
 
 
 async def recv(client: socket.socket, seconds: float = WAIT) -> bytes:
@@ -183,9 +189,7 @@ async def test_udp_close_cancels_pending_results(batched: bool) -> None:
 async def test_udp_replies_go_to_each_sender_with_its_own_bytes(batched: bool) -> None:
     stub = Stub()
     async with udp_server(stub, batched=batched) as (server, first):
-        second = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        second.setblocking(False)
-        second.connect(("127.0.0.1", server.port))
+        second = another_client(server)
         with second:
             for i in range(40):  # interleaved and dropped ones: the replies are compacted
                 first.send(b"S1-%02d" % i)
@@ -215,9 +219,7 @@ async def test_udp_async_result_goes_to_the_sender_after_the_slot_is_reused(
     async with udp_server(stub, batched=batched) as (server, early):
         early.send(b"Ak")
         await stub.wait_calls(1)
-        late = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        late.setblocking(False)
-        late.connect(("127.0.0.1", server.port))
+        late = another_client(server)
         with late:
             late.send(b"S-late")  # read into the same receive slot as "Ak"
             assert await recv(late) == b"RS-late"
@@ -235,9 +237,7 @@ async def test_udp_async_results_completing_together_each_go_to_their_sender(
     async with udp_server(stub, batched=batched) as (server, first):
         others = []
         for _ in range(3):
-            other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            other.setblocking(False)
-            other.connect(("127.0.0.1", server.port))
+            other = another_client(server)
             others.append(other)
         try:
             clients = [first, *others]
@@ -262,9 +262,7 @@ async def test_udp_forwarded_results_each_go_to_their_sender_when_they_complete(
     # one that fails sends what its fallback made.
     stub = Stub()
     async with udp_server(stub, batched=batched) as (server, first):
-        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        other.setblocking(False)
-        other.connect(("127.0.0.1", server.port))
+        other = another_client(server)
         with other:
             first.send(b"F1")
             other.send(b"F2")
