@@ -44,6 +44,7 @@ must not age) is configured.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import contextlib
@@ -98,7 +99,7 @@ _RCODE: Final = 5
 
 
 def _packed(offsets: tuple[int, ...]) -> bytes:
-    return struct.pack(f"={len(offsets)}I", *offsets)
+    return array.array("I", offsets).tobytes()  # (4-byte unsigned on Linux, as `_offsets` reads)
 
 
 def _offsets(packed: bytes) -> tuple[int, ...]:
@@ -244,7 +245,11 @@ class CachePlugin(Plugin):
             edns is not None,
         )
         now = self.clock()
-        entry = self._find(key, now)
+        # (Most misses are names never stored: two lookups, no method call.)
+        if key in self.denial.entries or key in self.success.entries:
+            entry = self._find(key, now)
+        else:
+            entry = None
         if entry is None:
             self.stats.count_cache_miss()
             return then(self.next.serve(request), functools.partial(self._stored, key, lname))
@@ -379,7 +384,11 @@ class CachePlugin(Plugin):
             return None
         if ttl <= 0:
             return None
-        capped = wire.rewrite_ttls(reply, 0, cap=ttl, offsets=scan.ttl_offsets)
+        # Every TTL capped at the entry's (CoreDNS); as sent when none is above it.
+        if scan.max_ttl > ttl:
+            capped = wire.rewrite_ttls(reply, 0, cap=ttl, offsets=scan.ttl_offsets)
+        else:
+            capped = reply
         entry: _Entry = (capped, self.clock(), ttl, _packed(scan.ttl_offsets), kind, rcode)
         store.put(key, entry)
         if kind == SUCCESS:

@@ -244,13 +244,11 @@ class DnsServer(FastPath):
         request = Request(data, query, tcp, family, max_size, zone, self.server, client, raw_client)
         result = block.chain.serve(request)
         if isinstance(result, Response):
-            return self._finish(request, block, result, started, seen)
+            return self._finish(request, block, started, seen, result)
         if type(result) is Staged and result.fallback is None and not result.done():  # (open)
             # A forwarded query: encoded as the last stage of its future, when the upstream
             # answers (no other Future, no coroutine, no task); a failure is a panic.
-            result.stages.append(
-                functools.partial(self._finish_staged, request, block, started, seen)
-            )
+            result.stages.append(functools.partial(self._finish, request, block, started, seen))
             result.fallback = functools.partial(self._panic, data)
             return result
         if isinstance(result, asyncio.Future):
@@ -278,19 +276,9 @@ class DnsServer(FastPath):
             out.cancel()
             return
         try:
-            out.set_result(self._finish(request, block, done.result(), started, seen))
+            out.set_result(self._finish(request, block, started, seen, done.result()))
         except Exception as exc:
             out.set_result(self._panic(request.data, exc))
-
-    def _finish_staged(
-        self,
-        request: Request,
-        block: Block,
-        started: float,
-        seen: list[Response] | None,
-        response: Response,
-    ) -> bytes:
-        return self._finish(request, block, response, started, seen)
 
     async def _finish_later(
         self,
@@ -302,7 +290,7 @@ class DnsServer(FastPath):
     ) -> bytes | None:
         try:
             response = await pending
-            return self._finish(request, block, response, started, seen)
+            return self._finish(request, block, started, seen, response)
         except Exception as exc:
             return self._panic(request.data, exc)
 
@@ -310,10 +298,12 @@ class DnsServer(FastPath):
         self,
         request: Request,
         block: Block,
-        response: Response,
         started: float,
-        seen: list[Response] | None = None,
+        seen: list[Response] | None,
+        response: Response,
     ) -> bytes:
+        """The reply to send for `response` (the response last: a forwarded query's
+        future takes this, with the rest bound, as its final stage)."""
         if seen is not None:
             seen.append(response)
         query = request.query

@@ -380,7 +380,12 @@ class _UdpSocket:
             logger.debug("ignored a UDP reply from %s that matches no query", self.label)
             return
         del self.pending[qid]
-        _settle(waiting, data)
+        # (_settle written out: once per forwarded query)
+        if not waiting.done:
+            waiting.done = True
+            if waiting.timeouts is not None:
+                waiting.timeouts.remove(waiting)
+            waiting.on_result(data)
 
     def expire(self, pending: _Pending, why: str) -> None:
         if self.pending.get(pending.qid) is pending:
@@ -1006,11 +1011,14 @@ class _Exchange:
         task.add_done_callback(self._on_stream)
 
     def _on_udp(self, result: bytes | UpstreamError) -> None:
-        if type(result) is bytes and result[2] & 0x02 and self._up is not None:
+        if type(result) is not bytes:
+            assert isinstance(result, UpstreamError)
+            self._failed(result)
+        elif result[2] & 0x02 and self._up is not None:
             # TC: the whole answer over TCP, same upstream (RFC 7766 §6.2.1).
             self._over_stream(self._up)
-            return
-        self._outcome(result)
+        else:
+            self._replied(result)
 
     def _on_stream(self, task: asyncio.Task[bytes | UpstreamError]) -> None:
         if task.cancelled():
@@ -1018,23 +1026,36 @@ class _Exchange:
             return
         exc = task.exception()
         if exc is not None:  # not expected: the exchange returns its errors
-            self._outcome(UpstreamError(f"{type(exc).__name__}: {exc}"))
+            self._failed(UpstreamError(f"{type(exc).__name__}: {exc}"))
             return
-        self._outcome(task.result())
+        result = task.result()
+        if type(result) is bytes:
+            self._replied(result)
+        else:
+            assert isinstance(result, UpstreamError)
+            self._failed(result)
 
-    def _outcome(self, result: bytes | UpstreamError) -> None:
+    def _replied(self, reply: bytes) -> None:
+        """The upstream answered: the reply, with the client's ID, ends the exchange."""
         up = self._up
         assert up is not None
         fwd = self._fwd
-        if type(result) is bytes:
-            fwd.stats.observe_proxy(
-                up.label, _RCODES[result[3] & 0xF], self._loop.time() - self._started
-            )
-            self._finish(wire.with_id(result, self._parsed.id), up.label)
-            return
-        assert isinstance(result, UpstreamError)
-        self._last = UpstreamError(f"{up.upstream}: {result}")
-        logger.debug("upstream %s failed: %s", up.upstream, result)
+        fwd.stats.observe_proxy(
+            up.label, _RCODES[reply[3] & 0xF], self._loop.time() - self._started
+        )
+        # `_finish` and `wire.with_id` written out (once per forwarded query).
+        fwd._inflight -= 1
+        future = self._future
+        if not future.done():
+            future.set_result(self._done(self._parsed.id.to_bytes(2, "big") + reply[2:], up.label))
+
+    def _failed(self, error: UpstreamError) -> None:
+        """This try failed: the next one, if any is left."""
+        up = self._up
+        assert up is not None
+        fwd = self._fwd
+        self._last = UpstreamError(f"{up.upstream}: {error}")
+        logger.debug("upstream %s failed: %s", up.upstream, error)
         if fwd.max_fails:
             fwd._healthcheck(up)
         self._tries += 1

@@ -100,6 +100,7 @@ class ReplyScan:
     answer_count: int
     ttl_offsets: tuple[int, ...]  # as `ttl_offsets`
     min_ttl: int | None  # over every record but the OPT, in every section
+    max_ttl: int  # the largest TTL field as sent (0 without records; > 2**31 if one is "negative")
     soa_negative_ttl: int | None  # min(SOA TTL, SOA MINIMUM) of authority SOAs (RFC 2308 §5)
 
 
@@ -120,6 +121,7 @@ def scan_reply(reply: bytes) -> ReplyScan:
     rcode = flags & 0xF
     offsets: list[int] = []
     min_ttl: int | None = None
+    max_ttl = 0
     negative: int | None = None
     authority = range(an, an + ns)
     for index in range(an + ns + ar):
@@ -129,6 +131,8 @@ def scan_reply(reply: bytes) -> ReplyScan:
             pos = end
             continue
         offsets.append(rdata - 6)
+        if ttl > max_ttl:
+            max_ttl = ttl
         if ttl & 0x80000000:  # RFC 2181 §8: treated as 0
             ttl = 0
         min_ttl = ttl if min_ttl is None else min(min_ttl, ttl)
@@ -139,8 +143,8 @@ def scan_reply(reply: bytes) -> ReplyScan:
             neg = min(ttl, minimum)
             negative = neg if negative is None else min(negative, neg)
         pos = end
-    # (rcode, truncated, answer_count, ttl_offsets, min_ttl, soa_negative_ttl)
-    return ReplyScan(rcode, bool(flags & 0x0200), an, tuple(offsets), min_ttl, negative)
+    # (rcode, truncated, answer_count, ttl_offsets, min_ttl, max_ttl, soa_negative_ttl)
+    return ReplyScan(rcode, bool(flags & 0x0200), an, tuple(offsets), min_ttl, max_ttl, negative)
 
 
 def ttl_offsets(reply: bytes) -> tuple[int, ...]:
