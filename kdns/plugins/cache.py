@@ -384,11 +384,14 @@ class CachePlugin(Plugin):
             return None
         if ttl <= 0:
             return None
-        # Every TTL capped at the entry's (CoreDNS); as sent when none is above it.
-        if scan.max_ttl > ttl:
-            capped = wire.rewrite_ttls(reply, 0, cap=ttl, offsets=scan.ttl_offsets)
-        else:
+        # Every TTL capped at the entry's (CoreDNS): as sent when none is above it, all
+        # `ttl` when none is below it (min_ttl is 0 if one was "negative").
+        if scan.max_ttl <= ttl:
             capped = reply
+        elif scan.min_ttl is not None and scan.min_ttl >= ttl:
+            capped = wire.set_ttls(reply, ttl, scan.ttl_offsets)
+        else:
+            capped = wire.rewrite_ttls(reply, 0, cap=ttl, offsets=scan.ttl_offsets)
         entry: _Entry = (capped, self.clock(), ttl, _packed(scan.ttl_offsets), kind, rcode)
         store.put(key, entry)
         if kind == SUCCESS:

@@ -38,6 +38,8 @@ from kdns.dns.wire import (
     name_to_wire,
     reply_matches,
     rewrite_ttls,
+    scan_reply,
+    set_ttls,
     truncate_for,
     ttl_offsets,
     with_id,
@@ -528,6 +530,28 @@ def test_ttl_offsets_and_rewrite_leave_the_opt_alone() -> None:
     assert rewrite_ttls(capped, 99)[offset : offset + 4] == b"\x00\x00\x00\x00"
     with pytest.raises(FormatError):
         ttl_offsets(data[:-3])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ttls=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=6),
+    cap=st.integers(1, 2**31 - 1),
+)
+def test_scan_max_ttl_and_set_ttls_agree_with_rewrite(ttls: list[int], cap: int) -> None:
+    # The forward cache caps TTLs three ways (as sent, all set, each capped): set_ttls is
+    # rewrite_ttls whenever no TTL is below the cap; max_ttl is the largest field as sent.
+    records = [a_rr(bytes((10, 0, 0, i)), ttl=ttl) for i, ttl in enumerate(ttls)]
+    head = struct.pack("!6H", 7, 0x8180, 1, len(records), 0, 1)
+    data = head + wire_name("a.example.") + b"\x00\x01\x00\x01" + b"".join(records) + opt_rr()
+    scan = scan_reply(data)
+    assert scan.max_ttl == max(ttls)
+    assert scan.min_ttl == min(0 if t >= 2**31 else t for t in ttls)  # RFC 2181 §8
+    capped = rewrite_ttls(data, 0, cap=cap)
+    if scan.max_ttl <= cap:
+        assert capped == data
+    if scan.min_ttl >= cap:
+        assert set_ttls(data, cap, scan.ttl_offsets) == capped
+        assert all(capped[o : o + 4] == struct.pack("!I", cap) for o in scan.ttl_offsets)
 
 
 def test_with_question_takes_the_clients_id_and_spelling() -> None:

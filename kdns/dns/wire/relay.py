@@ -190,6 +190,21 @@ def rewrite_ttls(
     return bytes(out)
 
 
+def set_ttls(reply: bytes, ttl: int, offsets: Sequence[int]) -> bytes:
+    """`reply` with the TTL field at each of `offsets` (ascending, from `ttl_offsets`) set
+    to `ttl`: `rewrite_ttls(reply, 0, cap=ttl)` when no record's TTL is below `ttl`, the
+    forward cache's common case (the cap below every TTL the upstream sent), in one join."""
+    field = ttl.to_bytes(4, "big")
+    parts = []
+    prev = 0
+    for offset in offsets:
+        parts.append(reply[prev:offset])
+        parts.append(field)
+        prev = offset + 4
+    parts.append(reply[prev:])
+    return b"".join(parts)
+
+
 def with_question(reply: bytes, query: Query) -> bytes:
     """`reply` carrying the query's ID and its question bytes (the client's 0x20 spelling,
     RFC 4343 §4.1). The reply's question must be the query's: same name but for case (the
