@@ -364,7 +364,7 @@ class CachePlugin(Plugin):
         if refresh and rcode not in (Rcode.NOERROR, Rcode.NXDOMAIN):
             return None
         if rcode == Rcode.NOERROR and scan.answer_count:
-            if self._disabled(lname, config.disable_success):
+            if config.disable_success is not None and self._disabled(lname, config.disable_success):
                 return None
             store, kind = self.success, SUCCESS
             # CoreDNS: the smallest TTL of every record (answer, authority, additional).
@@ -395,7 +395,7 @@ class CachePlugin(Plugin):
         entry: _Entry = (capped, self.clock(), ttl, _packed(scan.ttl_offsets), kind, rcode)
         store.put(key, entry)
         if kind == SUCCESS:
-            self.denial.pop(key)  # the newest state of the name
+            self.denial.entries.pop(key, None)  # the newest state of the name
         self._stores += 1
         if self._stores >= _COLLECT_EVERY:
             self._stores = 0

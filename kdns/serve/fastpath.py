@@ -434,10 +434,6 @@ class ReplyCache:
         entry.epoch_soa = self.soa
         self._add(TEMPLATE | edns, key, entry, len(tail))
 
-    def has_aging(self, edns: bool, key: bytes) -> bool:
-        """An aging entry (maybe expired) is kept under `key` (see `store_aging`)."""
-        return key in self.aging[edns]
-
     def store_aging(
         self,
         *,

@@ -209,7 +209,11 @@ class DnsServer(FastPath):
         raw_client: bytes | None = None,
     ) -> HandleResult:
         started = time.perf_counter()
-        self._check_generation()
+        if (
+            self._index.generation != self._generation
+            or self._static.generation != self._static_generation
+        ):  # (`generation_moved`, written out: once per query off the fast path)
+            self._check_generation()
         stats = self.stats
         proto = "tcp" if tcp else "udp"
         try:
@@ -227,7 +231,8 @@ class DnsServer(FastPath):
         question = query.question
         routed = self.route(question.lname)
         zone = routed[0] if routed is not None else "."
-        stats.count_request(zone, proto, family, qtype_label(question.qtype), len(data))
+        label = _QTYPE_LABELS.get(question.qtype, "other")  # (qtype_label)
+        stats.count_request(zone, proto, family, label, len(data))
         if edns is not None and edns.do:
             stats.count_do_request(zone)
         if routed is None:
@@ -374,7 +379,8 @@ class DnsServer(FastPath):
             # cache plugin), so names asked once (unique or random names) cost no entry
             # and push none of the hot ones out; they stop at this one lookup.
             qwire = query.question_wire
-            if not self.cache.has_aging(query.edns is not None, qwire[:-4].lower() + qwire[-4:-2]):
+            aging = self.cache.aging[query.edns is not None]  # (an aging entry, maybe expired)
+            if not aging or qwire[:-4].lower() + qwire[-4:-2] not in aging:
                 return
         if query.qclass != CLASS_IN or request.question is not query.question:
             return  # the key has no class; a rewritten question is not the client's

@@ -960,7 +960,8 @@ class _Exchange:
         self._done = done
         self._future = future
         self._key = wire.question_key(parsed)
-        self._ups = fwd._list()
+        ups = fwd._ups
+        self._ups = ups if len(ups) < 2 else fwd._list()  # (one upstream: no call)
         self._index = 0
         self._down = 0
         self._tries = 0
