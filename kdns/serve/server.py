@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from kdns.dns.message import LayoutError, parse_layout
 from kdns.dns.records import Rcode, Reply, RType
@@ -64,6 +64,7 @@ _QTYPE_LABELS = {int(t): t.name for t in RType}
 # our payload, ext-rcode, version 0, DO (copied from the query), no options.
 _OUR_OPT = b"\x00\x00\x29" + EDNS_PAYLOAD.to_bytes(2, "big")
 _OPT_SIZE = 11
+_ROUTES_KEPT: Final = 4096  # parents whose route `route` remembers, at most
 
 
 def qtype_label(qtype: int) -> str:
@@ -131,6 +132,7 @@ class DnsServer(FastPath):
             for zone in block.zones:
                 by_zone[zone] = block
         self._blocks = by_zone
+        self._routes: dict[str, tuple[str, Block] | None] = {}  # (see `route`)
         # Parents of the zones: a name directly below one may be a zone of its own, so a
         # template for its siblings could answer for another block.
         self._zone_parents = {zone.split(".", 1)[1] or "." for zone in by_zone if zone != "."}
@@ -148,7 +150,26 @@ class DnsServer(FastPath):
         self.fold(self.stats)
 
     def route(self, lname: str) -> tuple[str, Block] | None:
-        """The block whose zone is the longest suffix of `lname` (lower-case, absolute)."""
+        """The block whose zone is the longest suffix of `lname` (lower-case, absolute).
+        Below the name itself, the answer is its parent's, remembered (a bounded map,
+        cleared with the blocks): unique names under one parent cost two lookups."""
+        block = self._blocks.get(lname)
+        if block is not None:
+            return lname, block
+        if lname == ".":
+            return None
+        parent = lname.split(".", 1)[1] or "."
+        routes = self._routes
+        try:
+            return routes[parent]
+        except KeyError:
+            pass
+        found = routes[parent] = self._walk(parent)
+        if len(routes) > _ROUTES_KEPT:
+            routes.clear()
+        return found
+
+    def _walk(self, lname: str) -> tuple[str, Block] | None:
         blocks = self._blocks
         name = lname
         while True:

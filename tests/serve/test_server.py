@@ -357,6 +357,36 @@ def test_static_zone_routing() -> None:
     assert stats.responses == {("example.org.", "NXDOMAIN"): 1}
 
 
+def _longest_zone(lname: str, zones: set[str]) -> str | None:
+    """The spec of routing, test-side: the longest zone that is `lname` or a suffix of it
+    at a label boundary."""
+    found = [z for z in zones if z == "." or lname == z or lname.endswith("." + z)]
+    return max(found, key=len) if found else None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["a", "b", "x", "svc", "local"]), min_size=1, max_size=4),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_route_is_the_longest_zone_suffix_across_reloads(names: list[list[str]]) -> None:
+    # `route` remembers a name's parent's answer; a reload (set_blocks) must forget it.
+    handler, _ = make_handler()
+    lnames = [".".join(labels) + "." for labels in names]
+    layouts = [{"b.a.", "a.", "local."}, {"x.b.a.", "svc.local."}, {".", "b."}]
+    for zones in layouts:
+        blocks = [Block(zones=(z,), chain=link([Plugin()]), plugins=[]) for z in sorted(zones)]
+        handler.set_blocks(blocks)
+        for _ in range(2):  # the second pass reads what the first remembered
+            for lname in lnames:
+                routed = handler.route(lname)
+                want = _longest_zone(lname, zones)
+                assert (routed[0] if routed is not None else None) == want, (lname, zones)
+
+
 # ---- hostile input -------------------------------------------------------------------------
 
 
