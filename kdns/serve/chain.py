@@ -26,7 +26,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from kdns.dns.records import Question, Rcode, Reply
 from kdns.dns.wire import EDNS_PAYLOAD, Query
@@ -162,6 +162,11 @@ class Response:
 Result = Response | Awaitable[Response]
 
 
+# The base class's methods, called directly on the hot path (`super()` costs a lookup).
+_future_init: Final = asyncio.Future.__init__
+_future_set_result: Final = asyncio.Future.set_result
+
+
 class Staged(asyncio.Future[Any]):
     """A Future whose result passes through `stages` (functions, in the order added) when
     it is set: the plugins that wrap a forwarded query (`then`) and the server's encoding
@@ -179,7 +184,7 @@ class Staged(asyncio.Future[Any]):
     __slots__ = ("fallback", "sink", "stages")
 
     def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
+        _future_init(self, loop=loop)
         self.stages: list[Callable[[Any], Any]] = []
         self.fallback: Callable[[Exception], Any] | None = None
         self.sink: Callable[[Staged, Any], None] | None = None
@@ -195,7 +200,7 @@ class Staged(asyncio.Future[Any]):
                 super().set_exception(exc)
                 return
             result = self.fallback(exc)
-        super().set_result(result)
+        _future_set_result(self, result)  # (not super(): once per forwarded query)
         sink = self.sink
         if sink is not None:
             try:  # (`_sink` written out: once per forwarded query)
