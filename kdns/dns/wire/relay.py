@@ -100,7 +100,7 @@ class ReplyScan:
     answer_count: int
     ttl_offsets: tuple[int, ...]  # as `ttl_offsets`
     min_ttl: int | None  # over every record but the OPT, in every section
-    max_ttl: int  # the largest TTL field as sent (0 without records; > 2**31 if one is "negative")
+    max_ttl: int  # the largest TTL field as sent (0 without records; >= 2**31 if one is "negative")
     soa_negative_ttl: int | None  # min(SOA TTL, SOA MINIMUM) of authority SOAs (RFC 2308 §5)
 
 
