@@ -337,18 +337,20 @@ class CachePlugin(Plugin):
         """Keep a relayed reply if it may be kept; serve it with TTLs capped as cached."""
         kept = self._keep(key, lname, response, refresh=False)
         if kept is not None:
-            response.wire = kept[_REPLY]
+            entry, offsets = kept
+            response.wire = entry[_REPLY]
             if self._fast:
                 response.cacheable = True
-                response.expires = kept[_STORED] + kept[_TTL]
-                response.ttl_offsets = (kept[_REPLY], _offsets(kept[_OFFSETS]))
+                response.expires = entry[_STORED] + entry[_TTL]
+                response.ttl_offsets = (entry[_REPLY], offsets)
         return response
 
     def _keep(
         self, key: CacheKey, lname: str, response: Response, *, refresh: bool
-    ) -> _Entry | None:
-        """Store `response` under `key`; the entry, or None if it may not be kept. A
-        serve_stale refresh keeps only a complete NOERROR or NXDOMAIN reply (RFC 8767 §4)."""
+    ) -> tuple[_Entry, tuple[int, ...]] | None:
+        """Store `response` under `key`; the entry and its TTL offsets (as found, not
+        unpacked again), or None if it may not be kept. A serve_stale refresh keeps only a
+        complete NOERROR or NXDOMAIN reply (RFC 8767 §4)."""
         reply = response.wire
         if reply is None or response.error is not None:
             return None
@@ -364,7 +366,7 @@ class CachePlugin(Plugin):
         if refresh and rcode not in (Rcode.NOERROR, Rcode.NXDOMAIN):
             return None
         if rcode == Rcode.NOERROR and scan.answer_count:
-            if config.disable_success is not None and self._disabled(lname, config.disable_success):
+            if self._disabled(lname, config.disable_success):
                 return None
             store, kind = self.success, SUCCESS
             # CoreDNS: the smallest TTL of every record (answer, authority, additional).
@@ -384,24 +386,17 @@ class CachePlugin(Plugin):
             return None
         if ttl <= 0:
             return None
-        # Every TTL capped at the entry's (CoreDNS): as sent when none is above it, all
-        # `ttl` when none is below it (min_ttl is 0 if one was "negative").
-        if scan.max_ttl <= ttl:
-            capped = reply
-        elif scan.min_ttl is not None and scan.min_ttl >= ttl:
-            capped = wire.set_ttls(reply, ttl, scan.ttl_offsets)
-        else:
-            capped = wire.rewrite_ttls(reply, 0, cap=ttl, offsets=scan.ttl_offsets)
+        capped = wire.cap_ttls(reply, ttl, scan)  # every TTL capped at the entry's (CoreDNS)
         entry: _Entry = (capped, self.clock(), ttl, _packed(scan.ttl_offsets), kind, rcode)
         store.put(key, entry)
         if kind == SUCCESS:
-            self.denial.entries.pop(key, None)  # the newest state of the name
+            self.denial.pop(key)  # the newest state of the name
         self._stores += 1
         if self._stores >= _COLLECT_EVERY:
             self._stores = 0
             if gc.isenabled():
                 gc.collect(0)
-        return entry
+        return entry, scan.ttl_offsets
 
     def _disabled(self, lname: str, zones: tuple[str, ...] | None) -> bool:
         if zones is None:
@@ -444,7 +439,8 @@ class CachePlugin(Plugin):
         try:
             result = self.next.serve(request)
             response = result if isinstance(result, Response) else await result
-            fresh = self._keep(key, request.question.lname, response, refresh=stale)
+            kept = self._keep(key, request.question.lname, response, refresh=stale)
+            fresh = kept[0] if kept is not None else None
         except Exception as exc:  # a refresh must never take the server down
             log.warning("cache: refreshing %s failed: %r", request.question.lname, exc)
         finally:

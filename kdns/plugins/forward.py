@@ -26,12 +26,11 @@ class ForwardPlugin(Plugin):
         self.config = config
         self.forwarder = Forwarder.from_config(config, stats=stats)
         self._from = config.from_zone
-        self._everywhere = config.from_zone == "."
         self._except = config.except_zones
 
     def serve(self, request: Request) -> Result:
         lname = request.question.lname
-        if (not self._everywhere and not in_zone(lname, self._from)) or (
+        if not in_zone(lname, self._from) or (
             self._except and lname != self._from and any(in_zone(lname, z) for z in self._except)
         ):
             return self.next.serve(request)

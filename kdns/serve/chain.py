@@ -201,12 +201,8 @@ class Staged(asyncio.Future[Any]):
                 return
             result = self.fallback(exc)
         _future_set_result(self, result)  # (not super(): once per forwarded query)
-        sink = self.sink
-        if sink is not None:
-            try:  # (`_sink` written out: once per forwarded query)
-                sink(self, result)
-            except Exception as exc:  # (a bug in the sink: this query's reply is lost)
-                log.error("delivering a reply to its client failed: %r", exc)
+        if self.sink is not None:
+            self._sink(result)
 
     def set_exception(self, exception: type | BaseException) -> None:
         if self.fallback is not None and isinstance(exception, Exception) and not self.done():

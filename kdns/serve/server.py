@@ -230,11 +230,7 @@ class DnsServer(FastPath):
         raw_client: bytes | None = None,
     ) -> HandleResult:
         started = time.perf_counter()
-        if (
-            self._index.generation != self._generation
-            or self._static.generation != self._static_generation
-        ):  # (`generation_moved`, written out: once per query off the fast path)
-            self._check_generation()
+        self._check_generation()
         stats = self.stats
         proto = "tcp" if tcp else "udp"
         try:
@@ -252,8 +248,7 @@ class DnsServer(FastPath):
         question = query.question
         routed = self.route(question.lname)
         zone = routed[0] if routed is not None else "."
-        label = _QTYPE_LABELS.get(question.qtype, "other")  # (qtype_label)
-        stats.count_request(zone, proto, family, label, len(data))
+        stats.count_request(zone, proto, family, qtype_label(question.qtype), len(data))
         if edns is not None and edns.do:
             stats.count_do_request(zone)
         if routed is None:

@@ -380,12 +380,7 @@ class _UdpSocket:
             logger.debug("ignored a UDP reply from %s that matches no query", self.label)
             return
         del self.pending[qid]
-        # (_settle written out: once per forwarded query)
-        if not waiting.done:
-            waiting.done = True
-            if waiting.timeouts is not None:
-                waiting.timeouts.remove(waiting)
-            waiting.on_result(data)
+        _settle(waiting, data)
 
     def expire(self, pending: _Pending, why: str) -> None:
         if self.pending.get(pending.qid) is pending:
@@ -960,8 +955,7 @@ class _Exchange:
         self._done = done
         self._future = future
         self._key = wire.question_key(parsed)
-        ups = fwd._ups
-        self._ups = ups if len(ups) < 2 else fwd._list()  # (one upstream: no call)
+        self._ups = fwd._list()
         self._index = 0
         self._down = 0
         self._tries = 0
@@ -1044,11 +1038,7 @@ class _Exchange:
         fwd.stats.observe_proxy(
             up.label, _RCODES[reply[3] & 0xF], self._loop.time() - self._started
         )
-        # `_finish` and `wire.with_id` written out (once per forwarded query).
-        fwd._inflight -= 1
-        future = self._future
-        if not future.done():
-            future.set_result(self._done(self._parsed.id.to_bytes(2, "big") + reply[2:], up.label))
+        self._finish(wire.with_id(reply, self._parsed.id), up.label)
 
     def _failed(self, error: UpstreamError) -> None:
         """This try failed: the next one, if any is left."""

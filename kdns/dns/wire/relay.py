@@ -190,11 +190,17 @@ def rewrite_ttls(
     return bytes(out)
 
 
-def set_ttls(reply: bytes, ttl: int, offsets: Sequence[int]) -> bytes:
-    """`reply` with the TTL field at each of `offsets` (ascending, from `ttl_offsets`) set
-    to `ttl`: `rewrite_ttls(reply, 0, cap=ttl)` when no record's TTL is below `ttl`, the
-    forward cache's common case (the cap below every TTL the upstream sent), in one join."""
-    field = ttl.to_bytes(4, "big")
+def cap_ttls(reply: bytes, cap: int, scan: ReplyScan) -> bytes:
+    """`rewrite_ttls(reply, 0, cap=cap)` for a reply read by `scan_reply`, cheaper where the
+    scan tells: `reply` itself when no TTL is above `cap`; every field set to `cap` in one
+    join when none is below it (the forward cache's common case, a cap under every TTL the
+    upstream sent; a "negative" TTL counts as 0, so it is never this case)."""
+    if scan.max_ttl <= cap:
+        return reply
+    offsets = scan.ttl_offsets
+    if scan.min_ttl is None or scan.min_ttl < cap:
+        return rewrite_ttls(reply, 0, cap=cap, offsets=offsets)
+    field = cap.to_bytes(4, "big")
     parts = []
     prev = 0
     for offset in offsets:
