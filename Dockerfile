@@ -22,13 +22,19 @@
 # deploy/kind/swap-coredns.sh builds it where Docker runs.
 
 # ---- build: turn the source tree into wheels (kdns and its runtime dependencies only) ----
+# kdns's wheel carries the hot modules compiled with mypyc (kdns/native.py, setup.py), so
+# this stage needs a C compiler and mypy; the run stage needs neither.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # README.md* : pyproject names README.md as the long description; copy it when present.
-COPY pyproject.toml README.md* ./
+COPY pyproject.toml setup.py README.md* ./
 COPY kdns ./kdns
-RUN pip wheel --wheel-dir /wheels .
+RUN pip install 'setuptools>=77' 'mypy>=1.11' \
+ && KDNS_COMPILE=1 pip wheel --no-build-isolation --wheel-dir /wheels .
 
 # ---- run ----
 FROM python:3.11-slim

@@ -12,13 +12,23 @@ UPSTREAM ?= none
 
 .PHONY: setup tools run test check lint typecheck pytest bench bench-smoke fuzz clean
 
-setup: $(STAMP)
+# The hot modules listed in kdns/native.py, compiled with mypyc beside their sources; rebuilt
+# when one of them changes (kdns imports the sources until then).
+NATIVE_SRC := $(shell sed -n 's/^    "\(kdns\.[a-z_.]*\)",$$/\1/p' kdns/native.py | sed 's|\.|/|g; s|$$|.py|')
+NATIVE := kdns/native.digest
+
+setup: $(STAMP) $(NATIVE)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+$(NATIVE): $(STAMP) setup.py kdns/native.py $(NATIVE_SRC)
+	KDNS_COMPILE=1 $(BIN)/python setup.py -q build_ext --inplace > build-native.log 2>&1 \
+	    || { tail -30 build-native.log >&2; echo "make: compiling kdns/native.py's modules failed (build-native.log)" >&2; exit 1; }
+	@echo "compiled $(words $(NATIVE_SRC)) modules with mypyc (kdns/native.py)"
 
 tools:
 	./scripts/install-tools.sh
@@ -62,4 +72,5 @@ fuzz: setup
 	$(BIN)/python tests/fuzz/atheris_reply.py -max_total_time=$${FUZZ_SECONDS:-300}
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build build-native.log $(NATIVE)
+	find kdns -name '*.so' -delete; rm -f kdns__mypyc*.so

@@ -37,6 +37,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TypeVar
 
+import kdns
 from kdns.build import BuildError, Built, Context, build
 from kdns.cluster.index import Index
 from kdns.cluster.model import Event, IPAddress, Kind
@@ -50,6 +51,7 @@ from kdns.config.model import (
     ReloadConfig,
 )
 from kdns.config.settings import HostPort, PodMode, Settings
+from kdns.native import compiled_modules
 from kdns.observe.http import HttpServers, QueryRoute
 from kdns.observe.metrics import HEALTH_BUCKETS, build_registry, server_label
 from kdns.observe.stats import Histogram, Stats, snapshot
@@ -373,6 +375,11 @@ class App:
             self.stats.flushers.append(self._fold_rrl)
         for addr, blocks in self.built.listeners.items():
             self.listeners[addr] = await self._listen(addr, blocks)
+        compiled = compiled_modules()
+        if compiled:
+            log.info("running %d hot modules compiled with mypyc (kdns/native.py)", len(compiled))
+        else:
+            log.info("running the Python sources only: %s", kdns.PURE_REASON or "none compiled")
         for listener in self.listeners.values():
             log.info(
                 "listening for DNS on %s (udp+tcp), zones %s, worker %d, pid %d",

@@ -498,6 +498,8 @@ def test_dockerfile_runs_kdns_as_non_root_with_a_healthcheck() -> None:
     run = " ".join(rest for word, rest in final if word == "RUN")
     assert "cap_net_bind_service=+ep" in run
     assert "[dev]" not in run
+    build = " ".join(rest for word, rest in steps[: len(steps) - len(final)] if word == "RUN")
+    assert "KDNS_COMPILE=1 pip wheel" in build  # the wheel carries the compiled modules
 
 
 def test_dockerignore_keeps_the_build_context_to_the_package() -> None:
@@ -505,6 +507,8 @@ def test_dockerignore_keeps_the_build_context_to_the_package() -> None:
     assert lines[lines.index("*")] == "*"
     assert "!kdns/" in lines
     assert "!pyproject.toml" in lines
+    assert "!setup.py" in lines  # it builds the compiled modules (kdns/native.py)
+    assert "**/*.so" in lines  # and the image compiles its own, never a local build
 
 
 @pytest.mark.parametrize("script", ["swap-coredns.sh", "restore-coredns.sh", "try-in-kind.sh"])

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from ipaddress import ip_address
 from typing import TypeVar
 
 from kdns.build import Context, build
 from kdns.cluster.index import Index
-from kdns.config.model import PLUGIN_ORDER, Config, ForwardConfig, KubernetesConfig
+from kdns.config.model import PLUGIN_ORDER, Config, ForwardConfig, KubernetesConfig, Upstream
 from kdns.dns import wire
 from kdns.dns.records import RType
 from kdns.explain.analyze import BlockInfo, ExplainView, Filter, Traced, analyze
@@ -88,12 +88,15 @@ def question_for(name: str, qtype: str | None) -> tuple[str, int]:
     return absolute, parse_type(qtype) if qtype else int(RType.A)
 
 
-@dataclass(slots=True)
 class _NotAsked(Forwarder):
     """Offline: notes the names the `forward` plugin would send and sends nothing (the
-    plugin then answers as when no upstream answers)."""
+    plugin then answers as when no upstream answers). A plain subclass, not a dataclass:
+    Forwarder may be compiled (kdns/native.py), and its fields are set by its own
+    `__init__`."""
 
-    names: list[str] = field(default_factory=list)
+    def __init__(self, upstreams: Sequence[Upstream], *, stats: Stats) -> None:
+        super().__init__(upstreams, stats=stats)
+        self.names: list[str] = []
 
     def forward(
         self,

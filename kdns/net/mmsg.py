@@ -38,7 +38,7 @@ import mmap
 import os
 import socket
 import sys
-from typing import Any, cast
+from typing import Any
 
 _IOVEC = 16
 _SEND_IOV = 2 * _IOVEC  # per sent message: the ID, then the reply
@@ -109,6 +109,11 @@ def _address(buf: bytearray | mmap.mmap) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buf))
 
 
+# A socket address as `recvfrom` gives it: (host, port) for IPv4, (host, port, flowinfo,
+# scope_id) for IPv6. (Spelled out, not `tuple[str, int]`: compiled code checks it.)
+SockAddr = tuple[str, int] | tuple[str, int, int, int]
+
+
 class Peer:
     """The sender of the datagram in one receive slot, decoded only when asked.
 
@@ -128,12 +133,12 @@ class Peer:
         sending to it later with `Outbox`."""
         return bytes(self._names[self._offset : self._offset + (28 if self._v6 else 16)])
 
-    def address(self) -> tuple[str, int]:
+    def address(self) -> SockAddr:
         """As `socket.recvfrom` gives it: (host, port), plus flow info and scope for IPv6."""
         return decode_address(self.raw())
 
 
-def decode_address(raw: bytes) -> tuple[str, int]:
+def decode_address(raw: bytes) -> SockAddr:
     """A raw sockaddr_in or sockaddr_in6 (by its length) as `socket.recvfrom` gives it."""
     port = raw[2] << 8 | raw[3]
     if len(raw) < 28:
@@ -141,7 +146,7 @@ def decode_address(raw: bytes) -> tuple[str, int]:
     host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
     flow = int.from_bytes(raw[4:8], "big")
     scope = int.from_bytes(raw[24:28], sys.byteorder)
-    return cast(tuple[str, int], (host, port, flow, scope))
+    return host, port, flow, scope
 
 
 class Batch:

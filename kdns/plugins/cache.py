@@ -90,6 +90,8 @@ DENIAL = "denial"
 # the entry outlived that first pass (the collector looks at it before the inner tuple)
 # and reached the older generations, whose full passes then walked every entry.
 _Entry = tuple[bytes, float, int, bytes, str, int]
+# Entries are compared by value (==), never by identity: compiled (kdns/native.py), a tuple
+# of this fixed shape is unpacked into its fields and packed again into a new object.
 _REPLY: Final = 0
 _STORED: Final = 1
 _TTL: Final = 2
@@ -316,7 +318,7 @@ class CachePlugin(Plugin):
 
     def _state(self, key: CacheKey, entry: _Entry) -> _State:
         state = self._states.get(key)
-        if state is None or state.entry is not entry:
+        if state is None or state.entry != entry:
             state = self._states[key] = _State(entry)
             if len(self._states) > self._state_limit:
                 self._prune_states()
@@ -328,7 +330,7 @@ class CachePlugin(Plugin):
         self._states = {
             key: state
             for key, state in self._states.items()
-            if state.refreshing or any(s.get(key) is state.entry for s in stores)
+            if state.refreshing or any(s.get(key) == state.entry for s in stores)
         }
 
     # - storing -
@@ -407,7 +409,7 @@ class CachePlugin(Plugin):
 
     def _may_refresh(self, key: CacheKey, entry: _Entry, now: float, *, stale: bool) -> bool:
         state = self._states.get(key)
-        if state is None or state.entry is not entry:
+        if state is None or state.entry != entry:
             return True
         if state.refreshing:
             return False

@@ -20,6 +20,7 @@ when (`expires`, for a forward cache reply) and for which other names it holds
 
 from __future__ import annotations
 
+import _asyncio  # noqa: F401  (mypyc: `Staged`'s base, asyncio.Future, is defined here)
 import asyncio
 import functools
 import itertools
@@ -28,9 +29,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
+from mypy_extensions import mypyc_attr
+
 from kdns.dns.records import Question, Rcode, Reply
 from kdns.dns.wire import EDNS_PAYLOAD, Query
-from kdns.net.mmsg import decode_address
+from kdns.net.mmsg import SockAddr, decode_address
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,7 @@ class Request:
         max_size: int,
         zone: str,
         server: str = "",
-        client: tuple[str, int] | None = None,
+        client: SockAddr | None = None,
         raw_client: bytes | None = None,
     ) -> None:
         # (Positional arguments are allowed for the server, which makes one per query off
@@ -93,7 +96,7 @@ class Request:
         self.after: list[Callable[[bytes], None]] | None = None
 
     @property
-    def client(self) -> tuple[str, int] | None:
+    def client(self) -> SockAddr | None:
         if self._client is None and self._raw_client is not None:
             self._client = decode_address(self._raw_client)
         return self._client
@@ -167,6 +170,7 @@ _future_init: Final = asyncio.Future.__init__
 _future_set_result: Final = asyncio.Future.set_result
 
 
+@mypyc_attr(native_class=False)  # (a compiled class cannot derive from Future)
 class Staged(asyncio.Future[Any]):
     """A Future whose result passes through `stages` (functions, in the order added) when
     it is set: the plugins that wrap a forwarded query (`then`) and the server's encoding
@@ -272,6 +276,7 @@ async def _then(pending: Awaitable[Response], fn: Callable[[Response], Response]
     return fn(await pending)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # most plugins are not compiled
 class Plugin:
     """Base of every plugin in a chain. `next` is set when the chain is built."""
 

@@ -41,7 +41,7 @@ from kdns.dns.wire import (
     rcode_name,
     ttl_offsets,
 )
-from kdns.net.mmsg import Peer
+from kdns.net.mmsg import Peer, SockAddr
 from kdns.observe.stats import Stats
 from kdns.serve.chain import Generation, Plugin, Request, Response, Staged
 from kdns.serve.fastpath import (
@@ -224,7 +224,7 @@ class DnsServer(FastPath):
         data: bytes,
         tcp: bool,
         family: str,
-        client: tuple[str, int] | None,
+        client: SockAddr | None,
         seen: list[Response] | None = None,
         *,
         raw_client: bytes | None = None,

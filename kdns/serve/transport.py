@@ -27,14 +27,14 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 from kdns.net import mmsg
-from kdns.net.mmsg import Peer
+from kdns.net.mmsg import Peer, SockAddr
 from kdns.serve.chain import Staged
 from kdns.serve.rrl import RateLimiter
 
 log = logging.getLogger(__name__)
 
 HandleResult = bytes | None | Awaitable[bytes | None]
-Client = tuple[str, int] | Peer | None
+Client = SockAddr | Peer | None
 """Who asked: (host, port), a `Peer` to decode only if needed (batched UDP), or None."""
 
 
@@ -312,7 +312,7 @@ class UdpServer:
         if self._observe is not None:
             self._observe(n, time.perf_counter() - started)
 
-    def _send_one(self, reply: bytes, addr: tuple[str, int]) -> None:
+    def _send_one(self, reply: bytes, addr: SockAddr) -> None:
         try:
             self.sock.sendto(reply, addr)
         except OSError as exc:
@@ -356,17 +356,17 @@ class UdpServer:
         if self._observe is not None and n > 0:
             self._observe(n, time.perf_counter() - started)
 
-    def _spawn(self, pending: Awaitable[bytes | None], client: tuple[str, int] | Peer) -> None:
+    def _spawn(self, pending: Awaitable[bytes | None], client: SockAddr | Peer) -> None:
         """Send the reply when `pending` completes, to `client` (a `Peer` is kept as its raw
         address: its slot is reused by the next batch)."""
         # The awaitable itself becomes the task (no wrapper coroutine), so a task cancelled
         # before it ran still closes it: nothing is left un-awaited at shutdown.
         task = asyncio.ensure_future(pending)
         self._tasks.add(task)
-        to: tuple[str, int] | bytes = client.raw() if isinstance(client, Peer) else client
+        to: SockAddr | bytes = client.raw() if isinstance(client, Peer) else client
         task.add_done_callback(functools.partial(self._finish, to))
 
-    def _finish(self, to: tuple[str, int] | bytes, task: asyncio.Future[bytes | None]) -> None:
+    def _finish(self, to: SockAddr | bytes, task: asyncio.Future[bytes | None]) -> None:
         self._tasks.discard(task)
         if task.cancelled():
             return
@@ -449,7 +449,7 @@ class _TcpConnection(asyncio.Protocol):
         self._message_started: float | None = None
         self.last_active = time.monotonic()
         self.family = "1"
-        self.peer: tuple[str, int] | None = None
+        self.peer: SockAddr | None = None
 
     @property
     def busy(self) -> bool:

@@ -49,6 +49,7 @@ answer logic, or send anywhere but the configured upstreams.
 from __future__ import annotations
 
 import asyncio
+import asyncio.protocols  # (mypyc: `_Stream`'s base is defined here)
 import contextlib
 import ipaddress
 import logging
@@ -60,6 +61,8 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar, cast
+
+from mypy_extensions import mypyc_attr
 
 from kdns.config.model import ForwardConfig, ForwardPolicy, TlsFiles, Upstream
 from kdns.config.settings import HostPort
@@ -462,6 +465,7 @@ class _UdpPool:
 # --- TCP and TLS -------------------------------------------------------------------------
 
 
+@mypyc_attr(native_class=False)  # (a compiled class cannot derive from asyncio.Protocol)
 class _Stream(asyncio.Protocol):
     """One TCP or TLS connection to an upstream with pipelined queries (RFC 7766 §6.2.1.1):
     2-octet length framing, replies matched by ID and question in any order."""
@@ -609,6 +613,7 @@ class _Upstream:
         return self.upstream.addr
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (`kdns explain` offline subclasses it)
 @dataclass(slots=True)
 class Forwarder:
     """Asks upstreams for the `forward` plugin: `forward(query, parsed, tcp=, done=)`
@@ -1080,6 +1085,7 @@ def _family(host: str) -> socket.AddressFamily:
 # --- loop protection (CoreDNS `loop`) ------------------------------------------------
 
 
+@mypyc_attr(native_class=False)  # (a compiled class cannot derive from RuntimeError)
 class LoopError(RuntimeError):
     """Forwarding would send queries back to kdns itself; kdns must not start."""
 

@@ -43,7 +43,7 @@ class Stub:
     def __init__(self) -> None:
         self.calls: list[tuple[bytes, bool]] = []
         self.futures: dict[bytes, asyncio.Future[bytes | None]] = {}
-        self.clients: list[tuple[str, int] | None] = []
+        self.clients: list[mmsg.SockAddr | None] = []
 
     def handle(self, data: bytes, tcp: bool, family: str, client: Client = None) -> HandleResult:
         self.calls.append((data, tcp))
