@@ -38,6 +38,9 @@ def _ext_modules() -> list[Any]:
     # No digest until the build has succeeded (BuildExt): an older .so is never taken for
     # a build of these sources.
     (package / native.DIGEST_FILE).unlink(missing_ok=True)
+    # Nor is an extension left from an earlier build, of a module no longer compiled.
+    for old in package.rglob("*.so"):
+        old.unlink()
     return list(
         mypycify(
             ["--config-file", str(ROOT / "pyproject.toml"), "--ignore-missing-imports", *sources],

@@ -109,6 +109,12 @@ def _address(buf: bytearray | mmap.mmap) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buf))
 
 
+def remove_reader(loop: Any, fd: int) -> None:
+    """`loop.remove_reader(fd)`, whatever it returns: asyncio's says bool, uvloop's gives
+    None, and compiled code (kdns/native.py) would check an annotated bool."""
+    loop.remove_reader(fd)
+
+
 # A socket address as `recvfrom` gives it: (host, port) for IPv4, (host, port, flowinfo,
 # scope_id) for IPv6. (Spelled out, not `tuple[str, int]`: compiled code checks it.)
 SockAddr = tuple[str, int] | tuple[str, int, int, int]

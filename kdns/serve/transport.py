@@ -197,7 +197,7 @@ class UdpServer:
 
     def close(self) -> None:
         if self._loop is not None:
-            self._loop.remove_reader(self.sock.fileno())
+            mmsg.remove_reader(self._loop, self.sock.fileno())
             self._loop = None
         for task in list(self._tasks):
             task.cancel()

@@ -413,7 +413,7 @@ class _UdpSocket:
         self.closed = True
         self.fail_all("UDP: the forwarder closed")
         with contextlib.suppress(Exception):
-            self._loop.remove_reader(self.fd)
+            mmsg.remove_reader(self._loop, self.fd)
         self.sock.close()
 
 
