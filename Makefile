@@ -73,4 +73,4 @@ fuzz: setup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build build-native.log $(NATIVE)
-	find kdns -name '*.so' -delete; rm -f kdns__mypyc*.so
+	find kdns -name '*.so' -delete

@@ -71,8 +71,7 @@ def test_the_digest_covers_every_listed_module(tmp_path: Path) -> None:
 def test_kdns_pure_overrides_a_good_build(tmp_path: Path, value: str) -> None:
     package = package_copy(tmp_path)
     (package / native.DIGEST_FILE).write_text(native.digest(package) + "\n")
-    reason = native.why_pure(package, environ={native.PURE_ENV: value})
-    assert reason == f"{native.PURE_ENV}={value} is set"
+    assert native.why_pure(package, environ={native.PURE_ENV: value}) is not None
     assert native.why_pure(package, environ={native.PURE_ENV: "0"}) is None
 
 
@@ -81,14 +80,13 @@ def test_kdns_pure_imports_every_module_from_its_source() -> None:
     whether or not a compiled build is present."""
     code = (
         "import importlib, kdns, kdns.native as n\n"
-        "for m in n.COMPILED: importlib.import_module(m)\n"
-        "print(kdns.PURE_REASON); print(n.compiled_modules())\n"
+        "for m in n.COMPILED: print(importlib.import_module(m).__file__)\n"
     )
     env = {**os.environ, native.PURE_ENV: "1"}
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    assert out == [f"{native.PURE_ENV}=1 is set", "[]"]
+    assert out == [str(native.source_path(m)) for m in native.COMPILED]
 
 
 def _current_build() -> bool:
