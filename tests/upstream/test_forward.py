@@ -39,6 +39,7 @@ from kdns.upstream.forward import (
     _UdpSocket,
     check_self_forwarding,
 )
+from tests.e2e.kdns_process import free_port
 from tests.fakes.upstream import Answer, FakeUpstream, with_id
 from tests.plugins.canned import Canned
 from tests.serve.test_server import default_index
@@ -814,47 +815,59 @@ DNSMASQ = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if Path("/usr/sbin/dns
                                       else None)  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        return int(udp.getsockname()[1])
-
-
 @pytest.fixture
 def dnsmasq() -> Iterator[HostPort]:
+    """A real dnsmasq on 127.0.0.1. It binds the port over UDP and TCP, and a port the kernel
+    just handed out for one protocol can be taken for the other: if dnsmasq exits at start,
+    it is started again on another port (three tries), and its own error is in the failure."""
     if DNSMASQ is None:
         pytest.skip("dnsmasq is not installed")
-    port = free_port()
-    proc = subprocess.Popen(
-        [DNSMASQ, "--no-daemon", "--conf-file=/dev/null", f"--port={port}",
-         "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
-         "--pid-file=", "--user=root", "--address=/dnsmasq.test/192.0.2.7"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_listening(port)
-        yield HostPort("127.0.0.1", port)
-    finally:
-        proc.terminate()
-        proc.wait(5)
+    errors: list[str] = []
+    for _ in range(3):
+        port = free_port()
+        proc = subprocess.Popen(
+            [DNSMASQ, "--no-daemon", "--conf-file=/dev/null", f"--port={port}",
+             "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
+             "--pid-file=", "--user=root", "--address=/dnsmasq.test/192.0.2.7"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            if wait_listening(proc, port):
+                yield HostPort("127.0.0.1", port)
+                return
+            errors.append(f"port {port}: {proc_error(proc)}")
+        finally:
+            proc.terminate()
+            proc.wait(5)
+            assert proc.stderr is not None
+            proc.stderr.close()
+    pytest.fail("dnsmasq did not start: " + "; ".join(errors))
 
 
-def wait_listening(port: int, deadline_seconds: float = 15.0) -> None:
-    """Block until a DNS server answers on 127.0.0.1:`port` over UDP (a loaded CI box can
+def proc_error(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        return "running but not answering after 15s"
+    assert proc.stderr is not None
+    return f"exited {proc.returncode}: {proc.stderr.read().strip()[-300:]}"
+
+
+def wait_listening(proc: subprocess.Popen[str], port: int, deadline_seconds: float = 15.0) -> bool:
+    """Wait until a DNS server answers on 127.0.0.1:`port` over UDP (a loaded CI box can
     take seconds to start dnsmasq; asking through the forwarder meanwhile would mark the
-    upstream down and make the test about health checks instead)."""
+    upstream down and make the test about health checks instead). False if `proc` exits
+    or the deadline passes."""
     probe = DNSRecord.question("probe.dnsmasq.test.").pack()
     end = time.monotonic() + deadline_seconds
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.settimeout(0.2)
-        while time.monotonic() < end:
+        while time.monotonic() < end and proc.poll() is None:
             try:
                 udp.sendto(probe, ("127.0.0.1", port))
                 udp.recvfrom(4096)
-                return
+                return True
             except OSError:  # refused (not bound yet) or timed out
                 time.sleep(0.05)
-    pytest.fail(f"dnsmasq did not answer on 127.0.0.1:{port} within {deadline_seconds:.0f}s")
+    return False
 
 
 async def test_forwarding_to_a_real_dnsmasq(dnsmasq: HostPort) -> None:
