@@ -41,6 +41,7 @@ COMPILED: Final = (
     "kdns.serve.chain",
     "kdns.serve.fastpath",
     "kdns.serve.server",
+    "kdns.serve.transport",
     "kdns.upstream.forward",
 )
 DIGEST_FILE: Final = "native.digest"  # in the kdns package directory, written by setup.py

@@ -228,10 +228,12 @@ class Batch:
             return 0
         raise OSError(err, f"recvmmsg: {errno.errorcode.get(err, err)}")
 
-    def send(self, count: int) -> int:
+    def send(self, count: int, keep: list[bytes]) -> int:
         """Send replies 0..count-1 as laid out by the caller; returns how many went out. A
         reply the kernel refuses (a full buffer, an unreachable peer) is dropped, as UDP
-        may; the rest still go."""
+        may; the rest still go. `keep`: the objects the messages point into. Being an
+        argument keeps them alive until the call returns; a local the caller no longer reads
+        would not (compiled code releases a local after its last use)."""
         sent = pos = 0
         sendmmsg, base = self._sendmmsg, self._send_msgs_at
         while pos < count:

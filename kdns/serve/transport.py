@@ -15,6 +15,7 @@ DNS beyond framing (the optional response-rate limiter, `kdns.serve.rrl`, owns i
 from __future__ import annotations
 
 import asyncio
+import asyncio.protocols  # (mypyc: `_TcpConnection`'s base is defined here)
 import collections
 import functools
 import logging
@@ -25,6 +26,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, cast
+
+from mypy_extensions import mypyc_attr
 
 from kdns.net import mmsg
 from kdns.net.mmsg import Peer, SockAddr
@@ -306,7 +309,7 @@ class UdpServer:
             hold(reply)
             k += 1
         if k:
-            batch.send(k)
+            batch.send(k, sending)
             if moved < k:
                 batch.restore(moved, k)
         if self._observe is not None:
@@ -436,6 +439,7 @@ class TcpLimits:
     """Unread reply bytes per connection before reading from it pauses."""
 
 
+@mypyc_attr(native_class=False)  # (a compiled class cannot derive from asyncio.Protocol)
 class _TcpConnection(asyncio.Protocol):
     def __init__(self, server: TcpServer) -> None:
         self._server = server
