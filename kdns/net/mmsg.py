@@ -14,7 +14,8 @@ their replies come back through an `Inbox` (one `recvmmsg` per socket and wake-u
 Replies are not copied: each outgoing message is two pieces, the query's own ID (read in
 place from the receive buffer) and the reply bytes, pointed at where CPython keeps a bytes
 object's data (`id(obj)` + a fixed offset, found and checked at import; no batching where
-it cannot be). The transport keeps every such object referenced until `sendmmsg` returns.
+it cannot be). Every such object is passed to the call that sends it (`Batch.send`'s `keep`,
+`Outbox.send`'s lists), which keeps it referenced until `sendmmsg` returns.
 
 The structures are laid out by hand for LP64 Linux (x86-64, arm64: 8-byte pointers):
 
