@@ -873,6 +873,21 @@ def run_checks(
     return not diffs and all(o.ok for o in outcomes), report
 
 
+def without_results(argv: list[str]) -> list[str]:
+    """`argv` less `--results DIR`: the recorded command says what was measured, not where
+    one machine wrote it (results files are committed and read elsewhere)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--results":
+            skip = True
+        elif not arg.startswith("--results="):
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -979,10 +994,14 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(
-            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+            [Path(sys.argv[0]).name, *without_results(argv if argv is not None else sys.argv[1:])]
         ),
         "machine": box,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": {
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in vars(args).items()
+            if k != "results"  # (where this file was written: a path on one machine)
+        },
         "workload": {
             "services": args.services,
             "seed": args.seed,

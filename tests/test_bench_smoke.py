@@ -20,7 +20,14 @@ from pathlib import Path
 import pytest
 
 from bench import check, dnsclient, workload
-from bench.run_bench import Run, parse_dnsperf, parse_latency_line, percentile, ratios
+from bench.run_bench import (
+    Run,
+    parse_dnsperf,
+    parse_latency_line,
+    percentile,
+    ratios,
+    without_results,
+)
 from bench.workload import MIXES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -224,6 +231,20 @@ def _kdns_works() -> bool:
 
 @pytest.mark.e2e
 @pytest.mark.slow
+def test_the_recorded_command_leaves_out_where_the_results_were_written() -> None:
+    argv = ["--mode", "fixed", "--results", "/tmp/x", "-v", "--results=/tmp/y", "--rounds", "1"]
+    assert without_results(argv) == ["--mode", "fixed", "-v", "--rounds", "1"]
+
+
+def test_committed_results_name_no_path_of_the_machine_that_wrote_them() -> None:
+    # A clone has neither the author's checkout nor their /tmp: results files are read
+    # elsewhere, so a path in them points at nothing.
+    for path in sorted((REPO / "bench" / "results").iterdir()):
+        text = path.read_text(errors="replace")
+        for prefix in ("/tmp/", "/work/", "/root/", "../shared"):
+            assert prefix not in text, f"{path.name} names {prefix}"
+
+
 def test_smoke_every_mix_answers_equal_and_nothing_lost(tmp_path: Path) -> None:
     for tool in ("dnsperf", "nsd", "dnsmasq", "knotd", "unbound"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
