@@ -8,7 +8,8 @@ the `forward-unique` row's setup (1,000 Services, the Knot upstream on CPU 0, kd
 CPU 1, `taskset -c 0 dnsperf -c 8 -q 100`, every name new) for the base build and this
 checkout in turn, one run each per round, and prints per run: queries/s, lost, CPU per
 1,000 queries (user and system, from /proc), p50/p99 (`dnsperf -v`) and the box's steal.
-`--rate 0` is full load; any other rate is dnsperf's `-Q`.
+`--rate 0` is full load; any other rate is dnsperf's `-Q`. `--workload forward-hits` runs
+that row's setup instead (1,000 external names, cache hits after a warm-up).
 """
 
 from __future__ import annotations
@@ -27,17 +28,11 @@ from bench import servers, workload
 from bench.run_bench import parse_dnsperf, parse_latency_line, percentile
 from bench.servers import HOST, Server
 
-CLK_TCK = servers.CLK_TCK
-
 
 def user_system(server: Server) -> tuple[float, float]:
-    """CPU seconds (user, system) of the server's processes, from /proc/PID/stat."""
-    user = system = 0.0
-    for pid in server.pids():
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        user += int(fields[11]) / CLK_TCK
-        system += int(fields[12]) / CLK_TCK
-    return user, system
+    """CPU seconds (user, system) of the server's processes."""
+    times = [servers.cpu_times(pid) for pid in server.pids()]
+    return sum(t[0] for t in times), sum(t[1] for t in times)
 
 
 def one_run(
@@ -51,6 +46,7 @@ def one_run(
     seconds: int,
     tag: str,
     wl: workload.Workload,
+    names: str,
 ) -> str:
     port = servers.free_port()
     argv = servers.kdns_argv(
@@ -60,9 +56,14 @@ def one_run(
     server.start()
     try:
         server.wait_ready(name=wl.services[0].fqdn)
-        lines = max(rate, 40_000) * seconds * 2
-        queries = work / f"q-{tag}.txt"
-        workload.write_unique_queries(queries, "forward-unique", lines=lines, tag=tag, workload=wl)
+        if names == "forward-hits":
+            queries = files.hits_queries
+            warm = ["dnsperf", "-s", HOST, "-p", str(port), "-d", str(queries), "-l", "2"]
+            subprocess.run(warm, capture_output=True, check=True)  # fills the forward cache
+        else:
+            lines = max(rate, 40_000) * seconds * 2
+            queries = work / f"q-{tag}.txt"
+            workload.write_unique_queries(queries, names, lines=lines, tag=tag, workload=wl)
         cmd = [
             "taskset",
             "-c",
@@ -94,7 +95,8 @@ def one_run(
             "d", sorted(v for v in map(parse_latency_line, out.splitlines()) if v is not None)
         )
         per_k = 1_000_000 / max(1, stats["completed"])  # ms per 1,000 queries, from seconds
-        queries.unlink()
+        if names != "forward-hits":
+            queries.unlink()
         return (
             f"{label:5s} {stats['qps']:9,.0f} q/s  lost {stats['lost']:<5d} "
             f"CPU ms/1k q: user {(u1 - u0) * per_k:5.1f} sys {(s1 - s0) * per_k:5.1f}  "
@@ -111,6 +113,12 @@ def main() -> None:
     p.add_argument("--rate", type=int, action="append", help="0 = full load (repeatable)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=8)
+    p.add_argument(
+        "--workload",
+        choices=("forward-unique", "forward-hits"),
+        default="forward-unique",
+        help="forward-hits: 1,000 names, after a 2 s warm-up that fills the forward cache",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     trees = (("base", args.base.resolve()), ("this", servers.REPO))
@@ -138,6 +146,7 @@ def main() -> None:
                                 seconds=args.seconds,
                                 tag=tag,
                                 wl=wl,
+                                names=args.workload,
                             ),
                             flush=True,
                         )

@@ -84,6 +84,7 @@ class Run:
     upstream_cpu_pct: float | None = None  # forwarding rows: the local upstream's CPU
     query_lines: int | None = None  # unique-name rows: lines in this run's own file
     names_repeated: bool = False  # dnsperf sent more than query_lines: names came round again
+    kernel_ms_per_1k: float | None = None  # the part of cpu_ms_per_1k that is system time
 
 
 # ---------------------------------------------------------------- dnsperf
@@ -279,8 +280,10 @@ class Bench:
         *,
         seconds: float,
         verbose: bool = False,
-    ) -> tuple[dict[str, Any], float, float, float, float, float | None, array[float]]:
-        """One dnsperf run: (stats, server CPU s, wall s, foreign CPU s, steal s,
+    ) -> tuple[
+        dict[str, Any], tuple[float, float], float, float, float, float | None, array[float]
+    ]:
+        """One dnsperf run: (stats, server CPU s (all, system), wall s, foreign CPU s, steal s,
         upstream CPU s or None, latencies)."""
         argv = [servers.BINARIES["dnsperf"], "-s", HOST, "-p", str(server.port)]
         argv += ["-d", str(datafile), "-l", f"{seconds:g}", *plan.dnsperf_args]
@@ -293,6 +296,7 @@ class Bench:
         steal0 = servers.steal_seconds()
         up0 = upstream.cpu() if upstream else 0.0
         cpu0, all0, t0 = server.cpu(), servers.all_cpu(), time.monotonic()
+        kernel0 = server.kernel_cpu()
         self.dnsperf = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -309,12 +313,13 @@ class Bench:
         self.dnsperf.wait(timeout=seconds + 60)
         wall = time.monotonic() - t0
         cpu = server.cpu() - cpu0
+        kernel = server.kernel_cpu() - kernel0
         up_cpu = upstream.cpu() - up0 if upstream else None
         foreign = servers.foreign_cpu(all0, servers.all_cpu(), ours | {self.dnsperf.pid})
         steal = servers.steal_seconds() - steal0
         self.dnsperf = None
         stats = parse_dnsperf("".join(tail))
-        return stats, cpu, wall, foreign, steal, up_cpu, latencies
+        return stats, (cpu, kernel), wall, foreign, steal, up_cpu, latencies
 
     def measure(
         self,
@@ -331,7 +336,7 @@ class Bench:
             others = {p for s in self.running for p in s.pids()} | {os.getpid()}
             if self.args.quiet_wait > 0 and round_no >= 0:  # not before a warm-up
                 self.wait_quiet(others)
-            stats, cpu, wall, foreign, steal, up_cpu, lat = self.dnsperf_run(
+            stats, (cpu, kernel), wall, foreign, steal, up_cpu, lat = self.dnsperf_run(
                 server, plan, datafile, seconds=seconds, verbose=verbose
             )
         finally:
@@ -359,6 +364,7 @@ class Bench:
             upstream_cpu_pct=None if up_cpu is None else round(100.0 * up_cpu / wall, 1),
             query_lines=lines,
             names_repeated=lines is not None and stats["sent"] > lines,
+            kernel_ms_per_1k=round(1e6 * kernel / max(1, stats["completed"]), 4),
         )
         if verbose and lat:
             srt = array("d", sorted(lat))
@@ -418,10 +424,11 @@ class Bench:
         if run.names_repeated:
             flag += " NAMES-REPEATED"
         up = "" if run.upstream_cpu_pct is None else f" upstream {run.upstream_cpu_pct:.0f}%"
+        kernel = _num(run.kernel_ms_per_1k, ".2f")
         print(
             f"  {run.workload:<17} {run.mode:<6} {kind:<12} {run.server:<10}"
             f" {run.qps:>10,.0f} qps  lost {run.lost:<5} avg {run.avg_ms:.3f} ms{pct}"
-            f"  cpu {run.cpu_pct:5.1f}%{up}  {run.cpu_ms_per_1k:.2f} ms/1k"
+            f"  cpu {run.cpu_pct:5.1f}%{up}  {run.cpu_ms_per_1k:.2f} ms/1k (kernel {kernel})"
             f"  rss {run.rss_kb / 1024:.1f} MB"
             f"  foreign {run.foreign_pct:.1f}% steal {run.steal_pct:.1f}%{flag}",
             flush=True,
@@ -443,6 +450,7 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, dict[str, dict[str, Any]]]
                 if not timed:
                     continue
                 ups = [r.upstream_cpu_pct for r in timed if r.upstream_cpu_pct is not None]
+                kernels = [r.kernel_ms_per_1k for r in timed if r.kernel_ms_per_1k is not None]
                 row: dict[str, Any] = {
                     "qps_median": statistics.median(r.qps for r in timed),
                     "qps_runs": [round(r.qps) for r in timed],
@@ -450,6 +458,7 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, dict[str, dict[str, Any]]]
                     "avg_ms_median": statistics.median(r.avg_ms for r in timed),
                     "cpu_pct_median": statistics.median(r.cpu_pct for r in timed),
                     "cpu_ms_per_1k_median": statistics.median(r.cpu_ms_per_1k for r in timed),
+                    "kernel_ms_per_1k_median": statistics.median(kernels) if kernels else None,
                     "rss_mb": round(timed[-1].rss_kb / 1024, 1),
                     "pss_mb": round(timed[-1].pss_kb / 1024, 1),
                     "foreign_pct_max": max(r.foreign_pct for r in timed),
@@ -666,7 +675,7 @@ def markdown(result: dict[str, Any]) -> str:
             what = "CPU/query" if mode == "fixed" else "QPS"
             lines += ["", f"### {name}, {titles[mode]}", ""]
             head = "| server | QPS median | runs | lost | avg ms | p50 / p99 / p99.9 ms | CPU % |"
-            head += " CPU ms/1k q | RSS MB (PSS) | foreign % max |"
+            head += " CPU ms/1k q (kernel) | RSS MB (PSS) | foreign % max |"
             ncols = 10 + len(refs)
             if mix.forward:
                 head += " upstream CPU % |"
@@ -680,6 +689,8 @@ def markdown(result: dict[str, Any]) -> str:
                     if row["p50_ms"] is None
                     else f"{row['p50_ms']:.3f} / {row['p99_ms']:.3f} / {row['p999_ms']:.3f}"
                 )
+                kernel = row.get("kernel_ms_per_1k_median")
+                kernel_text = "" if kernel is None else f" ({kernel:.2f})"
                 runs_text = "/".join(f"{q / 1000:.0f}k" for q in row["qps_runs"])
                 if row["names_repeated"]:
                     runs_text += " (names repeated!)"
@@ -691,7 +702,7 @@ def markdown(result: dict[str, Any]) -> str:
                     f"{row['avg_ms_median']:.3f}",
                     pct,
                     f"{row['cpu_pct_median']:.0f}",
-                    f"{row['cpu_ms_per_1k_median']:.2f}",
+                    f"{row['cpu_ms_per_1k_median']:.2f}" + kernel_text,
                     f"{row['rss_mb']} ({row['pss_mb']})",
                     f"{row['foreign_pct_max']:.1f}",
                 ]

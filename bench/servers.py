@@ -83,13 +83,19 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (fields 14 and 15 of /proc/<pid>/stat)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of one process in seconds: CPU in its own code and in the kernel on
+    its behalf (fields 14 and 15 of /proc/<pid>/stat)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return 0.0, 0.0
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process."""
+    return sum(cpu_times(pid))
 
 
 def all_cpu() -> dict[int, float]:
@@ -180,6 +186,10 @@ class Server:
 
     def cpu(self) -> float:
         return sum(cpu_seconds(p) for p in self.pids())
+
+    def kernel_cpu(self) -> float:
+        """System time alone: for a UDP server mostly the kernel's per-datagram work."""
+        return sum(cpu_times(p)[1] for p in self.pids())
 
     def memory(self) -> tuple[int, int]:
         return memory_kb(self.pids())

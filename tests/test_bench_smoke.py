@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from bench import check, dnsclient, workload
+from bench import check, dnsclient, servers, workload
 from bench.run_bench import (
     Run,
     parse_dnsperf,
     parse_latency_line,
     percentile,
     ratios,
+    summarize,
     without_results,
 )
 from bench.workload import MIXES
@@ -216,6 +217,44 @@ def test_ratios_are_medians_of_per_round_ratios_against_each_anchor_of_the_row()
     ]
     got = ratios(runs)["forward-hits"]["pinned"]["kdns-1"]
     assert got == {"dnsmasq": 2.0, "unbound": 0.9}  # medians of (2, 3, 2) and (0.5, 0.9, 1.2)
+
+
+def test_cpu_times_tell_user_time_from_kernel_time() -> None:
+    """A child that only computes gains user time; one that only makes system calls gains
+    mostly system time (the split run_bench reports as "kernel")."""
+    spin = (
+        "import time\nt = time.process_time() + 0.3\n"
+        "while time.process_time() < t: sum(range(99999))\n"
+    )
+    calls = (
+        "import os, time\nt = time.process_time() + 0.3\n"
+        "while time.process_time() < t: os.stat('/'); os.getppid()\n"
+    )
+    for code, user_heavy in ((spin, True), (calls, False)):
+        argv = [sys.executable, "-c", code + "input()"]
+        with subprocess.Popen(argv, stdin=subprocess.PIPE) as child:
+            waited = 0.0
+            while True:  # until the loop is done (its CPU stops growing past 0.3 s)
+                user, system = servers.cpu_times(child.pid)
+                if user + system >= 0.3 or waited > 20:
+                    break
+                subprocess.run(["sleep", "0.1"], check=True)
+                waited += 0.1
+            assert user + system == pytest.approx(servers.cpu_seconds(child.pid), abs=0.02)
+            assert (user > system) is user_heavy, (code, user, system)
+            child.kill()
+    assert servers.cpu_times(2**22 + 7) == (0.0, 0.0)  # (no such process: nothing, no error)
+
+
+def test_summary_keeps_the_kernel_share_of_cpu_per_query() -> None:
+    runs = [_run("kdns-1", r, 100.0, 7.0) for r in (1, 2, 3)]
+    for run, kernel in zip(runs, (5.0, 5.5, 4.0), strict=True):
+        run.kernel_ms_per_1k = kernel
+    row = summarize(runs)["forward-hits"]["pinned"]["kdns-1"]
+    assert row["cpu_ms_per_1k_median"] == 7.0
+    assert row["kernel_ms_per_1k_median"] == 5.0
+    old = summarize([_run("kdns-1", 1, 100.0, 7.0)])["forward-hits"]["pinned"]["kdns-1"]
+    assert old["kernel_ms_per_1k_median"] is None  # (a run that did not measure it)
 
 
 def _kdns_works() -> bool:
