@@ -122,3 +122,13 @@ def compiled_modules() -> list[str]:
         for m in COMPILED
         if m in sys.modules and not str(getattr(sys.modules[m], "__file__", "")).endswith(".py")
     ]
+
+
+def coverage_omit(package: Path = PACKAGE, environ: dict[str, str] | None = None) -> list[str]:
+    """The sources coverage cannot measure here: those of `COMPILED` when the compiled build
+    is in use (coverage traces Python bytecode, and a compiled module runs none). `make
+    pytest` leaves them out of its report and says so; `KDNS_PURE=1 make pytest` measures
+    every module."""
+    if why_pure(package, environ) is not None:
+        return []
+    return [str(source_path(m, package)) for m in COMPILED]

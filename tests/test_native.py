@@ -75,6 +75,16 @@ def test_kdns_pure_overrides_a_good_build(tmp_path: Path, value: str) -> None:
     assert native.why_pure(package, environ={native.PURE_ENV: "0"}) is None
 
 
+def test_coverage_leaves_out_exactly_the_modules_that_run_compiled(tmp_path: Path) -> None:
+    package = package_copy(tmp_path)
+    assert native.coverage_omit(package, environ={}) == []  # (no build: all measured)
+    (package / native.DIGEST_FILE).write_text(native.digest(package) + "\n")
+    omitted = native.coverage_omit(package, environ={})
+    assert sorted(omitted) == sorted(str(native.source_path(m, package)) for m in native.COMPILED)
+    assert all(Path(p).is_file() for p in omitted)
+    assert native.coverage_omit(package, environ={native.PURE_ENV: "1"}) == []
+
+
 def test_kdns_pure_imports_every_module_from_its_source() -> None:
     """In a fresh interpreter, KDNS_PURE=1: all the listed modules come from .py files,
     whether or not a compiled build is present."""
