@@ -23,6 +23,7 @@ from bench.workload import (
     EXT_TTL,
     EXT_ZONE,
     NAMESPACE,
+    SEARCH_LIST,
     SOA_MNAME,
     SOA_RNAME,
     TTL,
@@ -30,6 +31,7 @@ from bench.workload import (
     Service,
     Workload,
     ext_name,
+    search_miss_name,
     unique_label,
     unique_miss_name,
 )
@@ -86,6 +88,10 @@ def probes(workload: Workload) -> list[Probe]:
     out.append(Probe("NXDOMAIN + SOA", missing, "A", "NXDOMAIN", (), needs_soa=True))
     fresh = unique_miss_name("check", rng.randrange(1 << 32))  # the unique-miss shape
     out.append(Probe("new name NXDOMAIN + SOA", fresh, "A", "NXDOMAIN", (), needs_soa=True))
+    label = rng.randrange(1 << 32)
+    for i, domain in enumerate(SEARCH_LIST):  # (search-misses: one name per search domain)
+        name = search_miss_name("check", 3 * label + i)
+        out.append(Probe(f"search miss {domain}", name, "A", "NXDOMAIN", (), needs_soa=True))
     out.append(Probe("NODATA AAAA + SOA", svcs[0].fqdn, "AAAA", "NOERROR", (), needs_soa=True))
     case = mixed_case(svcs[-1].fqdn, seed=workload.seed)
     out.append(Probe("case echo", case, "A", "NOERROR", tuple(svcs[-1].a_rdata())))

@@ -42,6 +42,9 @@ EXT_ZONE = "ext.test"
 EXT_ADDRESS = "192.0.2.1"  # TEST-NET-1
 EXT_TTL = 300
 EXT_NAMES = 1000  # forward-hits draws from ext-0 .. ext-999
+# search-misses: the external domain, and kubelet's search list for a pod in NAMESPACE.
+SEARCH_DOMAIN = "example.com"
+SEARCH_LIST = (f"{NAMESPACE}.svc.{ZONE}", f"svc.{ZONE}", ZONE)
 _SCRAMBLE = 0x9E3779B1  # odd, so i -> i * K mod 2**32 is a bijection: unique, random-looking
 
 
@@ -51,7 +54,8 @@ class Mix:
 
     `names` picks the query file: "mix" (the static 85/10/5 file), "mix-unique-misses"
     (the same with every miss a name used once), "unique-misses" (only names used once,
-    under the cluster zone), "forward-unique" (external names used once), "forward-hits"
+    under the cluster zone), "search-misses" (new external names under each search domain
+    of a pod in turn), "forward-unique" (external names used once), "forward-hits"
     (external names drawn from EXT_NAMES). Unique files are generated per run.
     """
 
@@ -69,7 +73,7 @@ class Mix:
         return self.names in UNIQUE_NAMES
 
 
-UNIQUE_NAMES = ("mix-unique-misses", "unique-misses", "forward-unique")
+UNIQUE_NAMES = ("mix-unique-misses", "unique-misses", "search-misses", "forward-unique")
 
 MIXES: dict[str, Mix] = {
     m.name: m
@@ -91,6 +95,13 @@ MIXES: dict[str, Mix] = {
             f"only new nonexistent names <random>.{NAMESPACE}.svc.{ZONE} (random subdomains)",
             ("nsd",),
             "unique-misses",
+        ),
+        Mix(
+            "search-misses",
+            f"ndots:5 search-path misses: new names <random>.{SEARCH_DOMAIN} under "
+            f"{NAMESPACE}.svc.{ZONE}, svc.{ZONE} and {ZONE} in turn",
+            ("nsd",),
+            "search-misses",
         ),
         Mix(
             "mix-tcp",
@@ -220,6 +231,12 @@ def unique_miss_name(tag: str, i: int) -> str:
     return f"{unique_label(tag, i)}.{NAMESPACE}.svc.{ZONE}."
 
 
+def search_miss_name(tag: str, i: int) -> str:
+    """The i-th query of a pod in namespace NAMESPACE resolving new external names
+    through its search path (ndots:5): name i // 3 under search domain i % 3."""
+    return f"{unique_label(tag, i // 3)}.{SEARCH_DOMAIN}.{SEARCH_LIST[i % 3]}."
+
+
 def ext_name(i: int) -> str:
     """One of the EXT_NAMES external names of forward-hits."""
     return f"ext-{i}.{EXT_ZONE}."
@@ -251,6 +268,8 @@ def write_unique_queries(
             stop = min(lines, start + chunk)
             if names == "unique-misses":
                 f.write("".join([f"{unique_miss_name(tag, i)} A\n" for i in range(start, stop)]))
+            elif names == "search-misses":
+                f.write("".join([f"{search_miss_name(tag, i)} A\n" for i in range(start, stop)]))
             elif names == "forward-unique":
                 f.write(
                     "".join([f"{unique_label(tag, i)}.{EXT_ZONE}. A\n" for i in range(start, stop)])

@@ -107,6 +107,7 @@ def test_the_documented_mixes_and_their_anchors() -> None:
         "mix": ("nsd", "knot", "dnsmasq"),
         "mix-unique-misses": ("nsd",),
         "unique-misses": ("nsd",),
+        "search-misses": ("nsd",),
         "mix-tcp": ("nsd",),
         "mix-do": ("nsd",),
         "forward-unique": ("dnsmasq", "unbound"),
@@ -124,7 +125,7 @@ def _lines(path: Path) -> list[str]:
 def test_unique_files_never_repeat_a_name_and_differ_between_runs(tmp_path: Path) -> None:
     wl = workload.build(100, seed=2)
     workload.make_queries(wl, count=1000)
-    for names in ("unique-misses", "forward-unique"):
+    for names in ("unique-misses", "search-misses", "forward-unique"):
         a, b = tmp_path / f"{names}-a", tmp_path / f"{names}-b"
         assert workload.write_unique_queries(a, names, lines=250_000, tag="t1", workload=wl)
         workload.write_unique_queries(b, names, lines=1000, tag="t2", workload=wl)
@@ -132,8 +133,17 @@ def test_unique_files_never_repeat_a_name_and_differ_between_runs(tmp_path: Path
         assert len(first) == 250_000
         assert len(set(first)) == len(first)
         assert not set(first) & set(_lines(b))
-        zone = "default.svc.cluster.local. A" if names == "unique-misses" else "ext.test. A"
-        assert all(line.endswith(zone) for line in first)
+        zone = {"unique-misses": "default.svc.cluster.local. A", "forward-unique": "ext.test. A"}
+        assert all(line.endswith(zone.get(names, ".cluster.local. A")) for line in first)
+    # search-misses: each new external name under the three search domains in turn
+    lines = _lines(tmp_path / "search-misses-b")[:6]
+    label = lines[0].split(".")[0]
+    assert lines[:3] == [
+        f"{label}.example.com.default.svc.cluster.local. A",
+        f"{label}.example.com.svc.cluster.local. A",
+        f"{label}.example.com.cluster.local. A",
+    ]
+    assert lines[3].split(".")[0] != label
 
 
 def test_mix_unique_misses_is_the_mix_with_each_miss_renamed(tmp_path: Path) -> None:
@@ -327,7 +337,7 @@ def test_smoke_every_mix_answers_equal_and_nothing_lost(tmp_path: Path) -> None:
     assert all(r["p50_ms"] is not None and r["p99_ms"] >= r["p50_ms"] for r in latency)
     for r in runs:  # each mix sends what it says
         codes = {part.split()[0] for part in r["rcodes"].split(", ")}
-        if r["workload"] == "unique-misses":
+        if r["workload"] in ("unique-misses", "search-misses"):
             assert codes == {"NXDOMAIN"}, r
         elif MIXES[r["workload"]].forward:
             assert codes == {"NOERROR"}, r

@@ -174,6 +174,25 @@ def _family(qtype: int) -> type[IPv4Address] | type[IPv6Address] | None:
     return None
 
 
+def served_service(
+    view: ClusterView, ns: str, svc: str
+) -> tuple[Service, Sequence[ReadyEndpoint]] | None:
+    """The Service and its ready endpoints, if the Service's name exists.
+
+    R19: a headless Service without ready endpoints does not exist, nor anything below
+    it. An IP-looking ExternalName is not served (CoreDNS, coredns#2324).
+    """
+    service = view.service(ns, svc)
+    if service is None:
+        return None
+    if service.external_name is not None:
+        return None if _is_ip(service.external_name) else (service, ())
+    endpoints = view.endpoints(ns, svc)
+    if service.headless and not endpoints:
+        return None
+    return service, endpoints
+
+
 def _is_ip(text: str) -> bool:
     try:
         ip_address(text)
@@ -343,20 +362,7 @@ class _Lookup:
         return _Found()
 
     def service(self, ns: str, svc: str) -> tuple[Service, Sequence[ReadyEndpoint]] | None:
-        """The Service and its ready endpoints, if the Service's name exists.
-
-        R19: a headless Service without ready endpoints does not exist, nor anything
-        below it. An IP-looking ExternalName is not served (CoreDNS, coredns#2324).
-        """
-        service = self.view.service(ns, svc)
-        if service is None:
-            return None
-        if service.external_name is not None:
-            return None if _is_ip(service.external_name) else (service, ())
-        endpoints = self.view.endpoints(ns, svc)
-        if service.headless and not endpoints:
-            return None
-        return service, endpoints
+        return served_service(self.view, ns, svc)
 
     def service_name(self, ns: str, svc: str, owner: str, qtype: int) -> _Found | None:
         found = self.service(ns, svc)

@@ -36,8 +36,9 @@ from ipaddress import IPv6Address, ip_address
 from kdns.cluster.model import IPAddress
 from kdns.config.model import KubernetesConfig
 from kdns.config.settings import PodMode
-from kdns.dns.answer import AnswerConfig, answer
+from kdns.dns.answer import AnswerConfig, answer, served_service
 from kdns.dns.filtered import FilteredView
+from kdns.dns.names import pod_address
 from kdns.dns.records import Question, Rcode, Record, Reply, RType
 from kdns.dns.view import ClusterView
 from kdns.dns.wire import FormatError, build_query, decode_query, decode_reply
@@ -99,7 +100,7 @@ class KubernetesPlugin(Plugin):
             for zone in forward
         }
         self._primary = self._answer_configs[primary]
-        self._absent: dict[tuple[int, str], Callable[[bytes], bool]] = {}
+        self._absent: dict[tuple[str, ...], Callable[[bytes], bool]] = {}
 
     def serve(self, request: Request) -> Result:
         lname = request.question.lname
@@ -123,7 +124,7 @@ class KubernetesPlugin(Plugin):
         cacheable = reply.cacheable and self.view.synced
         siblings = None
         if cacheable and reply.rcode == Rcode.NXDOMAIN:
-            siblings = self._siblings(lname, config.zone)
+            siblings = self._siblings(lname, config)
         return Response(
             reply,
             plugin=self.name,
@@ -153,37 +154,79 @@ class KubernetesPlugin(Plugin):
         svc = "svc." if zone == "." else f"svc.{zone}"
         return (f"{namespace}.{svc}", svc, zone, *host, "")
 
-    def _siblings(self, lname: str, zone: str) -> Callable[[bytes], bool] | None:
-        """For an NXDOMAIN: which sibling names (another first label) share the reply, at
-        the levels random-subdomain floods aim at. Every NXDOMAIN of the zone holds only its
-        SOA, so the reply holds for every sibling that does not exist either, by the test
-        `answer()` applies to its shape:
-        * `<x>.<ns>.svc.<zone>`: no Service `x` in `ns`;
-        * `<x>.svc.<zone>`: no Service in namespace `x` (D3);
+    def _siblings(self, lname: str, config: AnswerConfig) -> Callable[[bytes], bool] | None:
+        """For an NXDOMAIN: which sibling names (another first label) share the reply. Every
+        NXDOMAIN of the zone holds only its SOA, so the reply holds for every sibling that
+        does not exist either, by the test `answer()` applies to its shape (the grammar of
+        `kdns.dns.names.parse_name`):
         * `<x>.<zone>`: `x` is none of the names the zone has (and not `hostmaster`, which
-          the SOA names: its reply compresses differently).
-        Labels that are not plain (`[a-z0-9_-]`) are left to the slow path. None for other
-        names, and when one of our zones lies below the parent (it answers some siblings)."""
+          the SOA names: its reply compresses differently);
+        * `<x>.svc.<zone>`: no Service in namespace `x` (D3);
+        * `<x>.<ns>.svc.<zone>`: no Service `x` in `ns`;
+        * `<x>.<svc>.<ns>.svc.<zone>`: no endpoint labelled `x` (R20), or for `_x` no
+          named port of protocol `x` (D3);
+        * `<x>._<proto>.<svc>.<ns>.svc.<zone>`: `x` is no `_<port>` of a named port of that
+          protocol (R10, R22);
+        * `<x>.pod.<zone>` and `<x>.<ns>.pod.<zone>`: no such namespace, or no pod address
+          `x` as the `pods` mode reads it (P1);
+        * `<x>.dns.<zone>`: `x` is not `ns`;
+        * every deeper or other name: none exists, so every plain `x`.
+        These are the search-path misses of ndots:5 too (`www.example.com.<ns>.svc.<zone>`).
+        Labels that are not plain (`[a-z0-9_-]`) are left to the slow path. None for names
+        with escapes, and when one of our zones, or a zone misses fall through in, lies at or
+        below the parent (it answers some siblings)."""
+        zone = config.zone
         labels = lname[: -len(zone) - 1].split(".") if lname.endswith("." + zone) else []
-        shape = len(labels)
-        if "\\" in lname or not 0 < shape <= 3 or (shape > 1 and labels[-1] != "svc"):
+        n = len(labels)
+        if "\\" in lname or not n:
             return None
         parent = lname.split(".", 1)[1]
-        if any(z.endswith("." + parent) for z in self.zones):
+        below = "." + parent
+        if any(z.endswith(below) for z in self.zones):
             return None
-        key = (shape, labels[1] if shape == 3 else "")
+        if self.config.fallthrough and any(z.endswith(below) for z in self.config.fallthrough):
+            return None
+        top = labels[-1]
+        key: tuple[str, ...]
+        if n == 1:
+            key = ("zone",)
+        elif top == "svc" and n <= 4:
+            key = ("svc", *labels[1:-1])  # (), (ns,) or (svc, ns)
+        elif top == "svc" and n == 5 and labels[1].startswith("_"):
+            key = ("port", labels[1][1:], labels[2], labels[3])  # (proto, svc, ns)
+        elif top == "pod" and n <= 3:
+            key = ("pod", *labels[1:-1])  # () or (ns,)
+        elif top == "dns" and n == 2:
+            key = ("dns",)
+        else:
+            key = ("nowhere",)
         absent = self._absent.get(key)
         if absent is None:
             if len(self._absent) >= _ABSENT_CACHE:
                 self._absent.clear()
-            if shape == 3:
-                absent = _no_service_in(self.view, key[1])
-            elif shape == 2:
-                absent = _no_namespace(self.view)
-            else:
-                absent = _not_in_zone
-            self._absent[key] = absent
+            absent = self._absent[key] = self._absent_test(key, config.pods)
         return absent
+
+    def _absent_test(self, key: tuple[str, ...], pods: PodMode) -> Callable[[bytes], bool]:
+        """The test of one `_siblings` shape."""
+        match key:
+            case ("zone",):
+                return _not_in_zone
+            case ("svc",):
+                return _no_namespace(self.view)
+            case ("svc", namespace):
+                return _no_service_in(self.view, namespace)
+            case ("svc", service, namespace):
+                return _nothing_below(self.view, namespace, service)
+            case ("pod",):
+                return _no_pod_namespace(self.view, pods)
+            case ("pod", namespace):
+                return _no_pod_in(self.view, namespace, pods)
+            case ("dns",):
+                return _not_ns
+            case ("port", protocol, service, namespace):
+                return _no_port_of(self.view, namespace, service, protocol)
+        return _plain
 
     def _falls_through(self, lname: str, reply: Reply) -> bool:
         fallthrough = self.config.fallthrough
@@ -233,7 +276,7 @@ class KubernetesPlugin(Plugin):
         return then(self.next.serve(sub), append)
 
 
-_ABSENT_CACHE = 1024  # sibling tests kept (one per namespace; they hold no data)
+_ABSENT_CACHE = 1024  # sibling tests kept (one per namespace or Service; they hold no data)
 _PLAIN_LABEL = b"abcdefghijklmnopqrstuvwxyz0123456789-_"
 # The names directly below a cluster zone (`parse_name`), and the SOA's RNAME.
 _ZONE_CHILDREN = frozenset((b"dns-version", b"svc", b"pod", b"dns", b"hostmaster"))
@@ -261,6 +304,88 @@ def _no_namespace(view: ClusterView) -> Callable[[bytes], bool]:
         return not has_services(label.decode("ascii"))
 
     return absent
+
+
+def _nothing_below(view: ClusterView, namespace: str, name: str) -> Callable[[bytes], bool]:
+    """Whether a plain lower-case label names nothing below a Service, read live, by
+    `answer()`'s tests (`served_service`: nothing below a missing Service, an ExternalName
+    or a headless Service without ready endpoints): `_<proto>` is a protocol name with a
+    named port of that protocol below it (D3), any other label an endpoint's (R20, N6)."""
+
+    def absent(label: bytes) -> bool:
+        if label.translate(None, _PLAIN_LABEL):
+            return False
+        found = served_service(view, namespace, name)
+        if found is None or found[0].external_name is not None:
+            return True
+        text = label.decode("ascii")
+        if text.startswith("_"):
+            protocol = text[1:]
+            return not any(p.name and p.protocol == protocol for p in found[0].ports)
+        return all(e.label != text for e in found[1])
+
+    return absent
+
+
+def _no_port_of(
+    view: ClusterView, namespace: str, name: str, protocol: str
+) -> Callable[[bytes], bool]:
+    """Whether a plain lower-case label `x` names nothing as `x._<protocol>.<Service>...`:
+    only `_<port>` can, for a named port of that protocol (R10, R22), read live."""
+
+    def absent(label: bytes) -> bool:
+        if label.translate(None, _PLAIN_LABEL):
+            return False
+        if not label.startswith(b"_"):
+            return True
+        found = served_service(view, namespace, name)
+        if found is None or found[0].external_name is not None:
+            return True
+        port = label[1:].decode("ascii")
+        return not port or not any(
+            p.name == port and p.protocol == protocol for p in found[0].ports
+        )
+
+    return absent
+
+
+def _no_pod_namespace(view: ClusterView, pods: PodMode) -> Callable[[bytes], bool]:
+    """Whether a plain lower-case label is no namespace of the pod tree, read live."""
+    exists = view.namespace_exists
+
+    def absent(label: bytes) -> bool:
+        if label.translate(None, _PLAIN_LABEL):
+            return False
+        return pods is PodMode.DISABLED or not exists(label.decode("ascii"))
+
+    return absent
+
+
+def _no_pod_in(view: ClusterView, namespace: str, pods: PodMode) -> Callable[[bytes], bool]:
+    """Whether a plain lower-case label names no pod in `namespace` under the `pods` mode
+    (P1: an address spelled with dashes; `verified` also needs the pod), read live."""
+
+    def absent(label: bytes) -> bool:
+        if label.translate(None, _PLAIN_LABEL):
+            return False
+        if pods is PodMode.DISABLED or not view.namespace_exists(namespace):
+            return True
+        address = pod_address(label.decode("ascii"))
+        if address is None:
+            return True
+        return pods is PodMode.VERIFIED and not view.pod_exists(namespace, address)
+
+    return absent
+
+
+def _not_ns(label: bytes) -> bool:
+    """Below `dns.<zone>` only `ns` exists."""
+    return not label.translate(None, _PLAIN_LABEL) and label != b"ns"
+
+
+def _plain(label: bytes) -> bool:
+    """Where no name exists at all: every plain label."""
+    return not label.translate(None, _PLAIN_LABEL)
 
 
 def _not_in_zone(label: bytes) -> bool:

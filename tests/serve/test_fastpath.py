@@ -22,7 +22,7 @@ from kdns.plugins.loadbalance import LoadbalancePlugin, rotations
 from kdns.serve.chain import Plugin, Request, Response, Result, link, then
 from kdns.serve.fastpath import ReplyCache
 from kdns.serve.server import Block, DnsServer
-from tests.builders import ep, eps, replace_events, svc
+from tests.builders import ep, eps, pod, replace_events, svc
 from tests.dns.test_wire import header, make_query, opt_rr, wire_name
 from tests.serve.test_server import (
     REVERSE,
@@ -158,8 +158,8 @@ def test_cache_is_bounded_against_random_names() -> None:
     assert handler.cache.plain  # the positive entry survived the negatives
     small = ReplyCache(max_entries=5, max_bytes=100_000)
     handler, _ = make_handler(default_index(), cache=small)
-    for i in range(20):
-        ask(handler, make_query(f"_p{i}._tcp.svc1.testns.svc.cluster.local", 33))
+    for qtype in range(2, 22):  # distinct replies, none a template (NODATA)
+        ask(handler, make_query("_http._tcp.svc1.testns.svc.cluster.local", qtype))
     assert len(small) == 5
 
 
@@ -234,7 +234,7 @@ def test_a_change_forgets_the_exact_queries_of_what_it_alters() -> None:
 def test_an_evicted_entry_takes_its_exact_queries_with_it() -> None:
     cache = ReplyCache(max_entries=2)
     handler, _ = make_handler(default_index(), cache=cache)
-    names = [make_query(f"_p{i}._tcp.svc1.testns.svc.cluster.local", 33) for i in range(3)]
+    names = [make_query("_http._tcp.svc1.testns.svc.cluster.local", t) for t in (33, 16, 2)]
     for q in names[:2] * 2:
         ask(handler, q)
     assert set(cache.exact) == {q[2:] for q in names[:2]}
@@ -659,6 +659,149 @@ def test_random_names_below_the_zone_and_svc_have_templates_too() -> None:
         assert header(out)[1] & 0xF == rcode
         assert out == fresh(query, index)
         assert slow_queries(stats) == before + 1
+
+
+def pods_handler(index: Index, pods: PodMode) -> tuple[DnsServer, Stats]:
+    """make_handler's chain, with the given `pods` mode."""
+    config = KubernetesConfig(zones=("cluster.local.", *REVERSE), pods=pods, ttl=5)
+    kube = KubernetesPlugin(config, index)
+    block = Block(zones=("cluster.local.", *REVERSE), chain=link([kube]), plugins=[kube])
+    stats = Stats()
+    return DnsServer([block], index=index, stats=stats), stats
+
+
+def deep_index() -> Index:
+    """default_index, plus a named endpoint, a namespace with a pod and nothing else."""
+    return make_index(
+        svc("svc1", ips=["10.0.0.1"], ports=["http/tcp/80"]),
+        eps("svc1-1", "svc1", endpoints=[ep("10.1.9.9", hostname="web0")], ports=["http/tcp/80"]),
+        svc("big", headless=True, ports=["http/tcp/80"]),
+        eps("big-1", "big", endpoints=[ep(f"10.1.0.{i}") for i in range(1, 9)]),
+        svc("ext", external="example.com"),
+        svc("empty", headless=True),  # no endpoints: nothing below it (R19)
+        pod("p1", "podns", ips=["10.2.0.7"]),
+    )
+
+
+# (the name that makes the template, siblings of the same length that do not exist, and
+# siblings of the same length that exist or that the test leaves to the slow path)
+DEEP_SHAPES = [
+    # below a ClusterIP Service: endpoint names (N6) and protocol names (D3)
+    ("abcd.svc1.testns.svc.cluster.local", ["wxyz", "a-_9", "big1", "_udp"], ["web0", "_tcp"]),
+    # below a headless Service: its endpoints, labelled by their addresses (R20)
+    ("abcdefgh.big.testns.svc.cluster.local", ["zzzzzzzz", "10-1-0-9"], ["10-1-0-1"]),
+    ("abcd.ext.testns.svc.cluster.local", ["wxyz", "_tcp"], []),  # below an ExternalName
+    ("abcd.empty.testns.svc.cluster.local", ["wxyz", "_tcp"], []),
+    ("abcd.nosvc.testns.svc.cluster.local", ["wxyz", "_tcp"], []),
+    ("_abc._tcp.testns.svc.cluster.local", ["_xyz", "_srv"], []),  # random SRV names
+    # the ndots:5 search-path misses of an external name
+    ("www.example.com.testns.svc.cluster.local", ["abc", "_ab", "svc"], []),
+    ("www.example.com.svc.cluster.local", ["api", "cdn"], []),
+    ("www.example.com.cluster.local", ["api", "svc", "pod"], []),
+    ("abcd.w.x.y.testns.svc.cluster.local", ["wxyz"], []),
+    # beside a port name (_http._tcp.svc1...): only named ports of that protocol exist
+    ("abcde._tcp.svc1.testns.svc.cluster.local", ["vwxyz", "_nope"], ["_http"]),
+    ("_abcd._udp.svc1.testns.svc.cluster.local", ["_http"], []),
+    ("_abcd._tcp.ext.testns.svc.cluster.local", ["_http"], []),
+    # the pod tree (P1, insecure): any address in a namespace that exists
+    ("abcdefg.testns.pod.cluster.local", ["zzzzzzz", "1-2-3-x"], ["1-2-3-4"]),
+    ("abcdef.pod.cluster.local", ["nonsns"], ["testns"]),
+    ("x.a.testns.pod.cluster.local", ["y"], []),
+    ("ab.dns.cluster.local", ["xy"], ["ns"]),
+]
+
+
+@pytest.mark.parametrize(("first", "absent", "slow"), DEEP_SHAPES)
+def test_deeper_misses_have_templates_and_never_hide_a_name(
+    first: str, absent: list[str], slow: list[str]
+) -> None:
+    """Every NXDOMAIN below the zone makes a template for its siblings; a sibling that
+    exists (or whose label the test leaves to the slow path) is answered by the slow path.
+    Expected replies: a fresh handler's (answer(), the spec's tables)."""
+    index = deep_index()
+    handler, stats = make_handler(index)
+    out = ask(handler, make_query(first))
+    assert header(out)[1] & 0xF == Rcode.NXDOMAIN
+    parent = first.split(".", 1)[1]
+    for label in absent:
+        before = slow_queries(stats)
+        query = make_query(f"{label}.{parent}")
+        assert ask(handler, query) == fresh(query, index)
+        assert slow_queries(stats) == before, label  # from the template
+    for label in slow:
+        before = slow_queries(stats)
+        query = make_query(f"{label}.{parent}")
+        got = ask(handler, query)
+        assert got == fresh(query, index)
+        assert slow_queries(stats) == before + 1, label
+
+
+# Which of the siblings exist, per mode (P1): a pod's address (10-2-0-7), another
+# address (10-2-0-8), a label that is no address, and the pod's namespace.
+POD_SIBLINGS = {
+    PodMode.DISABLED: set[str](),
+    PodMode.INSECURE: {"10-2-0-7", "10-2-0-8", "podns"},
+    PodMode.VERIFIED: {"10-2-0-7", "podns"},
+}
+
+
+@pytest.mark.parametrize("mode", list(PodMode))
+def test_pod_templates_follow_the_pods_mode(mode: PodMode) -> None:
+    """`<x>.<ns>.pod` exists per mode (P1): disabled never, insecure for any address in a
+    namespace that exists, verified for a pod's address only; `<x>.pod` is a namespace."""
+    index = deep_index()
+    handler, stats = pods_handler(index, mode)
+    for first, labels in [
+        ("abcdefgh.podns.pod.cluster.local", ("zzzzzzzz", "10-2-0-7", "10-2-0-8")),
+        ("abcde.pod.cluster.local", ("podns", "nons1")),
+    ]:
+        ask(handler, make_query(first))
+        parent = first.split(".", 1)[1]
+        for label in labels:
+            query = make_query(f"{label}.{parent}")
+            before = slow_queries(stats)
+            assert ask(handler, query) == ask(pods_handler(index, mode)[0], query), label
+            exists = label in POD_SIBLINGS[mode]
+            assert slow_queries(stats) == before + exists, label
+
+
+def test_an_endpoint_that_appears_is_answered_at_once() -> None:
+    index = deep_index()
+    handler, _ = make_handler(index)
+    ask(handler, make_query("abcd.svc1.testns.svc.cluster.local"))  # a template
+    ask(handler, make_query("web1.svc1.testns.svc.cluster.local"))  # remembered from it
+    endpoints = [ep("10.1.9.9", hostname="web0"), ep("10.1.9.8", hostname="web1")]
+    index.apply(Upsert(eps("svc1-1", "svc1", endpoints=endpoints, ports=["http/tcp/80"])))
+    out = ask(handler, make_query("web1.svc1.testns.svc.cluster.local"))
+    assert header(out)[1] & 0xF == Rcode.NOERROR
+    assert out.endswith(b"\x0a\x01\x09\x08")
+
+
+def test_no_template_when_a_fallthrough_zone_lies_among_the_siblings() -> None:
+    index = deep_index()
+    upstream = FakeUpstream(lambda query: query[:2] + b"\x81\x80" + query[4:])  # NOERROR
+    config = KubernetesConfig(
+        zones=("cluster.local.",),
+        pods=PodMode.INSECURE,
+        ttl=5,
+        fallthrough=("deep.w.testns.svc.cluster.local.",),
+    )
+    kube = KubernetesPlugin(config, index)
+    forward = ForwardTo(upstream)
+    block = Block(zones=(".",), chain=link([kube, forward]), plugins=[kube, forward])
+    handler = DnsServer([block], index=index, stats=Stats())
+    ask(handler, make_query("abcd.w.testns.svc.cluster.local"))  # NXDOMAIN, no template
+    assert not any(handler.cache.templates)
+
+    async def run() -> None:
+        out = await resolve(
+            handler.handle(make_query("deep.w.testns.svc.cluster.local"), False, "1")
+        )
+        assert out is not None
+        assert header(out)[1] & 0xF == Rcode.NOERROR  # the upstream's
+
+    asyncio.run(run())
+    assert len(upstream.seen) == 1
 
 
 def test_a_template_never_answers_for_a_name_that_exists() -> None:
