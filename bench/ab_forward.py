@@ -29,12 +29,6 @@ from bench.run_bench import parse_dnsperf, parse_latency_line, percentile
 from bench.servers import HOST, Server
 
 
-def user_system(server: Server) -> tuple[float, float]:
-    """CPU seconds (user, system) of the server's processes."""
-    times = [servers.cpu_times(pid) for pid in server.pids()]
-    return sum(t[0] for t in times), sum(t[1] for t in times)
-
-
 def one_run(
     label: str,
     tree: Path,
@@ -85,10 +79,10 @@ def one_run(
         ]
         if rate:
             cmd += ["-Q", str(rate)]
-        u0, s0 = user_system(server)
+        u0, s0 = server.cpu_times()
         steal0 = servers.steal_seconds()
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        u1, s1 = user_system(server)
+        u1, s1 = server.cpu_times()
         steal = (servers.steal_seconds() - steal0) / seconds * 100
         stats = parse_dnsperf(out)
         lat = array(

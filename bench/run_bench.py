@@ -295,8 +295,7 @@ class Bench:
         upstream = self.upstream
         steal0 = servers.steal_seconds()
         up0 = upstream.cpu() if upstream else 0.0
-        cpu0, all0, t0 = server.cpu(), servers.all_cpu(), time.monotonic()
-        kernel0 = server.kernel_cpu()
+        (user0, kernel0), all0, t0 = server.cpu_times(), servers.all_cpu(), time.monotonic()
         self.dnsperf = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -312,8 +311,9 @@ class Bench:
                 tail.append(line)
         self.dnsperf.wait(timeout=seconds + 60)
         wall = time.monotonic() - t0
-        cpu = server.cpu() - cpu0
-        kernel = server.kernel_cpu() - kernel0
+        user, kernel = server.cpu_times()
+        user, kernel = user - user0, kernel - kernel0
+        cpu = user + kernel
         up_cpu = upstream.cpu() - up0 if upstream else None
         foreign = servers.foreign_cpu(all0, servers.all_cpu(), ours | {self.dnsperf.pid})
         steal = servers.steal_seconds() - steal0

@@ -185,11 +185,13 @@ class Server:
         return children_of(self.proc.pid)
 
     def cpu(self) -> float:
-        return sum(cpu_seconds(p) for p in self.pids())
+        return sum(self.cpu_times())
 
-    def kernel_cpu(self) -> float:
-        """System time alone: for a UDP server mostly the kernel's per-datagram work."""
-        return sum(cpu_times(p)[1] for p in self.pids())
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) seconds of the server's processes; for a UDP server the system
+        time is mostly the kernel's per-datagram work."""
+        times = [cpu_times(p) for p in self.pids()]
+        return sum(t[0] for t in times), sum(t[1] for t in times)
 
     def memory(self) -> tuple[int, int]:
         return memory_kb(self.pids())
