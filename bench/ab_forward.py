@@ -8,8 +8,10 @@ the `forward-unique` row's setup (1,000 Services, the Knot upstream on CPU 0, kd
 CPU 1, `taskset -c 0 dnsperf -c 8 -q 100`, every name new) for the base build and this
 checkout in turn, one run each per round, and prints per run: queries/s, lost, CPU per
 1,000 queries (user and system, from /proc), p50/p99 (`dnsperf -v`) and the box's steal.
-`--rate 0` is full load; any other rate is dnsperf's `-Q`. `--workload forward-hits` runs
-that row's setup instead (1,000 external names, cache hits after a warm-up).
+`--rate 0` is full load; any other rate is dnsperf's `-Q`. `--workload W` runs another row
+of run_bench.py instead, with its dnsperf flags (`mix-tcp`: `-m tcp`); a row with a fixed set
+of names (`mix`, `mix-tcp`, `mix-do`, `forward-hits`) after a 2 s warm-up that fills the
+caches.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def one_run(
     seconds: int,
     tag: str,
     wl: workload.Workload,
-    names: str,
+    mix: workload.Mix,
 ) -> str:
     port = servers.free_port()
     argv = servers.kdns_argv(
@@ -50,14 +52,25 @@ def one_run(
     server.start()
     try:
         server.wait_ready(name=wl.services[0].fqdn)
-        if names == "forward-hits":
-            queries = files.hits_queries
-            warm = ["dnsperf", "-s", HOST, "-p", str(port), "-d", str(queries), "-l", "2"]
-            subprocess.run(warm, capture_output=True, check=True)  # fills the forward cache
-        else:
+        if mix.unique:
             lines = max(rate, 40_000) * seconds * 2
             queries = work / f"q-{tag}.txt"
-            workload.write_unique_queries(queries, names, lines=lines, tag=tag, workload=wl)
+            workload.write_unique_queries(queries, mix.names, lines=lines, tag=tag, workload=wl)
+        else:
+            queries = files.hits_queries if mix.names == "forward-hits" else files.queries
+            warm = [
+                "dnsperf",
+                "-s",
+                HOST,
+                "-p",
+                str(port),
+                "-d",
+                str(queries),
+                "-l",
+                "2",
+                *mix.dnsperf,
+            ]
+            subprocess.run(warm, capture_output=True, check=True)  # fills the caches
         cmd = [
             "taskset",
             "-c",
@@ -76,6 +89,7 @@ def one_run(
             "-l",
             str(seconds),
             "-v",
+            *mix.dnsperf,
         ]
         if rate:
             cmd += ["-Q", str(rate)]
@@ -89,7 +103,7 @@ def one_run(
             "d", sorted(v for v in map(parse_latency_line, out.splitlines()) if v is not None)
         )
         per_k = 1_000_000 / max(1, stats["completed"])  # ms per 1,000 queries, from seconds
-        if names != "forward-hits":
+        if mix.unique:
             queries.unlink()
         return (
             f"{label:5s} {stats['qps']:9,.0f} q/s  lost {stats['lost']:<5d} "
@@ -109,10 +123,10 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=8)
     p.add_argument(
         "--workload",
-        choices=(*workload.UNIQUE_NAMES, "forward-hits"),
+        choices=tuple(workload.MIXES),
         default="forward-unique",
-        help="forward-hits: 1,000 names, after a 2 s warm-up that fills the forward cache; "
-        "the unique-name rows of the cluster zone run against the same kdns",
+        help="a row of run_bench.py; a row with a fixed set of names (mix, mix-tcp, "
+        "forward-hits, ...) runs after a 2 s warm-up that fills the caches",
     )
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -141,7 +155,7 @@ def main() -> None:
                                 seconds=args.seconds,
                                 tag=tag,
                                 wl=wl,
-                                names=args.workload,
+                                mix=workload.MIXES[args.workload],
                             ),
                             flush=True,
                         )

@@ -15,7 +15,6 @@ DNS beyond framing (the optional response-rate limiter, `kdns.serve.rrl`, owns i
 from __future__ import annotations
 
 import asyncio
-import asyncio.protocols  # (mypyc: `_TcpConnection`'s base is defined here)
 import collections
 import functools
 import logging
@@ -26,8 +25,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, cast
-
-from mypy_extensions import mypyc_attr
 
 from kdns.net import mmsg
 from kdns.net.mmsg import Peer, SockAddr
@@ -439,10 +436,16 @@ class TcpLimits:
     """Unread reply bytes per connection before reading from it pauses."""
 
 
-@mypyc_attr(native_class=False)  # (a compiled class cannot derive from asyncio.Protocol)
-class _TcpConnection(asyncio.Protocol):
+class _TcpConnection:
+    """One client connection. An asyncio protocol by its methods (connection_made,
+    data_received, ...), not by its base: a compiled class cannot derive from
+    asyncio.Protocol, and compiled, its fields are C slots rather than a dict, which is
+    most of the per-query cost at a few queries per read."""
+
     def __init__(self, server: TcpServer) -> None:
         self._server = server
+        self._handle: Callable[[bytes, bool, str, Client], HandleResult] = server.handler.handle
+        self._max_pending = server.limits.max_pending
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._pending = 0
@@ -460,7 +463,7 @@ class _TcpConnection(asyncio.Protocol):
         """Queries in flight: closing now would lose answers the client waits for."""
         return self._pending > 0
 
-    # -- asyncio.Protocol --
+    # -- the asyncio protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
         self._transport = cast(asyncio.Transport, transport)
@@ -488,15 +491,36 @@ class _TcpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._activity()  # (the client reads: it is alive)
         self._process()
 
     def data_received(self, data: bytes) -> None:
         self._activity()
-        if not self._buffer:
+        buf = self._buffer
+        size = len(data)
+        if (
+            not buf
+            and size >= 2
+            and size == 2 + ((data[0] << 8) | data[1])
+            and not self._processing
+            and not self._blocked()
+            and self._transport is not None
+        ):
+            # The common case, a read that is one whole message: no copy into the buffer.
+            self._message_started = None
+            result = self._handle(data[2:], True, self.family, self.peer)
+            if isinstance(result, bytes):
+                self._write_framed([len(result).to_bytes(2, "big"), result])
+            elif result is not None:
+                self._spawn(result)
+                self._update_reading()
+            self._maybe_finish()
+            return
+        if not buf:
             # A new message starts: the per-message deadline runs from its first byte, so
             # a client sending one byte at a time cannot keep pushing it back.
             self._message_started = self.last_active
-        self._buffer += data
+        buf += data
         self._process()
 
     def eof_received(self) -> bool | None:
@@ -511,7 +535,7 @@ class _TcpConnection(asyncio.Protocol):
         self._server.touch(self)
 
     def _blocked(self) -> bool:
-        return self._writing_paused or self._pending >= self._server.limits.max_pending
+        return self._writing_paused or self._pending >= self._max_pending
 
     def _process(self) -> None:
         """Dispatch the complete messages in the buffer while neither limit is hit. Replies
@@ -524,7 +548,7 @@ class _TcpConnection(asyncio.Protocol):
         pending = 0
         try:
             buf = self._buffer
-            handle = self._server.handler.handle
+            handle = self._handle
             family, peer = self.family, self.peer
             dispatched = False
             while self._transport is not None and len(buf) >= 2 and not self._blocked():
@@ -537,7 +561,7 @@ class _TcpConnection(asyncio.Protocol):
                 result = handle(message, True, family, peer)
                 if result is None:
                     continue
-                if type(result) is bytes:
+                if isinstance(result, bytes):
                     out.append(len(result).to_bytes(2, "big"))
                     out.append(result)
                     pending += len(result) + 2
@@ -546,7 +570,7 @@ class _TcpConnection(asyncio.Protocol):
                         out = []
                         pending = 0
                     continue
-                self._spawn(result)  # type: ignore[arg-type]
+                self._spawn(result)
             if not buf:
                 self._message_started = None
             elif dispatched:
@@ -576,6 +600,7 @@ class _TcpConnection(asyncio.Protocol):
                 reply = task.result()
         if reply is not None and self._transport is not None:
             self._write(reply)
+            self._activity()
         if self._transport is not None:
             self._process()
 
@@ -583,11 +608,12 @@ class _TcpConnection(asyncio.Protocol):
         self._write_framed([len(reply).to_bytes(2, "big"), reply])
 
     def _write_framed(self, parts: list[bytes]) -> None:
-        """Write replies already framed (length, message, length, message, ...)."""
+        """Write replies already framed (length, message, length, message, ...). The
+        callers note the activity: a read (data_received), an answer from upstream
+        (_finish), the client reading again (resume_writing)."""
         if self._transport is None or self._transport.is_closing():
             return
         self._transport.write(b"".join(parts))
-        self._activity()
 
     def _maybe_finish(self) -> None:
         """After the client's EOF: close once every query it sent has been answered
@@ -662,7 +688,7 @@ class TcpServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _TcpConnection(self), sock=self.sock)
+        self._server = await loop.create_server(self._protocol, sock=self.sock)
         self._reaper = asyncio.create_task(self._reap())
 
     async def close(self) -> None:
@@ -676,6 +702,10 @@ class TcpServer:
             task.cancel()
         if self._server is not None:
             await self._server.wait_closed()
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        # (an asyncio protocol by its methods: see `_TcpConnection`)
+        return cast(asyncio.BaseProtocol, _TcpConnection(self))
 
     # Called by connections.
     def opened(self, conn: _TcpConnection) -> None:
