@@ -11,7 +11,9 @@ PowerDNS packet-cache technique keyed on qname+qtype).
 Before any of that, a UDP query seen before is looked up by its own bytes after the ID
 (`ReplyCache.exact`, filled by the first hit): everything the checks below read is in those
 bytes, so the reply after the ID is fixed too, and a repeat costs one slice, one lookup and
-one concatenation. Dropping an entry (or moving a lazy entry's epoch) forgets its queries.
+one concatenation. TCP queries likewise, from a table of their own (`exact_tcp`: the same
+bytes over UDP may call for a smaller reply, and count under another protocol). Dropping an
+entry (or moving a lazy entry's epoch) forgets its queries.
 
 `FastPath.handle` serves the commonest shape first (UDP, one question, no OPT or a bare
 version-0 OPT without DO or options) with the fewest operations. Every other query with one
@@ -181,7 +183,7 @@ class Entry:
         # The epochs of the cache the reply is valid in (ReplyCache.current); -1 = any.
         self.epoch_structure = -1
         self.epoch_soa = -1
-        self.exact: list[bytes] | None = None  # its keys in `ReplyCache.exact`
+        self.exact: list[bytes] | None = None  # its keys in `ReplyCache.exact` (or _tcp)
 
 
 class Template(Entry):
@@ -369,6 +371,9 @@ class ReplyCache:
         # And for templates, by the query after the ID without its first label's octets
         # (the header and the reply's header only: the name's first label is the client's).
         self.exact_templates: dict[bytes, Exact] = {}
+        # And TCP queries apart: the same bytes over UDP may need a smaller reply (or the
+        # slow path), and are counted under another protocol. (Templates: UDP only.)
+        self.exact_tcp: dict[bytes, Exact] = {}
         self.max_exact = max_entries
         self._exact_lazy: list[bytes] = []
 
@@ -477,7 +482,15 @@ class ReplyCache:
             self._drop(next(iter(self._order)))
 
     def remember(
-        self, query: bytes, entry: Entry, reply: bytes, okey: int, cut: int = 0, tail: bytes = b""
+        self,
+        query: bytes,
+        entry: Entry,
+        reply: bytes,
+        okey: int,
+        cut: int = 0,
+        tail: bytes = b"",
+        *,
+        tcp: bool = False,
     ) -> None:
         """Serve `query` (a UDP query after its ID) with `reply` (the reply after its ID;
         for an aging entry, up to the end of the question) from `entry` while the entry is
@@ -488,10 +501,11 @@ class ReplyCache:
         forgets its queries; an aging entry's hit still checks its expiry. A template is
         remembered by `query` without its first label's octets, the reply is its header,
         `tail` what follows the question, and `cut` the query's bytes after the question;
-        its hits still check the label.
+        its hits still check the label. `tcp`: a query that came over TCP (whole, framed
+        by the transport), kept in `exact_tcp`; not for templates.
         Not for rotating entries."""
         if (
-            len(self.exact) + len(self.exact_templates) >= self.max_exact
+            len(self.exact) + len(self.exact_templates) + len(self.exact_tcp) >= self.max_exact
             or len(self._exact_lazy) >= self.max_exact
         ):
             self._forget_exact()  # many spellings (0x20) or sizes: start over
@@ -499,7 +513,7 @@ class ReplyCache:
         if type(entry) is Aging:  # (`FastPath._refresh` puts the tail on)
             remembered.head = reply
             remembered.until = -1.0
-        self._exact_map(entry)[query] = remembered
+        (self.exact_tcp if tcp else self._exact_map(entry))[query] = remembered
         keys = entry.exact
         if keys is None:
             entry.exact = [query]
@@ -512,7 +526,7 @@ class ReplyCache:
         return self.exact_templates if type(entry) is Template else self.exact
 
     def _forget_exact(self) -> None:
-        for exact in (self.exact, self.exact_templates):
+        for exact in (self.exact, self.exact_templates, self.exact_tcp):
             for found in exact.values():
                 found.settle()
                 found.entry.exact = None
@@ -520,12 +534,12 @@ class ReplyCache:
         self._exact_lazy.clear()
 
     def _unlink_exact(self, entry: Entry, keys: list[bytes]) -> None:
-        exact = self._exact_map(entry)
-        for query in keys:
-            found = exact.get(query)
-            if found is not None and found.entry is entry:
-                found.settle()
-                del exact[query]
+        for exact in (self._exact_map(entry), self.exact_tcp):  # (keys of both protocols)
+            for query in keys:
+                found = exact.get(query)
+                if found is not None and found.entry is entry:
+                    found.settle()
+                    del exact[query]
         entry.exact = None
 
     def drop(self, kind: int, key: bytes) -> None:
@@ -559,13 +573,13 @@ class ReplyCache:
             doomed.update(self._by_dep.get(service, {}))
         for okey in doomed:
             self._drop(okey)
-        exact = self.exact
-        for query in self._exact_lazy:  # (lazy entries: their epoch is about to move)
-            found = exact.get(query)
-            if found is not None and _lazy(found.entry):
-                found.settle()
-                del exact[query]
-                found.entry.exact = None  # (its other queries are in the list too)
+        for exact in (self.exact, self.exact_tcp):
+            for query in self._exact_lazy:  # (lazy entries: their epoch is about to move)
+                found = exact.get(query)
+                if found is not None and _lazy(found.entry):
+                    found.settle()
+                    del exact[query]
+                    found.entry.exact = None  # (its other queries are in the list too)
         self._exact_lazy.clear()
         self.structure += 1
         if negatives:
@@ -608,7 +622,7 @@ class ReplyCache:
     def fold(self, stats: Stats, *, seconds_per_hit: float) -> None:
         """Add hit counts to `stats` (CoreDNS's request/response/size/duration metrics, the
         DO requests, the forward cache's hits) and reset them."""
-        for exact in (self.exact, self.exact_templates):
+        for exact in (self.exact, self.exact_templates, self.exact_tcp):
             for found in exact.values():
                 found.settle()
         for table in self._tables:
@@ -654,6 +668,7 @@ class FastPath:
         self._lazy_plain, self._lazy_edns = cache.lazy
         self._exact = cache.exact
         self._exact_templates = cache.exact_templates
+        self._exact_tcp = cache.exact_tcp
         self._clock = cache.clock
         self._batch_seconds = 0.0
         self._batch_queries = 0
@@ -702,7 +717,14 @@ class FastPath:
             or self._static.generation != self._static_generation
         ):
             self._check_generation()  # drop what the changes may alter, then carry on
-        if tcp:
+        if tcp:  # (a TCP query seen before: as a UDP one below, from its own table)
+            found = self._exact_tcp.get(data[2:])
+            if found is not None and (found.head is None or self._refresh(found)):
+                if family == "1":
+                    found.v4 += 1
+                else:
+                    found.v6 += 1
+                return data[:2] + found.reply
             return self._general(data, tcp, family, client, False)
         query = data[2:]
         found = self._exact.get(query)
@@ -946,13 +968,13 @@ class FastPath:
             tail = b"".join((tail[:-4], _DO, tail[-3:]))
         okey = _count(entry, size, tcp=tcp, do=do, family=family)
         head = entry.headers[data[2]] + data[12:qend]
-        if not tcp and entry.tails is None:  # (see `remember`)
+        if entry.tails is None:  # (see `remember`)
             kind = type(entry)
             if kind is Entry:
-                self.cache.remember(data[2:], entry, head + tail, okey & ~_ODD_V6)
+                self.cache.remember(data[2:], entry, head + tail, okey & ~_ODD_V6, tcp=tcp)
             elif kind is Aging:
-                self.cache.remember(data[2:], entry, head, okey & ~_ODD_V6)
-            elif kind is Template:  # (by the query without its first label's octets)
+                self.cache.remember(data[2:], entry, head, okey & ~_ODD_V6, tcp=tcp)
+            elif kind is Template and not tcp:  # (by the query without its first label's octets)
                 n = data[12]
                 self.cache.remember(
                     data[2:13] + data[13 + n :],

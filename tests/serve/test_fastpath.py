@@ -258,18 +258,73 @@ def test_the_exact_query_map_is_bounded_against_random_spellings() -> None:
     assert len(entry.exact) <= cache.max_exact  # its key list starts over with the map
 
 
-def test_tcp_and_rotating_replies_are_not_remembered() -> None:
+def test_a_repeated_tcp_query_is_answered_from_its_own_table() -> None:
+    handler, stats = make_handler()
+    query = make_query(SVC1, qid=1)
+    first = ask(handler, query, tcp=True)  # slow path: stored
+    ask(handler, make_query(SVC1, qid=2), tcp=True)  # a hit: remembered as these bytes
+    assert list(handler.cache.exact_tcp) == [query[2:]]
+    assert not handler.cache.exact  # the UDP map is the UDP queries' only
+    before = slow_queries(stats)
+    again = ask(handler, make_query(SVC1, qid=0xBEEF), tcp=True)
+    assert again == b"\xbe\xef" + first[2:] == fresh(make_query(SVC1, qid=0xBEEF), tcp=True)
+    assert slow_queries(stats) == before
+    assert handler.cache.exact_tcp[query[2:]].v4 == 1  # served (and counted) from the table
+    handler.handle(make_query(SVC1), tcp=True, family="2")
+    ask(handler, query)  # the same bytes over UDP: a UDP entry of their own
+    ask(handler, query)
+    assert list(handler.cache.exact) == [query[2:]]
+    stats.flush()
+    assert stats.requests[("cluster.local.", "tcp", "1", "A")] == 3  # every hit counted
+    assert stats.requests[("cluster.local.", "tcp", "2", "A")] == 1
+    assert stats.requests[("cluster.local.", "udp", "1", "A")] == 2
+
+
+def test_a_change_forgets_the_tcp_queries_of_what_it_alters() -> None:
+    index = clocked_index(Clock())
+    handler, stats = make_handler(index)
+    q1, q2, missing = (
+        make_query(SVC1),
+        make_query(SVC2),
+        make_query("svc3.testns.svc.cluster.local"),
+    )
+    for q in (q1, q2, missing) * 2:
+        ask(handler, q, tcp=True)
+    assert len(handler.cache.exact_tcp) == 3
+    index.apply(Upsert(svc("svc1", ips=["10.0.0.11"])))
+    assert ask(handler, q1, tcp=True).endswith(b"\x0a\x00\x00\x0b")
+    assert set(handler.cache.exact_tcp) == {q2[2:]}  # svc2's reply cannot have changed
+    index.apply(Upsert(svc("svc3", ips=["10.0.0.3"])))
+    assert ask(handler, missing, tcp=True).endswith(b"\x0a\x00\x00\x03")
+    stats.flush()  # hits of the forgotten queries are not lost: 2 of q1, q2 and missing,
+    # 1 more of q2 (before the change, as the first change left it), the 2 after it
+    assert sum(n for k, n in stats.requests.items() if k[1] == "tcp") == 8
+
+
+def test_an_evicted_entry_takes_its_tcp_queries_with_it() -> None:
+    cache = ReplyCache(max_entries=2)
+    handler, _ = make_handler(default_index(), cache=cache)
+    names = [make_query("_http._tcp.svc1.testns.svc.cluster.local", t) for t in (33, 16, 2)]
+    for q in names[:2] * 2:
+        ask(handler, q, tcp=True)
+    assert set(cache.exact_tcp) == {q[2:] for q in names[:2]}
+    ask(handler, names[2], tcp=True)  # evicts the first entry (FIFO)
+    assert set(cache.exact_tcp) == {names[1][2:]}
+    for q in names:
+        assert ask(handler, q, tcp=True) == fresh(q, tcp=True)
+
+
+def test_rotating_replies_are_not_remembered() -> None:
     index = clocked_index(Clock())
     index.apply(Upsert(eps("hdls-1", "hdls", endpoints=[ep(f"10.1.0.{i}") for i in (1, 2, 3)])))
-    handler, _ = make_handler(index)
-    for _ in range(3):
-        ask(handler, make_query(SVC1), tcp=True)
-    assert not handler.cache.exact
     rotating = rotating_handler(index)
     query = make_query("hdls.testns.svc.cluster.local")
     replies = {ask(rotating, query) for _ in range(6)}
     assert len(replies) == 3  # every order in turn, none frozen by the exact map
     assert not rotating.cache.exact
+    replies = {ask(rotating, query, tcp=True) for _ in range(6)}
+    assert len(replies) == 3  # over TCP too
+    assert not rotating.cache.exact_tcp
 
 
 # ---- precise invalidation: a change drops exactly what it may alter ------------------------
@@ -491,6 +546,10 @@ def test_a_tcp_reply_too_big_for_udp_is_not_served_over_udp() -> None:
         query = make_query("big.testns.svc.cluster.local", opt=opt)
         whole = ask(handler, query, tcp=True)
         assert len(whole) > 1232
+        assert ask(handler, query, tcp=True) == whole
+        # Remembered as TCP bytes when cached (a reply over 512 bytes to a query without
+        # EDNS is not: the slow path answers it every time).
+        assert (query[2:] in handler.cache.exact_tcp) == (opt is not None)
         assert ask(handler, query, tcp=True) == whole
         udp = ask(handler, query)
         assert header(udp)[1] & 0x0200  # TC: the client retries over TCP (RFC 1035 §4.2.1)
