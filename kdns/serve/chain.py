@@ -114,9 +114,11 @@ class Request:
         return self.query.edns is not None and self.query.edns.do
 
 
-@dataclass(slots=True)
+@dataclass(init=False)
 class Response:
-    """A plugin's answer. Exactly one of `reply` and `wire` is set."""
+    """A plugin's answer. Exactly one of `reply` and `wire` is set. (Its `__init__` is
+    written out: compiled, the one `dataclass` generates stays interpreted Python, several
+    times as slow, and every query off the fast path makes a Response.)"""
 
     reply: Reply | None = None
     wire: bytes | None = None  # a complete DNS message, its ID already the client's
@@ -145,6 +147,32 @@ class Response:
     # The upstream that sent a relayed reply ("10.0.0.2:53"), set by `forward`; None for
     # everything else, a cache hit included. Read by `kdns explain`.
     upstream: str | None = None
+
+    def __init__(
+        self,
+        reply: Reply | None = None,
+        wire: bytes | None = None,
+        plugin: str = "",
+        cacheable: bool = False,
+        dep: Dep = None,
+        rotate: bool = False,
+        expires: float | None = None,
+        ttl_offsets: tuple[bytes, tuple[int, ...]] | None = None,
+        siblings: Callable[[bytes], bool] | None = None,
+        error: str | None = None,
+        upstream: str | None = None,
+    ) -> None:
+        self.reply = reply
+        self.wire = wire
+        self.plugin = plugin
+        self.cacheable = cacheable
+        self.dep = dep
+        self.rotate = rotate
+        self.expires = expires
+        self.ttl_offsets = ttl_offsets
+        self.siblings = siblings
+        self.error = error
+        self.upstream = upstream
 
     @property
     def rcode(self) -> int:

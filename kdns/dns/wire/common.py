@@ -62,11 +62,13 @@ def rcode_name(rcode: int) -> str:
 
 # ---- names as text -------------------------------------------------------------------------
 
-_PLAIN_LABEL = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+# Octets a label may hold unescaped in presentation form. `not x.translate(None, _PLAIN)`
+# (nothing left once they are deleted) tests a label at half the cost of a set's issuperset.
+_PLAIN = b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
 
 
 def _label_text(label: bytes) -> str:
-    if _PLAIN_LABEL.issuperset(label):
+    if not label.translate(None, _PLAIN):
         return label.decode("ascii")
     out = []
     for b in label:
@@ -83,7 +85,7 @@ def labels_to_text(labels: list[bytes]) -> str:
     """Presentation form, absolute: `a.b.` ("." for the root), with RFC 1035 §5.1 escapes."""
     if not labels:
         return "."
-    if _PLAIN_LABEL.issuperset(b"".join(labels)):  # (the common case: nothing to escape)
+    if not b"".join(labels).translate(None, _PLAIN):  # (the common case: nothing to escape)
         return b".".join(labels).decode("ascii") + "."
     return "".join(_label_text(label) + "." for label in labels)
 

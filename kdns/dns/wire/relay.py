@@ -89,11 +89,12 @@ def answers(reply: bytes, qid: int, opcode: int, key: bytes) -> bool:
     return reply[12 : end - 4].lower() == key[:-4] and reply[end - 4 : end] == key[-4:]
 
 
-@dataclass(slots=True)
+@dataclass(init=False)
 class ReplyScan:
     """What the forward cache needs of a relayed reply, read in one pass (`scan_reply`).
     Read-only by use; not a frozen dataclass, whose constructor would cost a third of
-    the scan (one per forwarded reply)."""
+    the scan (one per forwarded reply), and its `__init__` written out (compiled, the
+    generated one stays interpreted: see the note above `Query`)."""
 
     rcode: int  # the header's 4 bits and an OPT's extended bits (RFC 6891 §6.1.3)
     truncated: bool
@@ -102,6 +103,24 @@ class ReplyScan:
     min_ttl: int | None  # over every record but the OPT, in every section
     max_ttl: int  # the largest TTL field as sent (0 without records; >= 2**31 if one is "negative")
     soa_negative_ttl: int | None  # min(SOA TTL, SOA MINIMUM) of authority SOAs (RFC 2308 §5)
+
+    def __init__(
+        self,
+        rcode: int,
+        truncated: bool,
+        answer_count: int,
+        ttl_offsets: tuple[int, ...],
+        min_ttl: int | None,
+        max_ttl: int,
+        soa_negative_ttl: int | None,
+    ) -> None:
+        self.rcode = rcode
+        self.truncated = truncated
+        self.answer_count = answer_count
+        self.ttl_offsets = ttl_offsets
+        self.min_ttl = min_ttl
+        self.max_ttl = max_ttl
+        self.soa_negative_ttl = soa_negative_ttl
 
 
 _SOA_MIN_RDATA = 22  # two one-octet names and five 32-bit fields
