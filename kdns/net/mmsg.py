@@ -39,21 +39,21 @@ import mmap
 import os
 import socket
 import sys
-from typing import Any
+from typing import Any, Final
 
-_IOVEC = 16
-_SEND_IOV = 2 * _IOVEC  # per sent message: the ID, then the reply
-_MMSGHDR = 64
-_NAME = 32  # a slot for sockaddr_in (16) or sockaddr_in6 (28)
-_MSG_DONTWAIT = 0x40
-_AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
+_IOVEC: Final = 16
+_SEND_IOV: Final = 2 * _IOVEC  # per sent message: the ID, then the reply
+_MMSGHDR: Final = 64
+_NAME: Final = 32  # a slot for sockaddr_in (16) or sockaddr_in6 (28)
+_MSG_DONTWAIT: Final = 0x40
+_AGAIN: Final = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 
 # Indexes into the 64-byte mmsghdr through 8-byte ('Q') and 4-byte ('I') views.
 _Q_NAME, _I_NAMELEN, _Q_IOV, _Q_IOVLEN, _I_LEN = 0, 2, 2, 3, 14
 _Q_PER_MSG, _I_PER_MSG = _MMSGHDR // 8, _MMSGHDR // 4
 LENGTH_STRIDE, LENGTH_AT = _I_PER_MSG, _I_LEN
 """`Batch.recv_lengths[i * LENGTH_STRIDE + LENGTH_AT]`: the bytes in receive slot i."""
-NAME_STRIDE = _NAME
+NAME_STRIDE: Final = _NAME
 """`Batch.send_names[8 * k] = Batch.names_at + i * NAME_STRIDE`: reply k goes to sender i."""
 
 

@@ -13,16 +13,16 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
-_bisect_left = bisect.bisect_left
+_bisect_left: Final = bisect.bisect_left
 
 K = TypeVar("K")
 
 # CoreDNS plugin/metrics/vars: request duration ExponentialBuckets(0.00025, 2, 16).
-DURATION_BUCKETS: tuple[float, ...] = tuple(0.00025 * 2**i for i in range(16))
+DURATION_BUCKETS: Final[tuple[float, ...]] = tuple(0.00025 * 2**i for i in range(16))
 # CoreDNS plugin/metrics/vars: size buckets.
-SIZE_BUCKETS: tuple[float, ...] = (
+SIZE_BUCKETS: Final[tuple[float, ...]] = (
     0,
     100,
     200,
@@ -39,9 +39,9 @@ SIZE_BUCKETS: tuple[float, ...] = (
     64e3,
 )
 # CoreDNS plugin/kubernetes/metrics.go: ExponentialBuckets(0.001, 2, 20).
-PROGRAMMING_BUCKETS: tuple[float, ...] = tuple(0.001 * 2**i for i in range(20))
+PROGRAMMING_BUCKETS: Final[tuple[float, ...]] = tuple(0.001 * 2**i for i in range(20))
 # Forward (proxy) request duration, CoreDNS plugin/pkg/proxy: ExponentialBuckets(0.00025, 2, 16).
-PROXY_BUCKETS: tuple[float, ...] = DURATION_BUCKETS
+PROXY_BUCKETS: Final[tuple[float, ...]] = DURATION_BUCKETS
 
 
 @dataclass(slots=True)

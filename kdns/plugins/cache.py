@@ -60,6 +60,7 @@ from typing import Any, Final
 from kdns.config.model import CacheConfig, StaleRefresh
 from kdns.dns import wire
 from kdns.dns.records import Rcode
+from kdns.dns.wire.common import RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_SERVFAIL
 from kdns.observe.stats import Stats
 from kdns.plugins.kubernetes import in_zone
 from kdns.serve.chain import Plugin, Request, Response, Result, then
@@ -67,7 +68,7 @@ from kdns.serve.chain import Plugin, Request, Response, Result, then
 log = logging.getLogger(__name__)
 
 CacheKey = tuple[str, int, int, bool, bool, bool]  # qname, qtype, qclass, DO, CD, EDNS
-_DEFAULT_NEGATIVE_TTL = 5  # a denial without an SOA (CoreDNS's minimal default TTL)
+_DEFAULT_NEGATIVE_TTL: Final = 5  # a denial without an SOA (CoreDNS's minimal default TTL)
 
 # Stores between two young-generation collections, run from here. CPython takes most new
 # tuples from a free list without counting them towards its next collection, so while
@@ -78,8 +79,8 @@ _DEFAULT_NEGATIVE_TTL = 5  # a denial without an SOA (CoreDNS's minimal default 
 # the collector tracks (the TTL offsets packed in bytes), so that first pass untracks
 # them and they never reach the older generations.
 _COLLECT_EVERY: Final = 256
-SUCCESS = "success"
-DENIAL = "denial"
+SUCCESS: Final = "success"
+DENIAL: Final = "denial"
 
 
 # One cached reply, TTLs already capped: (reply, stored, ttl, offsets, kind, rcode), where
@@ -365,20 +366,20 @@ class CachePlugin(Plugin):
         if scan.truncated:
             return None
         rcode = scan.rcode
-        if refresh and rcode not in (Rcode.NOERROR, Rcode.NXDOMAIN):
+        if refresh and rcode != RCODE_NOERROR and rcode != RCODE_NXDOMAIN:
             return None
-        if rcode == Rcode.NOERROR and scan.answer_count:
+        if rcode == RCODE_NOERROR and scan.answer_count:
             if self._disabled(lname, config.disable_success):
                 return None
             store, kind = self.success, SUCCESS
             # CoreDNS: the smallest TTL of every record (answer, authority, additional).
             ttl = scan.min_ttl or 0
             ttl = min(max(ttl, config.success_min_ttl), config.success_ttl)
-        elif rcode in (Rcode.NOERROR, Rcode.NXDOMAIN, Rcode.SERVFAIL):
+        elif rcode in (RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_SERVFAIL):
             if self._disabled(lname, config.disable_denial):
                 return None
             store, kind = self.denial, DENIAL
-            if rcode == Rcode.SERVFAIL:
+            if rcode == RCODE_SERVFAIL:
                 ttl = config.servfail_ttl
             else:
                 neg = scan.soa_negative_ttl

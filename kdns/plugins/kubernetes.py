@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from ipaddress import IPv6Address, ip_address
+from typing import Final
 
 from kdns.cluster.model import IPAddress
 from kdns.config.model import KubernetesConfig
@@ -46,7 +47,7 @@ from kdns.serve.chain import Dep, Plugin, Request, Response, Result, then
 
 log = logging.getLogger(__name__)
 
-_REVERSE = ("in-addr.arpa.", "ip6.arpa.")
+_REVERSE: Final = ("in-addr.arpa.", "ip6.arpa.")
 
 
 def in_zone(lname: str, zone: str) -> bool:
@@ -276,10 +277,10 @@ class KubernetesPlugin(Plugin):
         return then(self.next.serve(sub), append)
 
 
-_ABSENT_CACHE = 1024  # sibling tests kept (one per namespace or Service; they hold no data)
-_PLAIN_LABEL = b"abcdefghijklmnopqrstuvwxyz0123456789-_"
+_ABSENT_CACHE: Final = 1024  # sibling tests kept (one per namespace or Service; they hold no data)
+_PLAIN_LABEL: Final = b"abcdefghijklmnopqrstuvwxyz0123456789-_"
 # The names directly below a cluster zone (`parse_name`), and the SOA's RNAME.
-_ZONE_CHILDREN = frozenset((b"dns-version", b"svc", b"pod", b"dns", b"hostmaster"))
+_ZONE_CHILDREN: Final = frozenset((b"dns-version", b"svc", b"pod", b"dns", b"hostmaster"))
 
 
 def _no_service_in(view: ClusterView, namespace: str) -> Callable[[bytes], bool]:

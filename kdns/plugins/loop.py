@@ -16,16 +16,18 @@ import logging
 import secrets
 import socket
 from collections.abc import Callable
+from typing import Final
 
 from kdns.config.settings import HostPort
 from kdns.dns.records import Rcode, Reply, RType
 from kdns.dns.wire import build_query
+from kdns.dns.wire.common import TYPE_HINFO
 from kdns.serve.chain import Plugin, Request, Response, Result
 
 log = logging.getLogger(__name__)
 
-THRESHOLD = 2  # seen more than twice: a loop
-PROBE_SECONDS = 30.0
+THRESHOLD: Final = 2  # seen more than twice: a loop
+PROBE_SECONDS: Final = 30.0
 
 
 def probe_name(zone: str) -> str:
@@ -49,7 +51,7 @@ class LoopPlugin(Plugin):
     def serve(self, request: Request) -> Result:
         if (
             not self.disabled
-            and request.question.qtype == RType.HINFO
+            and request.question.qtype == TYPE_HINFO
             and request.question.lname == self.qname
         ):
             self.seen += 1

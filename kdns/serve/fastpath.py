@@ -61,7 +61,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 from kdns.dns.wire import rewrite_ttls
 from kdns.observe.stats import Stats
@@ -70,20 +70,20 @@ from kdns.serve.transport import Client
 HandleResult = bytes | None | Awaitable[bytes | None]
 
 # Header counts of the commonest shapes: QD=1 AN=0 NS=0 AR=0, and AR=1 (a bare OPT).
-_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
-_WITH_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"
-_ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # QD=1 AN=0 NS=0; AR follows
-_AR0 = b"\x00\x00"
-_AR1 = b"\x00\x01"
-_OPT_HEAD = b"\x00\x00\x29"  # root owner, TYPE 41 (RFC 6891 §6.1.2)
-_OPT_TAIL = b"\x00\x00\x00\x00\x00\x00"  # ext-rcode 0, version 0, DO=0 Z=0, RDLEN 0
-_OPT_TAIL_DO = b"\x00\x00\x80\x00\x00\x00"  # the same with DO=1
-_OPT_SIZE = 11  # an OPT without options
-_CLASS_IN = b"\x00\x01"
-_DO = b"\x80"  # the OPT TTL's third octet with DO set (RFC 3225 §3), the rest zero
-_LENGTHS = tuple(bytes((n,)) for n in range(256))
+_PLAIN: Final = b"\x00\x01\x00\x00\x00\x00\x00\x00"
+_WITH_OPT: Final = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+_ONE_QUESTION: Final = b"\x00\x01\x00\x00\x00\x00"  # QD=1 AN=0 NS=0; AR follows
+_AR0: Final = b"\x00\x00"
+_AR1: Final = b"\x00\x01"
+_OPT_HEAD: Final = b"\x00\x00\x29"  # root owner, TYPE 41 (RFC 6891 §6.1.2)
+_OPT_TAIL: Final = b"\x00\x00\x00\x00\x00\x00"  # ext-rcode 0, version 0, DO=0 Z=0, RDLEN 0
+_OPT_TAIL_DO: Final = b"\x00\x00\x80\x00\x00\x00"  # the same with DO=1
+_OPT_SIZE: Final = 11  # an OPT without options
+_CLASS_IN: Final = b"\x00\x01"
+_DO: Final = b"\x80"  # the OPT TTL's third octet with DO set (RFC 3225 §3), the rest zero
+_LENGTHS: Final = tuple(bytes((n,)) for n in range(256))
 
-UDP_NEVER = 1 << 17
+UDP_NEVER: Final = 1 << 17
 """`need` of a reply no UDP client may get (bigger than the server's UDP limit)."""
 
 
@@ -239,7 +239,7 @@ class Aging(Entry):
         return self.tail
 
 
-_FOREVER = float("inf")
+_FOREVER: Final = float("inf")
 
 
 class Exact:

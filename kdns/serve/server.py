@@ -41,6 +41,7 @@ from kdns.dns.wire import (
     rcode_name,
     ttl_offsets,
 )
+from kdns.dns.wire.common import RCODE_NOERROR, TYPE_AXFR, TYPE_IXFR
 from kdns.net.mmsg import Peer, SockAddr
 from kdns.observe.stats import Stats
 from kdns.serve.chain import Generation, Plugin, Request, Response, Staged
@@ -56,9 +57,9 @@ from kdns.serve.transport import Client
 
 log = logging.getLogger(__name__)
 
-DROPPED_ZONE = "dropped"
-TCP_MAX = 65535
-MAX_ROTATIONS = 8  # pre-encoded orders kept for a rotating (loadbalance) reply
+DROPPED_ZONE: Final = "dropped"
+TCP_MAX: Final = 65535
+MAX_ROTATIONS: Final = 8  # pre-encoded orders kept for a rotating (loadbalance) reply
 _QTYPE_LABELS = {int(t): t.name for t in RType}
 # kdns's OPT, as `encode_reply` ends a reply to a query with EDNS: root owner, TYPE 41,
 # our payload, ext-rcode, version 0, DO (copied from the query), no options.
@@ -258,7 +259,8 @@ class DnsServer(FastPath):
         if edns is not None and edns.version > 0:
             out = encode_badvers(query, ra=block.recursion)  # RFC 6891 §6.1.3
             return self._done(out, zone, proto, "BADVERS", started)
-        if query.qclass != CLASS_IN or question.qtype in (RType.AXFR, RType.IXFR):
+        qtype = question.qtype
+        if query.qclass != CLASS_IN or qtype in (TYPE_AXFR, TYPE_IXFR):
             # Only class IN data here; zone transfers are not offered (docs/rules.md D8).
             return self._send(query, _refused(), zone, proto, max_size, started, block.recursion)
         # (data, query, tcp, family, max_size, zone, server, client, raw_client)
@@ -538,7 +540,7 @@ class DnsServer(FastPath):
                 return
         offsets = tuple(offset - end for offset in offsets)
         rcode = out[3] & 0x0F
-        negative = rcode != Rcode.NOERROR or out[6:8] == b"\x00\x00"
+        negative = rcode != RCODE_NOERROR or out[6:8] == b"\x00\x00"
         meta = EntryMeta(
             zone=request.zone,
             qtype=qtype_label(request.query.question.qtype),

@@ -13,25 +13,38 @@ from __future__ import annotations
 
 import functools
 import struct
+from typing import Final
 
 from kdns.dns.records import Rcode
 
 # Our advertised EDNS UDP payload (DNS flag day 2020 recommendation).
-EDNS_PAYLOAD = 1232
-BADVERS = 16  # RFC 6891 §9: extended rcode 16
-CLASS_IN = 1
-MAX_NAME = 255  # RFC 1035 §3.1: a name is at most 255 octets on the wire
-MAX_LABEL = 63
+EDNS_PAYLOAD: Final = 1232
+BADVERS: Final = 16  # RFC 6891 §9: extended rcode 16
+CLASS_IN: Final = 1
+MAX_NAME: Final = 255  # RFC 1035 §3.1: a name is at most 255 octets on the wire
+MAX_LABEL: Final = 63
 
-HEADER = struct.Struct("!HHHHHH")  # id, flags, QDCOUNT, ANCOUNT, NSCOUNT, ARCOUNT
-RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
-FLAG_QR = 0x8000
-FLAG_AA = 0x0400
-FLAG_TC = 0x0200
-FLAG_RD = 0x0100
-FLAG_RA = 0x0080
-FLAG_CD = 0x0010
-DO = 0x8000  # RFC 3225: in the OPT TTL's low 16 bits
+HEADER: Final = struct.Struct("!HHHHHH")  # id, flags, QDCOUNT, ANCOUNT, NSCOUNT, ARCOUNT
+RR_FIXED: Final = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+FLAG_QR: Final = 0x8000
+FLAG_AA: Final = 0x0400
+FLAG_TC: Final = 0x0200
+FLAG_RD: Final = 0x0100
+FLAG_RA: Final = 0x0080
+FLAG_CD: Final = 0x0010
+DO: Final = 0x8000  # RFC 3225: in the OPT TTL's low 16 bits
+
+# The types and rcodes the per-query code compares with, as plain ints (the values of
+# kdns.dns.records' RType and Rcode): compiled, a comparison with an IntEnum member costs an
+# attribute lookup and a rich comparison, with a Final int one machine instruction.
+TYPE_SOA: Final = 6
+TYPE_HINFO: Final = 13
+TYPE_OPT: Final = 41
+TYPE_IXFR: Final = 251
+TYPE_AXFR: Final = 252
+RCODE_NOERROR: Final = 0
+RCODE_SERVFAIL: Final = 2
+RCODE_NXDOMAIN: Final = 3
 
 
 class QueryError(Exception):
@@ -51,7 +64,9 @@ class FormatError(QueryError):
         super().__init__(why, Rcode.FORMERR)
 
 
-_RCODE_NAMES: dict[int, str] = {int(code): code.name for code in Rcode} | {BADVERS: "BADVERS"}
+_RCODE_NAMES: Final[dict[int, str]] = {int(code): code.name for code in Rcode} | {
+    BADVERS: "BADVERS"
+}
 
 
 def rcode_name(rcode: int) -> str:
@@ -64,7 +79,7 @@ def rcode_name(rcode: int) -> str:
 
 # Octets a label may hold unescaped in presentation form. `not x.translate(None, _PLAIN)`
 # (nothing left once they are deleted) tests a label at half the cost of a set's issuperset.
-_PLAIN = b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+_PLAIN: Final = b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
 
 
 def _label_text(label: bytes) -> str:

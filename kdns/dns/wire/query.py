@@ -28,13 +28,14 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from kdns.dns.records import Question, Rcode, RType
+from kdns.dns.records import Question, Rcode
 from kdns.dns.wire.common import (
     DO,
     FLAG_CD,
     FLAG_QR,
     FLAG_RD,
     HEADER,
+    TYPE_OPT,
     FormatError,
     QueryError,
     labels_to_text,
@@ -158,7 +159,7 @@ def decode_query(data: bytes) -> Query:
     for section, count in ((1, an), (2, ns), (3, ar)):
         for _ in range(count):
             rtype, rclass, ttl, rd, rdlen, nxt = skip_rr(data, offset)
-            if rtype == RType.OPT:
+            if rtype == TYPE_OPT:
                 if section != 3:
                     raise FormatError("OPT outside the additional section")
                 if edns is not None:

@@ -18,13 +18,23 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
-from kdns.dns.records import Rcode, RType
-from kdns.dns.wire.common import CLASS_IN, HEADER, FormatError, read_name, skip_name, skip_rr
+from kdns.dns.records import Rcode
+from kdns.dns.wire.common import (
+    CLASS_IN,
+    HEADER,
+    TYPE_OPT,
+    TYPE_SOA,
+    FormatError,
+    read_name,
+    skip_name,
+    skip_rr,
+)
 from kdns.dns.wire.encode import encode_truncated
 from kdns.dns.wire.query import Query
 
-_U32 = struct.Struct("!I")
+_U32: Final = struct.Struct("!I")
 
 
 def _question_key(data: bytes) -> tuple[int, int, bytes, int, int] | None:
@@ -123,7 +133,7 @@ class ReplyScan:
         self.soa_negative_ttl = soa_negative_ttl
 
 
-_SOA_MIN_RDATA = 22  # two one-octet names and five 32-bit fields
+_SOA_MIN_RDATA: Final = 22  # two one-octet names and five 32-bit fields
 
 
 def scan_reply(reply: bytes) -> ReplyScan:
@@ -145,7 +155,7 @@ def scan_reply(reply: bytes) -> ReplyScan:
     authority = range(an, an + ns)
     for index in range(an + ns + ar):
         rtype, rclass, ttl, rdata, rdlen, end = skip_rr(reply, pos)
-        if rtype == RType.OPT:
+        if rtype == TYPE_OPT:
             rcode |= (ttl >> 24) << 4
             pos = end
             continue
@@ -155,7 +165,7 @@ def scan_reply(reply: bytes) -> ReplyScan:
         if ttl & 0x80000000:  # RFC 2181 §8: treated as 0
             ttl = 0
         min_ttl = ttl if min_ttl is None else min(min_ttl, ttl)
-        if rtype == RType.SOA and rclass == CLASS_IN and index in authority:
+        if rtype == TYPE_SOA and rclass == CLASS_IN and index in authority:
             if rdlen < _SOA_MIN_RDATA:
                 raise FormatError("SOA rdata too short")
             (minimum,) = _U32.unpack_from(reply, end - 4)
@@ -183,7 +193,7 @@ def ttl_offsets(reply: bytes) -> tuple[int, ...]:
     offsets = []
     for _ in range(an + ns + ar):
         rtype, _, _, rdata, _, pos = skip_rr(reply, pos)
-        if rtype != RType.OPT:  # the OPT's "TTL" is its extended rcode and flags
+        if rtype != TYPE_OPT:  # the OPT's "TTL" is its extended rcode and flags
             offsets.append(rdata - 6)
     return tuple(offsets)
 
