@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import servers, workload
 from bench.run_bench import parse_dnsperf, parse_latency_line, percentile
-from bench.servers import HOST, Server
+from bench.servers import Server
 
 
 def one_run(
@@ -58,39 +58,10 @@ def one_run(
             workload.write_unique_queries(queries, mix.names, lines=lines, tag=tag, workload=wl)
         else:
             queries = files.hits_queries if mix.names == "forward-hits" else files.queries
-            warm = [
-                "dnsperf",
-                "-s",
-                HOST,
-                "-p",
-                str(port),
-                "-d",
-                str(queries),
-                "-l",
-                "2",
-                *mix.dnsperf,
-            ]
+            warm = servers.dnsperf_argv(port, queries, "-l", "2", *mix.dnsperf)
             subprocess.run(warm, capture_output=True, check=True)  # fills the caches
-        cmd = [
-            "taskset",
-            "-c",
-            "0",
-            "dnsperf",
-            "-s",
-            HOST,
-            "-p",
-            str(port),
-            "-d",
-            str(queries),
-            "-c",
-            "8",
-            "-q",
-            "100",
-            "-l",
-            str(seconds),
-            "-v",
-            *mix.dnsperf,
-        ]
+        flags = ("-c", "8", "-q", "100", "-l", str(seconds), "-v", *mix.dnsperf)
+        cmd = ["taskset", "-c", "0", *servers.dnsperf_argv(port, queries, *flags)]
         if rate:
             cmd += ["-Q", str(rate)]
         u0, s0 = server.cpu_times()
@@ -135,10 +106,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kdns-ab-") as tmp:
         work = Path(tmp)
         files = workload.write(wl, work)
-        upstream = servers.upstream_knot(files, work, cpus="0")
-        upstream.start()
-        try:
-            upstream.wait_ready(name=f"probe.{workload.EXT_ZONE}.")
+        with servers.running_upstream(files, work) as upstream:
             for rate in args.rate or [0]:
                 print(f"# {'full load' if not rate else f'-Q {rate}'}, {args.seconds} s per run")
                 for r in range(args.rounds):
@@ -159,8 +127,6 @@ def main() -> None:
                             ),
                             flush=True,
                         )
-        finally:
-            upstream.stop()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import servers, workload
 from bench.run_bench import parse_dnsperf
-from bench.servers import HOST
 
 
 def main() -> None:
@@ -33,10 +32,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kdns-ceiling-") as tmp:
         work = Path(tmp)
         files = workload.write(wl, work)
-        upstream = servers.upstream_knot(files, work, cpus="0")
-        upstream.start()
-        try:
-            upstream.wait_ready(name=f"probe.{workload.EXT_ZONE}.")
+        with servers.running_upstream(files, work) as upstream:
             for _ in range(args.rounds):
                 for make in (servers.kdns, servers.unbound):
                     server = make(files, work, workers=1, cpus="1", upstream=upstream.port)
@@ -46,17 +42,16 @@ def main() -> None:
                         print(measure(server, files.hits_queries, args.seconds), flush=True)
                     finally:
                         server.stop()
-        finally:
-            upstream.stop()
 
 
 def measure(server: servers.Server, queries: Path, seconds: int) -> str:
-    base = ["dnsperf", "-s", HOST, "-p", str(server.port), "-d", str(queries)]
-    subprocess.run([*base, "-l", "2"], capture_output=True, check=True)  # fills the cache
-    timed = ["/usr/bin/time", "-f", "%U %S", "taskset", "-c", "0", *base]
+    warm = servers.dnsperf_argv(server.port, queries, "-l", "2")
+    subprocess.run(warm, capture_output=True, check=True)  # fills the cache
+    flags = ("-c", "8", "-q", "100", "-l", str(seconds))
+    timed = ["/usr/bin/time", "-f", "%U %S", "taskset", "-c", "0"]
     u0, s0 = server.cpu_times()
     out = subprocess.run(
-        [*timed, "-c", "8", "-q", "100", "-l", str(seconds)],
+        [*timed, *servers.dnsperf_argv(server.port, queries, *flags)],
         capture_output=True,
         text=True,
         check=True,

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -369,6 +370,24 @@ def upstream_knot(files: Files, workdir: Path, *, cpus: str | None) -> Server:
     shutil.copy(files.ext_zone, state / f"{EXT_ZONE}.zone")
     conf = _knot_conf(state, port, 1, EXT_ZONE, state / f"{EXT_ZONE}.zone")
     return Server(label, "knot", port, [BINARIES["knot"], "-c", str(conf)], workdir, cpus=cpus)
+
+
+@contextlib.contextmanager
+def running_upstream(files: Files, workdir: Path) -> Iterator[Server]:
+    """`upstream_knot` on CPU 0 (beside dnsperf), started and answering; stopped after.
+    For the tools that run one forwarding row by hand (ab_forward.py, ceiling.py)."""
+    upstream = upstream_knot(files, workdir, cpus="0")
+    upstream.start()
+    try:
+        upstream.wait_ready(name=f"probe.{EXT_ZONE}.")
+        yield upstream
+    finally:
+        upstream.stop()
+
+
+def dnsperf_argv(port: int, queries: Path, *flags: str) -> list[str]:
+    """dnsperf against 127.0.0.1:`port` with the query file `queries`."""
+    return ["dnsperf", "-s", HOST, "-p", str(port), "-d", str(queries), *flags]
 
 
 def dnsmasq(

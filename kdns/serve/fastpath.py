@@ -705,6 +705,18 @@ class FastPath:
         found.until = min(aging.born + aging.aged + 1, aging.expires)
         return True
 
+    def _remembered(self, found: Exact | None, data: bytes, family: str) -> bytes | None:
+        """The reply to `data` if this very query was answered from the cache before
+        (`found`, from an exact-query map), counted; None if not, or if it was a relayed
+        reply that has expired (then the slow path asks upstream again)."""
+        if found is None or (found.head is not None and not self._refresh(found)):
+            return None
+        if family == "1":
+            found.v4 += 1
+        else:
+            found.v6 += 1
+        return data[:2] + found.reply
+
     def _check_generation(self) -> None:
         """Catch up with data changes (the handler also records programming latency)."""
         if self.generation_moved():
@@ -718,24 +730,13 @@ class FastPath:
         ):
             self._check_generation()  # drop what the changes may alter, then carry on
         if tcp:  # (a TCP query seen before: as a UDP one below, from its own table)
-            found = self._exact_tcp.get(data[2:])
-            if found is not None and (found.head is None or self._refresh(found)):
-                if family == "1":
-                    found.v4 += 1
-                else:
-                    found.v6 += 1
-                return data[:2] + found.reply
+            remembered = self._remembered(self._exact_tcp.get(data[2:]), data, family)
+            if remembered is not None:
+                return remembered
             return self._general(data, tcp, family, client, False)
-        query = data[2:]
-        found = self._exact.get(query)
-        # This very query was answered from the cache before (a relayed reply may have to
-        # count down first, or have expired: then the slow path asks upstream again).
-        if found is not None and (found.head is None or self._refresh(found)):
-            if family == "1":
-                found.v4 += 1
-            else:
-                found.v6 += 1
-            return data[:2] + found.reply
+        remembered = self._remembered(self._exact.get(data[2:]), data, family)
+        if remembered is not None:
+            return remembered
         if self._exact_templates and len(data) > 13:
             n = data[12]
             found = self._exact_templates.get(data[2:13] + data[13 + n :])
