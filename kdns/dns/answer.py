@@ -193,6 +193,24 @@ def served_service(
     return service, endpoints
 
 
+def service_below(
+    view: ClusterView, ns: str, svc: str
+) -> tuple[Service, Sequence[ReadyEndpoint]] | None:
+    """`served_service`, when names below the Service can exist: not below an ExternalName
+    (N11, CoreDNS)."""
+    found = served_service(view, ns, svc)
+    return None if found is None or found[0].external_name is not None else found
+
+
+def named_port(service: Service, protocol: str, port: str | None = None) -> bool:
+    """Whether the Service has a named port of `protocol` (named `port`, when given): the
+    names `_<proto>.<svc>...` (D3) and `_<port>._<proto>.<svc>...` (R10, R22) exist."""
+    return any(
+        p.name and p.protocol == protocol and (port is None or p.name == port)
+        for p in service.ports
+    )
+
+
 def _is_ip(text: str) -> bool:
     try:
         ip_address(text)
@@ -381,9 +399,9 @@ class _Lookup:
 
     def endpoint_name(self, ns: str, svc: str, label: str, owner: str, qtype: int) -> _Found | None:
         """R20, R21 (and N6: non-headless Services too, from their endpoints)."""
-        found = self.service(ns, svc)
-        if found is None or found[0].external_name is not None:
-            return None  # nothing below an ExternalName (N11, CoreDNS)
+        found = service_below(self.view, ns, svc)
+        if found is None:
+            return None
         addresses = [e.address for e in found[1] if e.label == label]
         if not addresses:
             return None
@@ -391,17 +409,13 @@ class _Lookup:
 
     def protocol_name(self, ns: str, svc: str, proto: str) -> _Found | None:
         """D3: `_<proto>.<svc>...` exists iff some SRV name lies below it."""
-        found = self.service(ns, svc)
-        if found is None or found[0].external_name is not None:
-            return None
-        if any(p.name and p.protocol == proto for p in found[0].ports):
-            return _Found()
-        return None
+        found = service_below(self.view, ns, svc)
+        return _Found() if found is not None and named_port(found[0], proto) else None
 
     def port_name(self, ns: str, svc: str, port: str, proto: str, qtype: int) -> _Found | None:
         """R10, R22: the SRV RRset of one named port; other types are NODATA."""
-        found = self.service(ns, svc)
-        if found is None or found[0].external_name is not None or not port:
+        found = service_below(self.view, ns, svc)
+        if found is None or not port:
             return None
         service, endpoints = found
         srv = self.srv(service, endpoints, port=port, protocol=proto)

@@ -366,7 +366,7 @@ class CachePlugin(Plugin):
         if scan.truncated:
             return None
         rcode = scan.rcode
-        if refresh and rcode != RCODE_NOERROR and rcode != RCODE_NXDOMAIN:
+        if refresh and rcode not in (RCODE_NOERROR, RCODE_NXDOMAIN):
             return None
         if rcode == RCODE_NOERROR and scan.answer_count:
             if self._disabled(lname, config.disable_success):

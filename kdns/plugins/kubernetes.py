@@ -37,7 +37,7 @@ from typing import Final
 from kdns.cluster.model import IPAddress
 from kdns.config.model import KubernetesConfig
 from kdns.config.settings import PodMode
-from kdns.dns.answer import AnswerConfig, answer, served_service
+from kdns.dns.answer import AnswerConfig, answer, named_port, service_below
 from kdns.dns.filtered import FilteredView
 from kdns.dns.names import pod_address
 from kdns.dns.records import Question, Rcode, Record, Reply, RType
@@ -309,20 +309,19 @@ def _no_namespace(view: ClusterView) -> Callable[[bytes], bool]:
 
 def _nothing_below(view: ClusterView, namespace: str, name: str) -> Callable[[bytes], bool]:
     """Whether a plain lower-case label names nothing below a Service, read live, by
-    `answer()`'s tests (`served_service`: nothing below a missing Service, an ExternalName
+    `answer()`'s tests (`service_below`: nothing below a missing Service, an ExternalName
     or a headless Service without ready endpoints): `_<proto>` is a protocol name with a
     named port of that protocol below it (D3), any other label an endpoint's (R20, N6)."""
 
     def absent(label: bytes) -> bool:
         if label.translate(None, _PLAIN_LABEL):
             return False
-        found = served_service(view, namespace, name)
-        if found is None or found[0].external_name is not None:
+        found = service_below(view, namespace, name)
+        if found is None:
             return True
         text = label.decode("ascii")
         if text.startswith("_"):
-            protocol = text[1:]
-            return not any(p.name and p.protocol == protocol for p in found[0].ports)
+            return not named_port(found[0], text[1:])
         return all(e.label != text for e in found[1])
 
     return absent
@@ -339,13 +338,9 @@ def _no_port_of(
             return False
         if not label.startswith(b"_"):
             return True
-        found = served_service(view, namespace, name)
-        if found is None or found[0].external_name is not None:
-            return True
+        found = service_below(view, namespace, name)
         port = label[1:].decode("ascii")
-        return not port or not any(
-            p.name == port and p.protocol == protocol for p in found[0].ports
-        )
+        return found is None or not port or not named_port(found[0], protocol, port)
 
     return absent
 

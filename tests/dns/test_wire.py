@@ -24,7 +24,6 @@ from kdns.dns.records import (
     Rcode,
     Record,
     Reply,
-    RType,
 )
 from kdns.dns.wire import (
     FormatError,
@@ -628,20 +627,3 @@ def test_names_as_text_are_escaped_label_by_label(labels: list[bytes]) -> None:
     # names (the common case) take a shortcut that must give the same text.
     expected = "".join(_label_text(label) + "." for label in labels) if labels else "."
     assert labels_to_text(labels) == expected
-
-
-def test_the_plain_int_types_and_rcodes_are_the_enums_values() -> None:
-    # (kdns.dns.wire.common keeps these as Final ints for the compiled per-query code)
-    from kdns.dns.wire import common
-
-    assert (common.TYPE_SOA, common.TYPE_HINFO, common.TYPE_OPT) == (
-        RType.SOA,
-        RType.HINFO,
-        RType.OPT,
-    )
-    assert (common.TYPE_IXFR, common.TYPE_AXFR) == (RType.IXFR, RType.AXFR)
-    assert (common.RCODE_NOERROR, common.RCODE_SERVFAIL, common.RCODE_NXDOMAIN) == (
-        Rcode.NOERROR,
-        Rcode.SERVFAIL,
-        Rcode.NXDOMAIN,
-    )

@@ -15,7 +15,7 @@ import functools
 import struct
 from typing import Final
 
-from kdns.dns.records import Rcode
+from kdns.dns.records import Rcode, RType
 
 # Our advertised EDNS UDP payload (DNS flag day 2020 recommendation).
 EDNS_PAYLOAD: Final = 1232
@@ -34,17 +34,17 @@ FLAG_RA: Final = 0x0080
 FLAG_CD: Final = 0x0010
 DO: Final = 0x8000  # RFC 3225: in the OPT TTL's low 16 bits
 
-# The types and rcodes the per-query code compares with, as plain ints (the values of
-# kdns.dns.records' RType and Rcode): compiled, a comparison with an IntEnum member costs an
-# attribute lookup and a rich comparison, with a Final int one machine instruction.
-TYPE_SOA: Final = 6
-TYPE_HINFO: Final = 13
-TYPE_OPT: Final = 41
-TYPE_IXFR: Final = 251
-TYPE_AXFR: Final = 252
-RCODE_NOERROR: Final = 0
-RCODE_SERVFAIL: Final = 2
-RCODE_NXDOMAIN: Final = 3
+# The types and rcodes the per-query code compares with, as plain ints: compiled, a
+# comparison with an IntEnum member costs an attribute lookup and a rich comparison, with a
+# Final int a load and a compare.
+TYPE_SOA: Final = int(RType.SOA)
+TYPE_HINFO: Final = int(RType.HINFO)
+TYPE_OPT: Final = int(RType.OPT)
+TYPE_IXFR: Final = int(RType.IXFR)
+TYPE_AXFR: Final = int(RType.AXFR)
+RCODE_NOERROR: Final = int(Rcode.NOERROR)
+RCODE_SERVFAIL: Final = int(Rcode.SERVFAIL)
+RCODE_NXDOMAIN: Final = int(Rcode.NXDOMAIN)
 
 
 class QueryError(Exception):
